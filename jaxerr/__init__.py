@@ -1,0 +1,33 @@
+"""jaxerr: guaranteed floating-point error bounds for JAX programs.
+
+``jaxerr.bound(f)`` traces ``f`` to a jaxpr and evaluates every equation over
+intervals carrying rounding-error bounds, so that each output comes back with an
+enclosure of the exact real result and a rigorous bound on the error of running
+``f`` in a chosen floating-point format.
+"""
+
+from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
+from ._domains.interval import Discrete, Real
+from ._formats import FORMATS, Accumulation, Format, as_format, gamma
+from ._interpreter import UnsupportedPrimitiveError
+from ._rules import interval_rules, register_rule
+
+__all__ = [
+    "Accumulation",
+    "Bound",
+    "Diagnostics",
+    "Discrete",
+    "FORMATS",
+    "Format",
+    "Interval",
+    "JaxerrWarning",
+    "Real",
+    "UnsupportedPrimitiveError",
+    "as_format",
+    "bound",
+    "gamma",
+    "interval_rules",
+    "register_rule",
+]
+
+__version__ = "0.1.0"

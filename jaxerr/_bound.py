@@ -1,0 +1,503 @@
+"""The public transformation :func:`bound`, its argument type :class:`Interval` and
+its result type :class:`Bound`."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _compat
+from . import _formats as F
+from ._domains import interval as I
+from ._domains.interval import Discrete, Real
+from ._interpreter import (
+    Config,
+    Ctx,
+    DiagnosticCollector,
+    Domain,
+    carrier_dtype,
+    check_supported,
+    interpret,
+    is_float_dtype,
+)
+from ._rules import interval_rules
+
+
+class JaxerrWarning(UserWarning):
+    """A bound came back infinite or an output is uncertain; the message says where and why."""
+
+
+# ---------------------------------------------------------------------------
+# Interval (argument type)
+# ---------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_node_class
+class Interval:
+    """Every value in the box ``[lo, hi]`` (elementwise), as an argument of ``bound(f)``.
+
+    ``lo`` and ``hi`` broadcast to a common shape; the dtype is the one ``f`` sees.
+    Raises ``ValueError`` for NaN ends or ``lo > hi`` when they are concrete.
+    """
+
+    def __init__(self, lo: Any, hi: Any, dtype: Any = None):
+        lo = jnp.asarray(lo, dtype=dtype)
+        hi = jnp.asarray(hi, dtype=dtype if dtype is not None else lo.dtype)
+        if dtype is None and lo.dtype != hi.dtype:
+            dt = jnp.result_type(lo, hi)
+            lo, hi = lo.astype(dt), hi.astype(dt)
+        shape = jnp.broadcast_shapes(lo.shape, hi.shape)
+        self.lo = jnp.broadcast_to(lo, shape)
+        self.hi = jnp.broadcast_to(hi, shape)
+        _validate_interval(self, "Interval")
+
+    @classmethod
+    def around(cls, center: Any, radius: Any, dtype: Any = None) -> Interval:
+        """The box ``[center - radius, center + radius]`` (ends computed in float64 and
+        rounded outward into the dtype, so the box contains the intended real box)."""
+        c = np.asarray(center, dtype=np.float64)
+        r = np.asarray(radius, dtype=np.float64)
+        dt = np.dtype(dtype) if dtype is not None else np.asarray(center).dtype
+        if not np.issubdtype(dt, np.floating):
+            dt = np.dtype(np.float32)
+        lo = (c - r).astype(dt)
+        hi = (c + r).astype(dt)
+        lo = np.where(lo.astype(np.float64) > c - r, np.nextafter(lo, np.asarray(-np.inf, dt)), lo)
+        hi = np.where(hi.astype(np.float64) < c + r, np.nextafter(hi, np.asarray(np.inf, dt)), hi)
+        return cls(lo, hi)
+
+    @property
+    def shape(self):
+        return self.lo.shape
+
+    @property
+    def dtype(self):
+        return self.lo.dtype
+
+    def tree_flatten(self):
+        return (self.lo, self.hi), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        obj = object.__new__(cls)
+        obj.lo, obj.hi = children
+        return obj
+
+    def __repr__(self) -> str:
+        return f"Interval(lo={self.lo}, hi={self.hi})"
+
+
+def _concrete(x: Any) -> bool:
+    return not _compat.is_tracer(x)
+
+
+def _validate_interval(iv: Interval, where: str) -> None:
+    if not (_concrete(iv.lo) and _concrete(iv.hi)):
+        return
+    lo = np.asarray(iv.lo)
+    hi = np.asarray(iv.hi)
+    if lo.dtype.kind == "f" or str(lo.dtype) == "bfloat16":
+        lo64, hi64 = lo.astype(np.float64), hi.astype(np.float64)
+        if np.isnan(lo64).any() or np.isnan(hi64).any():
+            raise ValueError(
+                f"{where}: NaN in an interval end (at {_first(np.isnan(lo64) | np.isnan(hi64))}). "
+                "An interval must contain real numbers; replace NaN with finite ends."
+            )
+        bad = lo64 > hi64
+    else:
+        bad = lo > hi
+    if bad.any():
+        raise ValueError(
+            f"{where}: lo > hi at {bad.sum()} element(s), first at index {_first(bad)} "
+            f"(lo={lo[np.nonzero(bad)][0]}, hi={hi[np.nonzero(bad)][0]}). Swap the ends or use "
+            "jaxerr.Interval(jnp.minimum(a, b), jnp.maximum(a, b))."
+        )
+
+
+def _first(mask: np.ndarray) -> tuple:
+    idx = np.argwhere(mask)
+    return tuple(int(i) for i in idx[0]) if idx.size else ()
+
+
+# ---------------------------------------------------------------------------
+# Bound (result type) and diagnostics
+# ---------------------------------------------------------------------------
+
+
+@jax.tree_util.register_pytree_node_class
+class Diagnostics:
+    """Messages the analysis may raise, each with a flag saying whether it fired.
+
+    ``messages`` is static; ``flags`` is a boolean array (batched under ``vmap``).
+    """
+
+    def __init__(self, messages: tuple[str, ...], flags: Any):
+        self.messages = messages
+        self.flags = flags
+
+    def tree_flatten(self):
+        return (self.flags,), self.messages
+
+    @classmethod
+    def tree_unflatten(cls, messages, children):
+        return cls(messages, children[0])
+
+    def fired(self) -> list[str]:
+        """The messages whose flag is set (for any batch element). Needs concrete flags."""
+        if not self.messages:
+            return []
+        f = np.asarray(self.flags).reshape(-1, len(self.messages)).any(axis=0)
+        return [m for m, b in zip(self.messages, f) if b]
+
+    def __repr__(self) -> str:
+        try:
+            fired = self.fired()
+        except Exception:
+            return f"Diagnostics({len(self.messages)} checks, traced)"
+        return "Diagnostics(" + ("none" if not fired else "; ".join(fired)) + ")"
+
+
+@jax.tree_util.register_pytree_node_class
+class Bound:
+    """Guaranteed bounds for one output of ``f``.
+
+    - ``lo``, ``hi``: the exact real result (real arithmetic on the exact inputs)
+      lies in ``[lo, hi]`` for every input in the input set.
+    - ``abs_err``: ``|computed - exact| <= abs_err`` elementwise, for every input in
+      the set and every rounding the error model allows.
+    - ``rel_err``: ``|computed - exact| <= rel_err * |exact|`` (inf where ``[lo, hi]``
+      touches 0).
+    - ``value``: the result computed at the centre of the input set.
+    - ``computed_lo``, ``computed_hi``: an enclosure of the computed result.
+    - ``diagnostics``: why a bound is infinite or an integer output uncertain.
+    """
+
+    def __init__(self, lo, hi, abs_err, rel_err, value, computed_lo, computed_hi, diagnostics):
+        self.lo, self.hi = lo, hi
+        self.abs_err, self.rel_err = abs_err, rel_err
+        self.value = value
+        self.computed_lo, self.computed_hi = computed_lo, computed_hi
+        self.diagnostics = diagnostics
+
+    def tree_flatten(self):
+        return (
+            self.lo, self.hi, self.abs_err, self.rel_err, self.value,
+            self.computed_lo, self.computed_hi, self.diagnostics,
+        ), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+    @property
+    def shape(self):
+        return jnp.shape(self.value)
+
+    def bits(self) -> Any:
+        """Correct bits of the computed result: ``-log2(rel_err)`` (0 where rel_err >= 1)."""
+        return jnp.maximum(0.0, -jnp.log2(self.rel_err))
+
+    def __repr__(self) -> str:
+        def s(x):
+            try:
+                a = np.asarray(x)
+                return np.array2string(a, precision=4, threshold=8) if a.ndim else f"{a:.4g}"
+            except Exception:
+                return "<traced>"
+
+        return (
+            f"Bound(lo={s(self.lo)}, hi={s(self.hi)}, abs_err={s(self.abs_err)}, "
+            f"rel_err={s(self.rel_err)}, value={s(self.value)})"
+        )
+
+
+# ---------------------------------------------------------------------------
+# The interval domain's hooks
+# ---------------------------------------------------------------------------
+
+
+def _constant(val: Any, aval: Any, config: Config) -> Any:
+    """A literal or captured constant: exact in its dtype (as written), or rounded
+    into the override format (that rounding counts as error)."""
+    arr = jnp.asarray(val)
+    dtype = getattr(aval, "dtype", arr.dtype)
+    if not is_float_dtype(dtype):
+        arr = arr.astype(dtype)
+        return Discrete(arr, arr, arr)
+    if config.precision is None:
+        return I.point(arr, arr.astype(dtype), config.adt)
+    return _rounded_input(arr, arr, config, point=True)
+
+
+def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
+    """The input set [lo, hi] whose values are rounded into the override format."""
+    fmt = config.precision
+    adt = config.adt
+    car = carrier_dtype(config)
+    lo_a = jnp.asarray(lo).astype(adt)
+    hi_a = jnp.asarray(hi).astype(adt)
+    rlo = F.round_to(jnp.asarray(lo).astype(car), fmt).astype(adt)
+    rhi = F.round_to(jnp.asarray(hi).astype(car), fmt).astype(adt)
+    if point:
+        err = F.up(jnp.abs(rlo - lo_a))
+    else:
+        m = jnp.maximum(jnp.abs(lo_a), jnp.abs(hi_a))
+        err = F.add_up(F.scale_up(m, fmt.unit_roundoff), F.static_up(fmt.underflow, adt))
+        err = jnp.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
+    centre = _centre(jnp.asarray(lo).astype(car), jnp.asarray(hi).astype(car))
+    value = F.round_to(centre, fmt)
+    exact = False
+    return Real(lo_a, hi_a, rlo, rhi, err, value, exact=exact, point=point)
+
+
+def _centre(lo: Any, hi: Any) -> Any:
+    c = jnp.where(lo == hi, lo, lo / 2 + hi / 2)
+    return c.astype(lo.dtype)
+
+
+def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
+    if not isinstance(out, Real):
+        return out
+    out = I.sanitize(out)
+    fmt = ctx.fmt
+    big = fmt.max_finite
+    inputs_finite = jnp.asarray(True)
+    inputs_err_finite = jnp.asarray(True)
+    for v in invals:
+        if isinstance(v, Real):
+            inputs_finite = inputs_finite & jnp.all(jnp.isfinite(v.clo) & jnp.isfinite(v.chi))
+            inputs_err_finite = inputs_err_finite & jnp.all(jnp.isfinite(v.err))
+    over = (out.chi > big) | (out.clo < -big)
+    if not out.exact:
+        ctx.flag(
+            jnp.any(over) & inputs_finite,
+            f"the result may exceed {fmt.name}'s largest finite value {big:g} "
+            "(overflow to inf); abs_err is inf there",
+        )
+        err = jnp.where(over, jnp.inf, out.err)
+        clo = jnp.where(out.clo < -big, -jnp.inf, out.clo)
+        chi = jnp.where(out.chi > big, jnp.inf, out.chi)
+        out = Real(out.lo, out.hi, clo, chi, err, out.value, exact=False, point=out.point)
+        out = I.tighten(out)
+        ctx.flag(
+            jnp.any(jnp.isinf(out.err)) & ~jnp.any(over) & inputs_err_finite,
+            "the error bound becomes infinite here",
+        )
+    return out
+
+
+DOMAIN = Domain(rules=interval_rules, constant=_constant, finalize=_finalize)
+
+
+# ---------------------------------------------------------------------------
+# bound(f)
+# ---------------------------------------------------------------------------
+
+
+def _is_dynamic(x: Any) -> bool:
+    if isinstance(x, (Interval, jax.Array, np.ndarray, np.generic)):
+        return True
+    if isinstance(x, bool):
+        return False
+    return isinstance(x, (int, float, complex))
+
+
+def bound(
+    f: Callable[..., Any],
+    precision: Any = None,
+    *,
+    accumulation: Any = "auto",
+    jit: bool = True,
+    warn: bool = True,
+) -> Callable[..., Any]:
+    """Transform ``f`` into a function that returns guaranteed error bounds.
+
+    **Arguments:**
+
+    - `f`: a JAX-traceable function of arrays and pytrees.
+    - `precision`: ``None`` analyses ``f`` as written (each primitive rounds to its
+      own output dtype); a format (``"bfloat16"``, ``"float16"``,
+      ``"float8_e4m3fn"``, a :class:`Format`, ...) analyses ``f`` as if every
+      floating input, parameter, constant and operation were in that format
+      (rounding the inputs counts as error).
+    - `accumulation`: summation model of ``dot_general`` and ``reduce_sum``:
+      ``"auto"`` (``"wide:float32"`` for formats narrower than float32, else
+      ``"recursive"``), ``"recursive"``, ``"pairwise"``, ``"blocked:B"``,
+      ``"wide:float32"``.
+    - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
+    - `warn`: emit a :class:`JaxerrWarning` for each fired diagnostic (eager calls).
+
+    **Returns:** a function with the signature of ``f`` whose arguments may contain
+    :class:`Interval` leaves, returning a pytree shaped like ``f``'s output whose
+    leaves are :class:`Bound` objects.
+
+    **Guarantee:** for every input in the input set and every rounding allowed by the
+    error model (docs/error-model.md), the exact real result of ``f`` lies in
+    ``[lo, hi]`` and the computed result is within ``abs_err`` of it.
+    """
+    fmt = None if precision is None else F.as_format(precision)
+    acc = F.Accumulation.parse(accumulation)
+    if fmt is not None and fmt.precision > 24 and not _compat.x64_enabled():
+        raise ValueError(
+            f"precision={fmt.name} needs float64 analysis: enable it with "
+            "jax.config.update('jax_enable_x64', True)"
+        )
+
+    @functools.wraps(f)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        leaves, treedef = jax.tree_util.tree_flatten(
+            (args, kwargs), is_leaf=lambda x: isinstance(x, Interval)
+        )
+        dyn_idx = tuple(i for i, x in enumerate(leaves) if _is_dynamic(x))
+        static = tuple((i, x) for i, x in enumerate(leaves) if i not in dyn_idx)
+        dyn = [leaves[i] for i in dyn_idx]
+        for k, x in enumerate(dyn):
+            if isinstance(x, Interval):
+                _validate_interval(x, f"argument leaf {dyn_idx[k]}")
+            elif _concrete(x):
+                a = np.asarray(x)
+                if a.dtype.kind == "f" or str(a.dtype) == "bfloat16":
+                    if np.isnan(a.astype(np.float64)).any():
+                        raise ValueError(
+                            f"argument leaf {dyn_idx[k]}: NaN in a point input at index "
+                            f"{_first(np.isnan(a.astype(np.float64)))}; NaN has no exact value, "
+                            "so no error bound exists. Remove it or bound a finite Interval."
+                        )
+        is_iv = tuple(isinstance(x, Interval) for x in dyn)
+        key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv)
+        try:
+            hash(key)
+            hashable = True
+        except TypeError:
+            hashable = False
+        if jit and hashable:
+            out = _analyse_jit(key, dyn)
+        else:
+            out = _analyse(key, dyn)
+        if warn:
+            _emit_warnings(out)
+        return out
+
+    return wrapped
+
+
+class _Static:
+    """Hashable static part of a call (the function, settings, tree structure)."""
+
+    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv):
+        self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
+        self.dyn_idx, self.static, self.is_iv = dyn_idx, static, is_iv
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv)
+
+    def __hash__(self):
+        return hash(self._key)
+
+    def __eq__(self, other):
+        return isinstance(other, _Static) and self._key == other._key
+
+
+def _analyse(key: _Static, dyn: list[Any]) -> Any:
+    config = Config(key.fmt, key.acc, F.analysis_dtype())
+    if key.fmt is not None and key.fmt.precision > 24 and config.adt != np.float64:
+        raise ValueError("float64 analysis needs jax_enable_x64")
+    n = len(key.dyn_idx) + len(key.static)
+
+    def rebuild(arrs):
+        leaves = [None] * n
+        for i, a in zip(key.dyn_idx, arrs):
+            leaves[i] = a
+        for i, x in key.static:
+            leaves[i] = x
+        return jax.tree_util.tree_unflatten(key.treedef, leaves)
+
+    program_args = [x.lo if isinstance(x, Interval) else jnp.asarray(x) for x in dyn]
+
+    def flat_f(*arrs):
+        args, kwargs = rebuild(arrs)
+        return key.f(*args, **kwargs)
+
+    specs = [jax.ShapeDtypeStruct(jnp.shape(a), a.dtype) for a in program_args]
+    closed, out_shape = jax.make_jaxpr(flat_f, return_shape=True)(*specs)
+    check_supported(closed.jaxpr, interval_rules)
+
+    diag = DiagnosticCollector()
+    values = []
+    for k, x in enumerate(dyn):
+        values.append(_input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}"))
+    outs = interpret(DOMAIN, closed.jaxpr, list(closed.consts), values, config, diag)
+
+    out_leaves, out_tree = jax.tree_util.tree_flatten(out_shape)
+    results = []
+    for k, o in enumerate(outs):
+        results.append(_to_bound_parts(o, k, out_leaves[k], diag, config))
+    flags = jnp.stack(diag.flags) if diag.flags else jnp.zeros((0,), bool)
+    d = Diagnostics(tuple(diag.messages), flags)
+    bounds = [Bound(*parts, d) for parts in results]
+    return jax.tree_util.tree_unflatten(out_tree, bounds)
+
+
+_analyse_jit = jax.jit(_analyse, static_argnums=0)
+
+
+def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str) -> Any:
+    adt = config.adt
+    if isinstance(x, Interval):
+        lo, hi = x.lo, x.hi
+        if not is_float_dtype(lo.dtype):
+            return Discrete(lo, hi, _centre_int(lo, hi))
+        bad = jnp.isnan(lo.astype(adt)) | jnp.isnan(hi.astype(adt)) | (lo > hi)
+        diag.add(f"{where}: interval with NaN ends or lo > hi; bounds are meaningless", jnp.any(bad))
+        if config.precision is None:
+            lo_a, hi_a = lo.astype(adt), hi.astype(adt)
+            r = Real(lo_a, hi_a, lo_a, hi_a, jnp.zeros_like(lo_a), _centre(lo, hi), exact=True)
+        else:
+            r = _rounded_input(lo, hi, config, point=False)
+        return Real(
+            jnp.where(bad, -jnp.inf, r.lo), jnp.where(bad, jnp.inf, r.hi), r.clo, r.chi,
+            jnp.where(bad, jnp.inf, r.err), r.value, exact=r.exact,
+        )
+    arr = jnp.asarray(x)
+    if not is_float_dtype(arr.dtype):
+        return Discrete(arr, arr, arr)
+    diag.add(f"{where}: NaN in a point input; bounds are meaningless", jnp.any(jnp.isnan(arr)))
+    if config.precision is None:
+        return I.point(arr, arr, adt)
+    return _rounded_input(arr, arr, config, point=True)
+
+
+def _centre_int(lo, hi):
+    return lo + (hi - lo) // 2
+
+
+def _to_bound_parts(o: Any, k: int, shape: Any, diag: DiagnosticCollector, config: Config):
+    adt = config.adt
+    if isinstance(o, Discrete):
+        uncertain = o.lo != o.hi
+        diag.add(
+            f"output {k} ({o.value.dtype}{list(o.value.shape)}) depends on uncertain values: "
+            "its exact and computed values may differ within [lo, hi]",
+            jnp.any(uncertain),
+        )
+        spread = (o.hi.astype(adt) - o.lo.astype(adt)) if o.value.dtype != jnp.bool_ else uncertain.astype(adt)
+        rel = jnp.where(spread == 0, jnp.zeros_like(spread), jnp.inf)
+        return (o.lo, o.hi, spread, rel, o.value, o.lo, o.hi)
+    m = I.mig(o.lo, o.hi)
+    rel = jnp.where(m > 0, F.div_up(o.err, m), jnp.where(o.err == 0, 0.0, jnp.inf)).astype(adt)
+    return (o.lo, o.hi, o.err, rel, o.value, o.clo, o.chi)
+
+
+def _emit_warnings(out: Any) -> None:
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=lambda x: isinstance(x, Bound))
+    if not leaves or not isinstance(leaves[0], Bound):
+        return
+    d = leaves[0].diagnostics
+    if _compat.is_tracer(d.flags):
+        return
+    for msg in d.fired():
+        warnings.warn(msg, JaxerrWarning, stacklevel=3)

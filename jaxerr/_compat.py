@@ -1,0 +1,123 @@
+"""Everything that depends on the JAX version lives here, and only here.
+
+The rest of jaxerr imports jaxpr types and primitives from this module. JAX moves
+these names between releases (``jax.core`` -> ``jax.extend.core``, ``pjit_p`` ->
+``jit_p``, ``custom_vjp_call_jaxpr_p`` -> ``custom_vjp_call_p``), so each lookup
+below tolerates absence and the interpreter asks :func:`call_subjaxpr` instead of
+reading parameter names itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.extend.core as _jex_core
+from jax.extend.core import primitives as _prims
+
+ClosedJaxpr = _jex_core.ClosedJaxpr
+Jaxpr = _jex_core.Jaxpr
+JaxprEqn = _jex_core.JaxprEqn
+Literal = _jex_core.Literal
+Var = _jex_core.Var
+Primitive = _jex_core.Primitive
+DropVar = getattr(_jex_core, "DropVar", None)
+
+try:  # jax >= 0.4.30
+    from jax.extend import source_info_util as _source_info_util
+except ImportError:  # pragma: no cover - older jax
+    _source_info_util = None
+
+
+def prim(name: str) -> Primitive | None:
+    """The primitive ``<name>_p`` of this JAX version, or None if it does not exist."""
+    return getattr(_prims, name + "_p", None)
+
+
+def prims(*names: str) -> list[Primitive]:
+    """The primitives among ``names`` that exist in this JAX version."""
+    return [p for p in (prim(n) for n in names) if p is not None]
+
+
+# Call-like primitives whose body is a sub-jaxpr that computes the outputs.
+# Value: the parameter that holds the body. Derivative rules (jvp_jaxpr_fun,
+# fwd_jaxpr_thunk, bwd) are ignored: they do not run in the primal program.
+_CALL_BODY_PARAM: dict[Any, str] = {}
+for _name, _param in (
+    ("jit", "jaxpr"),
+    ("pjit", "jaxpr"),
+    ("closed_call", "call_jaxpr"),
+    ("call", "call_jaxpr"),
+    ("core_call", "call_jaxpr"),
+    ("custom_jvp_call", "call_jaxpr"),
+    ("custom_vjp_call", "call_jaxpr"),
+    ("custom_vjp_call_jaxpr", "fun_jaxpr"),
+    ("remat", "jaxpr"),
+    ("checkpoint", "jaxpr"),
+    ("custom_lin", None),
+):
+    _p = prim(_name)
+    if _p is not None and _param is not None:
+        _CALL_BODY_PARAM[_p] = _param
+
+CALL_PRIMITIVES = frozenset(_CALL_BODY_PARAM)
+
+
+def call_subjaxpr(eqn: JaxprEqn) -> tuple[Jaxpr, list[Any]] | None:
+    """For a call-like equation, its body as ``(jaxpr, consts)``; None otherwise.
+
+    ``custom_jvp_call`` / ``custom_vjp_call`` carry ``num_consts`` leading operands
+    that are ordinary inputs of the body, so the operands map one-to-one onto the
+    body's invars in every case handled here.
+    """
+    param = _CALL_BODY_PARAM.get(eqn.primitive)
+    if param is None:
+        return None
+    body = eqn.params[param]
+    if isinstance(body, ClosedJaxpr):
+        return body.jaxpr, list(body.consts)
+    return body, []
+
+
+def subjaxprs(eqn: JaxprEqn) -> list[Jaxpr]:
+    """Every jaxpr nested in an equation's parameters (bodies, branches, ...)."""
+    out: list[Jaxpr] = []
+
+    def visit(v: Any) -> None:
+        if isinstance(v, ClosedJaxpr):
+            out.append(v.jaxpr)
+        elif isinstance(v, Jaxpr):
+            out.append(v)
+        elif isinstance(v, (tuple, list)):
+            for x in v:
+                visit(x)
+
+    for v in eqn.params.values():
+        visit(v)
+    return out
+
+
+def source_summary(eqn: JaxprEqn) -> str:
+    """A short 'file:line (function)' of the user code that produced ``eqn``, or ''."""
+    if _source_info_util is None:  # pragma: no cover
+        return ""
+    try:
+        return _source_info_util.summarize(eqn.source_info)
+    except Exception:  # pragma: no cover - best effort only
+        return ""
+
+
+def name_stack(eqn: JaxprEqn) -> str:
+    """The equation's name stack (Flax module path), or ''."""
+    try:
+        return str(eqn.source_info.name_stack)
+    except Exception:  # pragma: no cover
+        return ""
+
+
+def x64_enabled() -> bool:
+    return bool(jax.config.read("jax_enable_x64"))
+
+
+def is_tracer(x: Any) -> bool:
+    return isinstance(x, jax.core.Tracer)

@@ -1,0 +1,198 @@
+"""The interval domain: range and error of every variable, as plain arrays.
+
+A floating variable is a :class:`Real` holding, elementwise,
+
+* ``[lo, hi]``: an enclosure of the **exact** real value (real arithmetic on the
+  exact inputs) over the whole input set;
+* ``[clo, chi]``: an enclosure of the **computed** floating-point value over the
+  whole input set, under every rounding the error model allows;
+* ``err``: a bound on ``|computed - exact|`` that holds pointwise (same input);
+* ``value``: the value computed at the centre of the input set.
+
+An integer or boolean variable is a :class:`Discrete` holding ``[lo, hi]`` (which
+contains both the exact and the computed value) and ``value``. ``lo == hi``
+means the value is certain: exact and computed agree.
+
+This module knows nothing about jaxprs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from .. import _formats as F
+
+
+@jax.tree_util.register_pytree_node_class
+class Real:
+    __slots__ = ("lo", "hi", "clo", "chi", "err", "value", "exact", "point")
+
+    def __init__(self, lo, hi, clo, chi, err, value, exact: bool = False, point: bool = False):
+        self.lo, self.hi, self.clo, self.chi, self.err, self.value = lo, hi, clo, chi, err, value
+        # Static facts that let rules skip work:
+        # exact: err == 0 and the computed range equals the exact range;
+        # point: lo == hi and clo == chi (a single input point, e.g. a weight).
+        self.exact = exact
+        self.point = point
+
+    def tree_flatten(self):
+        return (self.lo, self.hi, self.clo, self.chi, self.err, self.value), (self.exact, self.point)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(*children, exact=aux[0], point=aux[1])
+
+    @property
+    def shape(self):
+        return jnp.shape(self.lo)
+
+    @property
+    def dtype(self):
+        return self.lo.dtype
+
+    def hull(self) -> tuple[Any, Any]:
+        """Enclosure of both the exact and the computed value."""
+        if self.exact:
+            return self.lo, self.hi
+        return jnp.minimum(self.lo, self.clo), jnp.maximum(self.hi, self.chi)
+
+    def __repr__(self) -> str:
+        return f"Real(lo={self.lo}, hi={self.hi}, clo={self.clo}, chi={self.chi}, err={self.err})"
+
+
+@jax.tree_util.register_pytree_node_class
+class Discrete:
+    __slots__ = ("lo", "hi", "value")
+
+    def __init__(self, lo, hi, value):
+        self.lo, self.hi, self.value = lo, hi, value
+
+    def tree_flatten(self):
+        return (self.lo, self.hi, self.value), None
+
+    @classmethod
+    def tree_unflatten(cls, _, children):
+        return cls(*children)
+
+    @property
+    def shape(self):
+        return jnp.shape(self.value)
+
+    @property
+    def dtype(self):
+        return self.value.dtype
+
+    def certain(self):
+        return self.lo == self.hi
+
+
+def point(x, value, adt) -> Real:
+    """An exact point: range and computed value are ``x`` itself, no error."""
+    xa = jnp.asarray(x).astype(adt)
+    return Real(xa, xa, xa, xa, jnp.zeros_like(xa), value, exact=True, point=True)
+
+
+def mag(lo, hi):
+    """max |t| over [lo, hi]."""
+    return jnp.maximum(jnp.abs(lo), jnp.abs(hi))
+
+
+def mig(lo, hi):
+    """min |t| over [lo, hi] (0 if the interval contains 0)."""
+    return jnp.where((lo <= 0) & (hi >= 0), jnp.zeros_like(lo), jnp.minimum(jnp.abs(lo), jnp.abs(hi)))
+
+
+def sanitize(r: Real) -> Real:
+    """Turn every NaN produced by the analysis into the safe infinite bound."""
+    inf = jnp.inf
+    lo = jnp.where(jnp.isnan(r.lo), -inf, r.lo)
+    hi = jnp.where(jnp.isnan(r.hi), inf, r.hi)
+    clo = jnp.where(jnp.isnan(r.clo), -inf, r.clo)
+    chi = jnp.where(jnp.isnan(r.chi), inf, r.chi)
+    err = jnp.where(jnp.isnan(r.err), inf, r.err)
+    return Real(lo, hi, clo, chi, err, r.value, exact=r.exact, point=r.point)
+
+
+def tighten(r: Real) -> Real:
+    """Use that exact and computed values each lie in their ranges: ``err`` is at most
+    the largest distance between the two ranges, and the computed range need not
+    extend beyond the exact range by more than ``err``."""
+    if r.exact:
+        return r
+    spread = jnp.maximum(F.sub_up(r.chi, r.lo), F.sub_up(r.hi, r.clo))
+    err = jnp.minimum(r.err, spread)
+    clo = jnp.maximum(r.clo, F.sub_dn(r.lo, err))
+    chi = jnp.minimum(r.chi, F.add_up(r.hi, err))
+    return Real(r.lo, r.hi, clo, chi, err, r.value)
+
+
+# ---------------------------------------------------------------------------
+# Interval arithmetic on (lo, hi) pairs, rounded outward
+# ---------------------------------------------------------------------------
+
+
+def iadd(a, b):
+    return F.add_dn(a[0], b[0]), F.add_up(a[1], b[1])
+
+
+def isub(a, b):
+    return F.sub_dn(a[0], b[1]), F.sub_up(a[1], b[0])
+
+
+def ineg(a):
+    return -a[1], -a[0]
+
+
+def imul(a, b):
+    """Product of intervals; ``0 * inf`` is treated as 0 only for the exact-zero factor
+    (a zero bound of an interval means the factor is exactly 0 there)."""
+    cands_dn = [F.mul_dn(x, y) for x in a for y in b]
+    cands_up = [F.mul_up(x, y) for x in a for y in b]
+    lo = cands_dn[0]
+    hi = cands_up[0]
+    for c in cands_dn[1:]:
+        lo = jnp.minimum(lo, c)
+    for c in cands_up[1:]:
+        hi = jnp.maximum(hi, c)
+    return lo, hi
+
+
+def isqr(a):
+    lo, hi = a
+    m_dn = mig(lo, hi)
+    m_up = mag(lo, hi)
+    return F.mul_dn(m_dn, m_dn), F.mul_up(m_up, m_up)
+
+
+def irecip(a):
+    """1/[lo, hi]; the whole line if the interval contains 0."""
+    lo, hi = a
+    has0 = (lo <= 0) & (hi >= 0)
+    r_lo = F.div_dn(jnp.ones_like(hi), hi)
+    r_hi = F.div_up(jnp.ones_like(lo), lo)
+    return jnp.where(has0, -jnp.inf, r_lo), jnp.where(has0, jnp.inf, r_hi)
+
+
+def idiv(a, b):
+    lo, hi = b
+    has0 = (lo <= 0) & (hi >= 0)
+    cands_dn = [F.div_dn(x, y) for x in a for y in b]
+    cands_up = [F.div_up(x, y) for x in a for y in b]
+    qlo, qhi = cands_dn[0], cands_up[0]
+    for c in cands_dn[1:]:
+        qlo = jnp.minimum(qlo, c)
+    for c in cands_up[1:]:
+        qhi = jnp.maximum(qhi, c)
+    return jnp.where(has0, -jnp.inf, qlo), jnp.where(has0, jnp.inf, qhi)
+
+
+def ihull(*ivs):
+    lo = ivs[0][0]
+    hi = ivs[0][1]
+    for a in ivs[1:]:
+        lo = jnp.minimum(lo, a[0])
+        hi = jnp.maximum(hi, a[1])
+    return lo, hi

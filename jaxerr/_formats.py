@@ -1,0 +1,469 @@
+"""Number formats, the rounding-error model, and the analysis' own outward rounding.
+
+Three things live here and nothing else:
+
+* :class:`Format`: a binary floating-point format (precision, exponent range,
+  largest finite value, gradual or flushed underflow) with the constants of the
+  standard model ``fl(x op y) = (x op y)(1 + d) + e, |d| <= u, |e| <= eta``.
+* :class:`Accumulation`: how a sum of ``n`` terms (``reduce_sum``, the
+  contraction of ``dot_general``) is evaluated, and the error bound that follows.
+* Outward-rounding helpers (:func:`up`, :func:`down`, ...) used by every rule so
+  that a bound computed in floats is still a true bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+from typing import Any
+
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+
+from . import _compat
+
+__all__ = [
+    "Format",
+    "Accumulation",
+    "FORMATS",
+    "as_format",
+    "format_of_dtype",
+    "gamma",
+]
+
+
+# ---------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Format:
+    """A binary floating-point format.
+
+    **Arguments:**
+
+    - `name`: display name.
+    - `precision`: significand bits ``p`` including the implicit bit; the unit
+      roundoff is ``u = 2**-p`` (round to nearest).
+    - `emin`: exponent of the smallest normal number ``2**emin``.
+    - `max_finite`: the largest finite value.
+    - `subnormals`: True if results below ``2**emin`` are rounded gradually
+      (absolute error at most half the subnormal spacing); False if they may be
+      flushed to zero (absolute error below ``2**emin``). XLA on CPU and GPU
+      flushes float32 (and so bfloat16 and float64) subnormals, so those presets
+      say False.
+    - `dtype`: the NumPy / ml_dtypes dtype that stores it, when there is one.
+
+    The guarantee every rule relies on: for a real ``x`` with
+    ``|x| <= max_finite``, ``|fl(x) - x| <= unit_roundoff * |x| + underflow``.
+    """
+
+    name: str
+    precision: int
+    emin: int
+    max_finite: float
+    subnormals: bool = True
+    dtype: Any = None
+
+    def __post_init__(self) -> None:
+        if self.precision < 2:
+            raise ValueError(f"Format {self.name!r}: precision must be >= 2 bits, got {self.precision}")
+        if not (self.max_finite > 0 and math.isfinite(self.max_finite)):
+            raise ValueError(f"Format {self.name!r}: max_finite must be a positive finite number")
+
+    @classmethod
+    def custom(
+        cls,
+        precision: int,
+        emin: int,
+        emax: int | None = None,
+        *,
+        max_finite: float | None = None,
+        subnormals: bool = True,
+        name: str | None = None,
+    ) -> Format:
+        """An IEEE-like format with ``precision`` significand bits and normal exponents
+        ``emin..emax`` (``max_finite = (2 - 2**(1-p)) * 2**emax`` unless given)."""
+        if max_finite is None:
+            if emax is None:
+                raise ValueError("Format.custom needs emax or max_finite")
+            max_finite = (2.0 - 2.0 ** (1 - precision)) * 2.0**emax
+        name = name or f"custom(p={precision},emin={emin},max={max_finite:g})"
+        return cls(name, precision, emin, float(max_finite), subnormals, None)
+
+    @property
+    def unit_roundoff(self) -> float:
+        return 2.0**-self.precision
+
+    @property
+    def smallest_normal(self) -> float:
+        return 2.0**self.emin
+
+    @property
+    def smallest_subnormal(self) -> float:
+        return 2.0 ** (self.emin - self.precision + 1)
+
+    @property
+    def underflow(self) -> float:
+        """Bound ``eta`` on the absolute error of one rounding in the underflow range."""
+        return self.smallest_subnormal / 2 if self.subnormals else self.smallest_normal
+
+    def __repr__(self) -> str:
+        return f"Format({self.name})"
+
+
+def _ieee(name: str, p: int, emin: int, emax: int, subnormals: bool, dtype: Any) -> Format:
+    return Format(name, p, emin, (2.0 - 2.0 ** (1 - p)) * 2.0**emax, subnormals, np.dtype(dtype))
+
+
+FORMATS: dict[str, Format] = {
+    "float64": _ieee("float64", 53, -1022, 1023, False, np.float64),
+    "float32": _ieee("float32", 24, -126, 127, False, np.float32),
+    "bfloat16": _ieee("bfloat16", 8, -126, 127, False, ml_dtypes.bfloat16),
+    "float16": _ieee("float16", 11, -14, 15, True, np.float16),
+    "float8_e4m3fn": Format("float8_e4m3fn", 4, -6, 448.0, True, np.dtype(ml_dtypes.float8_e4m3fn)),
+    "float8_e5m2": _ieee("float8_e5m2", 3, -14, 15, True, ml_dtypes.float8_e5m2),
+}
+_ALIASES = {"f64": "float64", "f32": "float32", "bf16": "bfloat16", "f16": "float16",
+            "e4m3": "float8_e4m3fn", "fp8_e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2",
+            "fp8_e5m2": "float8_e5m2", "half": "float16", "single": "float32", "double": "float64"}
+
+
+def format_of_dtype(dtype: Any) -> Format:
+    """The preset :class:`Format` of a floating dtype."""
+    name = np.dtype(dtype).name
+    if name not in FORMATS:
+        raise ValueError(f"jaxerr has no format for dtype {name!r}; pass precision=jaxerr.Format.custom(...)")
+    return FORMATS[name]
+
+
+def as_format(spec: Any) -> Format:
+    """Accept a :class:`Format`, a preset name ('bfloat16', 'bf16', ...) or a dtype."""
+    if isinstance(spec, Format):
+        return spec
+    if isinstance(spec, str):
+        key = _ALIASES.get(spec.lower(), spec.lower())
+        if key in FORMATS:
+            return FORMATS[key]
+        raise ValueError(f"unknown format {spec!r}; choose one of {sorted(FORMATS)} or build jaxerr.Format.custom(...)")
+    try:
+        return format_of_dtype(spec)
+    except TypeError as e:
+        raise ValueError(f"cannot interpret {spec!r} as a number format") from e
+
+
+# ---------------------------------------------------------------------------
+# Static (Python) constants, rounded up exactly with Fractions
+# ---------------------------------------------------------------------------
+
+
+def _float_up(x: Fraction | float) -> float:
+    """The smallest float64 >= x."""
+    if isinstance(x, float):
+        return x
+    f = float(x)
+    if Fraction(f) < x:
+        f = math.nextafter(f, math.inf)
+    return f
+
+
+def gamma(n: int, u: float) -> float:
+    """``gamma_n = n u / (1 - n u)`` rounded up; ``inf`` when ``n u >= 1``.
+
+    With bfloat16 (u = 2**-8) and n >= 256 the classical worst-case bound for
+    recursive summation does not exist; callers report that instead of dividing
+    by zero.
+    """
+    if n <= 0:
+        return 0.0
+    nu = Fraction(n) * Fraction(u)
+    if nu >= 1:
+        return math.inf
+    return _float_up(nu / (1 - nu))
+
+
+def const_up(x: float, dtype: Any) -> np.ndarray:
+    """The smallest value of ``dtype`` that is >= the float64 ``x``."""
+    d = np.dtype(dtype)
+    if math.isinf(x) or math.isnan(x):
+        return np.asarray(x, d)
+    y = np.asarray(x, d)
+    if float(y) < x:
+        y = np.nextafter(y, np.asarray(np.inf, d))
+    return y
+
+
+# ---------------------------------------------------------------------------
+# Transcendental error budgets (see docs/error-model.md)
+# ---------------------------------------------------------------------------
+
+_P = _compat.prim
+
+#: Error budget of each transcendental primitive as XLA evaluates it, in units
+#: of the compute format's unit roundoff ``u_C`` (float32 for every format up to
+#: float32, float64 for float64): ``|computed - f(x)| <= k_rel u_C |f(x)| +
+#: k_abs u_C + eta`` before the final rounding to a narrower output format.
+#: Checked against the backend by tests/test_error_model_backend.py.
+TRANSCENDENTAL_BUDGETS: dict[Any, tuple[float, float]] = {
+    p: b
+    for p, b in (
+        (_P("exp"), (8.0, 0.0)),
+        (_P("exp2"), (8.0, 0.0)),
+        (_P("log"), (8.0, 2.0)),
+        (_P("log1p"), (8.0, 0.0)),
+        (_P("expm1"), (8.0, 0.0)),
+        (_P("tanh"), (16.0, 0.0)),
+        (_P("logistic"), (16.0, 0.0)),
+        (_P("erf"), (16.0, 0.0)),
+        (_P("sqrt"), (1.0, 0.0)),
+        (_P("rsqrt"), (4.0, 0.0)),
+        (_P("pow"), (16.0, 0.0)),
+        (_P("cbrt"), (8.0, 0.0)),
+    )
+    if p is not None
+}
+
+#: Budget used by the analysis for its *own* transcendental evaluations, in units
+#: of the analysis dtype's unit roundoff (generous: the analysis only needs a
+#: valid enclosure, not a tight one).
+ANALYSIS_TRANSCENDENTAL_ULPS = 64.0
+
+
+def compute_format(fmt: Format) -> Format:
+    """The format XLA evaluates a transcendental in before rounding to ``fmt``."""
+    return FORMATS["float64"] if fmt.precision > 24 else FORMATS["float32"]
+
+
+# ---------------------------------------------------------------------------
+# Accumulation models
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Accumulation:
+    """How a sum of ``n`` terms is evaluated.
+
+    - ``"recursive"``: any order, a rounding after every addition (and after
+      every product, or fused): ``|err| <= gamma_{n} sum|x_i y_i|`` for a dot
+      product, ``gamma_{n-1}`` for a plain sum.
+    - ``"pairwise"``: a balanced binary tree: depth ``ceil(log2 n)``.
+    - ``"blocked:B"``: consecutive blocks of ``B`` terms summed recursively, then
+      the block sums recursively: depth ``(B - 1) + (ceil(n/B) - 1)``.
+    - ``"wide:float32"``: products and sums in float32 (any order), then one
+      rounding to the output format; this is what XLA does for bfloat16/float16
+      matmuls on CPU and on GPU tensor cores.
+    - ``"auto"`` (default): ``wide:float32`` for formats narrower than float32,
+      ``recursive`` otherwise.
+    """
+
+    kind: str
+    block: int = 0
+    wide: Format | None = None
+
+    @classmethod
+    def parse(cls, spec: Any) -> Accumulation:
+        if isinstance(spec, Accumulation):
+            return spec
+        if spec is None:
+            return cls("auto")
+        if not isinstance(spec, str):
+            raise ValueError(f"accumulation must be a string such as 'recursive', got {spec!r}")
+        s = spec.strip().lower()
+        if s in ("auto", "recursive", "pairwise"):
+            return cls(s)
+        if s.startswith("blocked:"):
+            try:
+                b = int(s.split(":", 1)[1])
+            except ValueError:
+                b = 0
+            if b < 1:
+                raise ValueError(f"accumulation {spec!r}: block size must be a positive integer, e.g. 'blocked:8'")
+            return cls("blocked", block=b)
+        if s.startswith("wide:"):
+            return cls("wide", wide=as_format(s.split(":", 1)[1]))
+        raise ValueError(
+            f"unknown accumulation {spec!r}; use 'auto', 'recursive', 'pairwise', 'blocked:B' or 'wide:float32'"
+        )
+
+    def resolve(self, fmt: Format) -> Accumulation:
+        if self.kind != "auto":
+            return self
+        if fmt.precision < 24:
+            return Accumulation("wide", wide=FORMATS["float32"])
+        return Accumulation("recursive")
+
+    def __str__(self) -> str:
+        if self.kind == "blocked":
+            return f"blocked:{self.block}"
+        if self.kind == "wide":
+            return f"wide:{self.wide.name}"
+        return self.kind
+
+    def depth(self, n: int, products: bool) -> int:
+        """Number of roundings any one term goes through (the gamma index)."""
+        if n <= 1:
+            return 1 if products else 0
+        if self.kind == "recursive":
+            d = n - 1
+        elif self.kind == "pairwise":
+            d = math.ceil(math.log2(n))
+        elif self.kind == "blocked":
+            b = min(self.block, n)
+            d = (b - 1) + (math.ceil(n / b) - 1)
+        else:  # wide: the inner sum is recursive in the wide format
+            d = n - 1
+        return d + (1 if products else 0)
+
+    def coefficients(self, n: int, fmt: Format, products: bool) -> tuple[float, float, float]:
+        """Static ``(a, b, c)`` with ``|computed - exact_sum| <= a*S + b*Y + c``.
+
+        ``S`` bounds ``sum |terms|`` (terms formed from the computed inputs), ``Y``
+        bounds ``|sum terms|``. The underflow term ``c`` covers one ``eta`` for every
+        product and every addition.
+        """
+        acc = self.resolve(fmt)
+        d = acc.depth(n, products)
+        nops = max(n, 1) * (2 if products else 1)
+        if acc.kind == "wide":
+            w = acc.wide
+            gw = gamma(d, w.unit_roundoff)
+            u = fmt.unit_roundoff
+            a = _float_up(Fraction(gw) * (1 + Fraction(u))) if math.isfinite(gw) else math.inf
+            c = _float_up(Fraction(nops) * Fraction(w.underflow) * (1 + Fraction(u)) + Fraction(fmt.underflow))
+            return a, u, c
+        g = gamma(d, fmt.unit_roundoff)
+        c = _float_up(Fraction(nops) * Fraction(fmt.underflow))
+        return g, 0.0, c
+
+
+# ---------------------------------------------------------------------------
+# Outward rounding in the analysis dtype
+# ---------------------------------------------------------------------------
+
+
+def analysis_dtype() -> np.dtype:
+    """float64 when ``jax_enable_x64`` is on, else float32."""
+    return np.dtype(np.float64) if _compat.x64_enabled() else np.dtype(np.float32)
+
+
+def _consts(dtype: Any) -> tuple[Any, Any, Any]:
+    fi = np.finfo(dtype)
+    # eps = 2u: x + |x|*eps >= next float above x for every normal x; tiny covers
+    # flush-to-zero of results and of |x|*eps.
+    return jnp.asarray(fi.eps, dtype), jnp.asarray(fi.tiny, dtype), jnp.asarray(fi.max, dtype)
+
+
+def up(x: Any) -> Any:
+    """An upper bound of the exact value that the round-to-nearest result ``x`` approximates.
+
+    Valid when ``x`` is the correctly rounded (or flushed) result of one
+    operation: the exact value lies within one ulp plus the smallest normal.
+    """
+    eps, tiny, big = _consts(x.dtype)
+    y = x + (jnp.abs(x) * eps + tiny)
+    return jnp.where(x == -jnp.inf, -big, jnp.where(jnp.isnan(x), jnp.inf, y))
+
+
+def down(x: Any) -> Any:
+    """A lower bound of the exact value that the round-to-nearest result ``x`` approximates."""
+    eps, tiny, big = _consts(x.dtype)
+    y = x - (jnp.abs(x) * eps + tiny)
+    return jnp.where(x == jnp.inf, big, jnp.where(jnp.isnan(x), -jnp.inf, y))
+
+
+def up_rel(x: Any, k: float) -> Any:
+    """Upper bound when ``x`` is within ``k`` units of roundoff (relative) of the exact value."""
+    eps, tiny, big = _consts(x.dtype)
+    y = x + (jnp.abs(x) * (eps * (k + 2)) + tiny)
+    return jnp.where(x == -jnp.inf, -big, jnp.where(jnp.isnan(x), jnp.inf, y))
+
+
+def down_rel(x: Any, k: float) -> Any:
+    eps, tiny, big = _consts(x.dtype)
+    y = x - (jnp.abs(x) * (eps * (k + 2)) + tiny)
+    return jnp.where(x == jnp.inf, big, jnp.where(jnp.isnan(x), -jnp.inf, y))
+
+
+def add_up(a: Any, b: Any) -> Any:
+    return up(a + b)
+
+
+def add_dn(a: Any, b: Any) -> Any:
+    return down(a + b)
+
+
+def sub_up(a: Any, b: Any) -> Any:
+    return up(a - b)
+
+
+def sub_dn(a: Any, b: Any) -> Any:
+    return down(a - b)
+
+
+def mul_up(a: Any, b: Any) -> Any:
+    """Upper bound of ``a*b`` (``0 * inf`` is NaN and so becomes ``+inf``)."""
+    return up(a * b)
+
+
+def mul_dn(a: Any, b: Any) -> Any:
+    return down(a * b)
+
+
+def div_up(a: Any, b: Any) -> Any:
+    return up(a / b)
+
+
+def div_dn(a: Any, b: Any) -> Any:
+    return down(a / b)
+
+
+def sum_up(terms: list[Any]) -> Any:
+    """Upper bound of a sum, rounding up after every addition."""
+    acc = terms[0]
+    for t in terms[1:]:
+        acc = up(acc + t)
+    return acc
+
+
+def scale_up(x: Any, c: float) -> Any:
+    """Upper bound of ``c * x`` for a static ``c >= 0`` (``c`` itself rounded up)."""
+    if c == 0:
+        return jnp.zeros_like(x)
+    if math.isinf(c):
+        return jnp.where(x == 0, jnp.zeros_like(x), jnp.full_like(x, jnp.inf))
+    return mul_up(x, jnp.asarray(const_up(c, x.dtype)))
+
+
+def static_up(c: float, dtype: Any) -> Any:
+    return jnp.asarray(const_up(c, dtype))
+
+
+# ---------------------------------------------------------------------------
+# Rounding to a format (the computed value at the centre; not used for bounds)
+# ---------------------------------------------------------------------------
+
+
+def round_to(x: Any, fmt: Format) -> Any:
+    """Round ``x`` (a float32/float64 array) to the nearest value of ``fmt``, ties to even.
+
+    Uses the native dtype when ``fmt`` has one, else significand rounding with
+    ``frexp``/``ldexp``. Overflow gives +-inf.
+    """
+    carrier = x.dtype
+    if np.dtype(carrier).itemsize * 8 >= 64 and fmt.precision == 53:
+        return x
+    if fmt.dtype is not None and fmt.name != "float8_e4m3fn":
+        return x.astype(fmt.dtype).astype(carrier)
+    m, e = jnp.frexp(x)
+    p = fmt.precision
+    normal = jnp.ldexp(jnp.round(jnp.ldexp(m, p)), e - p)
+    q = fmt.emin - p + 1
+    sub = jnp.ldexp(jnp.round(jnp.ldexp(x, -q)), jnp.full_like(e, q))
+    if not fmt.subnormals:
+        sub = jnp.where(jnp.abs(sub) < fmt.smallest_normal, jnp.zeros_like(sub), sub)
+    r = jnp.where(jnp.abs(x) < fmt.smallest_normal, sub, normal)
+    big = jnp.abs(r) > fmt.max_finite
+    return jnp.where(big, jnp.sign(x) * jnp.inf, r).astype(carrier)

@@ -1,0 +1,255 @@
+"""The equation loop: evaluate a jaxpr over abstract values, one rule per primitive.
+
+The interpreter knows nothing about intervals: it reads values from an
+environment, asks the domain's rule registry (keyed by Primitive objects) for
+each equation, recurses into call-like sub-jaxprs, and hands every result to the
+domain's ``finalize`` hook (overflow checks, NaN sanitising).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from . import _compat
+from ._formats import Accumulation, Format, format_of_dtype
+
+
+class UnsupportedPrimitiveError(NotImplementedError):
+    """Raised before any computation when a jaxpr uses primitives without a rule."""
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating)
+
+
+# ---------------------------------------------------------------------------
+# Diagnostics
+# ---------------------------------------------------------------------------
+
+
+class DiagnosticCollector:
+    """Collects (message, flag) pairs while interpreting; flags may be traced."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.flags: list[Any] = []
+
+    def add(self, message: str, flag: Any = True) -> None:
+        self.messages.append(message)
+        self.flags.append(jnp.any(jnp.asarray(flag, dtype=bool)))
+
+
+# ---------------------------------------------------------------------------
+# Per-equation context handed to rules
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Config:
+    precision: Format | None  # None: as written
+    accumulation: Accumulation
+    adt: np.dtype  # analysis dtype
+
+
+@dataclasses.dataclass
+class Ctx:
+    """What a rule may know about its equation."""
+
+    config: Config
+    eqn: Any
+    path: str
+    diag: DiagnosticCollector
+
+    @property
+    def adt(self) -> np.dtype:
+        return self.config.adt
+
+    @property
+    def override(self) -> bool:
+        return self.config.precision is not None
+
+    @property
+    def fmt(self) -> Format:
+        """The format this equation's floating result is rounded to."""
+        if self.config.precision is not None:
+            return self.config.precision
+        for v in list(self.eqn.outvars) + list(self.eqn.invars):
+            dt = getattr(getattr(v, "aval", None), "dtype", None)
+            if dt is not None and is_float_dtype(dt):
+                return format_of_dtype(dt)
+        return format_of_dtype(self.adt)
+
+    @property
+    def acc(self) -> Accumulation:
+        return self.config.accumulation.resolve(self.fmt)
+
+    @property
+    def out_avals(self) -> list[Any]:
+        return [v.aval for v in self.eqn.outvars]
+
+    def describe(self) -> str:
+        src = _compat.source_summary(self.eqn)
+        where = f" at {src}" if src else ""
+        return f"equation {self.path} `{self.eqn.primitive.name}`{where}"
+
+    def flag(self, cond: Any, what: str) -> None:
+        """Record a diagnostic that fires when any element of ``cond`` is true."""
+        self.diag.add(f"{self.describe()}: {what}", cond)
+
+    def value(self, *vals: Any, **params: Any) -> Any:
+        """Evaluate this equation's primitive on the values at the centre."""
+        prim = self.eqn.primitive
+        p = dict(self.eqn.params)
+        p.update(params)
+        if self.override:
+            p = _carrier_params(p, self.carrier)
+        out = prim.bind(*vals, **p)
+        if self.override:
+            from ._formats import round_to
+
+            def rnd(o):
+                return round_to(o, self.config.precision) if is_float_dtype(o.dtype) else o
+
+            out = [rnd(o) for o in out] if prim.multiple_results else rnd(out)
+        return out
+
+    @property
+    def carrier(self) -> np.dtype:
+        """The dtype that holds computed values under a precision override."""
+        return carrier_dtype(self.config)
+
+
+def carrier_dtype(config: Config) -> np.dtype:
+    if config.precision is not None and config.precision.precision > 24:
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _carrier_params(params: dict[str, Any], carrier: np.dtype) -> dict[str, Any]:
+    out = dict(params)
+    for key in ("preferred_element_type", "new_dtype", "dtype", "out_dtype"):
+        dt = out.get(key)
+        if dt is not None:
+            try:
+                if is_float_dtype(dt):
+                    out[key] = carrier
+            except TypeError:
+                pass
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Pre-flight scan
+# ---------------------------------------------------------------------------
+
+
+def _walk(jaxpr: Any, path: str):
+    for i, eqn in enumerate(jaxpr.eqns):
+        yield f"{path}{i}", eqn
+        for j, sub in enumerate(_compat.subjaxprs(eqn)):
+            yield from _walk(sub, f"{path}{i}.{eqn.primitive.name}[{j}]/")
+
+
+def check_supported(jaxpr: Any, rules: dict[Any, Callable]) -> None:
+    """Raise one error listing every primitive in ``jaxpr`` (nested included) without a rule."""
+    missing: dict[Any, list[tuple[str, Any]]] = {}
+    for path, eqn in _walk(jaxpr, ""):
+        p = eqn.primitive
+        if p in _compat.CALL_PRIMITIVES or p in rules:
+            continue
+        missing.setdefault(p, []).append((path, eqn))
+    if not missing:
+        return
+    lines = [
+        f"jaxerr cannot analyse this function: {len(missing)} primitive(s) have no rule "
+        "in the interval domain.",
+    ]
+    for p, uses in missing.items():
+        path, eqn = uses[0]
+        params = ", ".join(f"{k}={_short(v)}" for k, v in eqn.params.items())
+        src = _compat.source_summary(eqn)
+        lines.append(
+            f"  - `{p.name}` used {len(uses)} time(s), first at equation {path}"
+            + (f" ({src})" if src else "")
+            + (f" with params {{{params}}}" if params else "")
+        )
+    lines.append(
+        "To add one, write a rule and register it:\n"
+        "    from jaxerr import register_rule\n"
+        "    @register_rule(<the primitive object, e.g. jax.lax.sin_p>)\n"
+        "    def my_rule(ctx, *operands, **params): ...  # returns a Real/Discrete\n"
+        "or rewrite the function to avoid the primitive. If you think jaxerr should "
+        "support it, please report it."
+    )
+    raise UnsupportedPrimitiveError("\n".join(lines))
+
+
+def _short(v: Any) -> str:
+    s = repr(v)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Domain:
+    """What the interpreter needs from a domain."""
+
+    rules: dict[Any, Callable]
+    constant: Callable[[Any, Any, Config], Any]  # (numpy/jax value, aval, config) -> domain value
+    finalize: Callable[[Ctx, Any, Any, list[Any]], Any]  # (ctx, outvar aval, out value, invals)
+
+
+def interpret(
+    domain: Domain,
+    jaxpr: Any,
+    consts: list[Any],
+    args: list[Any],
+    config: Config,
+    diag: DiagnosticCollector,
+    path: str = "",
+) -> list[Any]:
+    env: dict[Any, Any] = {}
+
+    def read(v: Any) -> Any:
+        if isinstance(v, _compat.Literal):
+            return domain.constant(v.val, v.aval, config)
+        return env[v]
+
+    def write(v: Any, val: Any) -> None:
+        if _compat.DropVar is not None and isinstance(v, _compat.DropVar):
+            return
+        env[v] = val
+
+    for v, c in zip(jaxpr.constvars, consts):
+        write(v, domain.constant(c, v.aval, config))
+    for v, a in zip(jaxpr.invars, args):
+        write(v, a)
+
+    for i, eqn in enumerate(jaxpr.eqns):
+        invals = [read(v) for v in eqn.invars]
+        sub = _compat.call_subjaxpr(eqn)
+        if sub is not None:
+            body, body_consts = sub
+            name = eqn.params.get("name", eqn.primitive.name)
+            outs = interpret(
+                domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/"
+            )
+        else:
+            ctx = Ctx(config, eqn, f"{path}{i}", diag)
+            rule = domain.rules[eqn.primitive]
+            outs = rule(ctx, *invals, **eqn.params)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+            outs = [domain.finalize(ctx, v.aval, o, invals) for v, o in zip(eqn.outvars, outs)]
+        for v, o in zip(eqn.outvars, outs):
+            write(v, o)
+    return [read(v) for v in jaxpr.outvars]

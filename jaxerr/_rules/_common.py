@@ -1,0 +1,118 @@
+"""Shared building blocks of the interval rules: rounding-error terms and result assembly."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _formats as F
+from .._domains.interval import Discrete, Real, mag, mig
+
+ANALYSIS_K = F.ANALYSIS_TRANSCENDENTAL_ULPS
+
+
+def c(x: float, dtype: Any) -> Any:
+    """A static constant rounded up into ``dtype``."""
+    return F.static_up(x, dtype)
+
+
+def rounding(ctx, M: Any) -> Any:
+    """Bound on ``|fl(r) - r|`` for a correctly rounded basic operation with ``|r| <= M``."""
+    fmt = ctx.fmt
+    return F.add_up(F.scale_up(M, fmt.unit_roundoff), c(fmt.underflow, M.dtype))
+
+
+def underflow_only(ctx, M: Any) -> Any:
+    """Bound for an operation that is exact except for underflow (e.g. scaling by 2**k)."""
+    return jnp.full_like(M, c(ctx.fmt.underflow, M.dtype))
+
+
+def transcendental_rounding(ctx, M: Any, prim: Any) -> Any:
+    """Bound on ``|computed f(r) - f(r)|`` with ``|f(r)| <= M`` under the documented budget."""
+    fmt = ctx.fmt
+    cf = F.compute_format(fmt)
+    k_rel, k_abs = F.TRANSCENDENTAL_BUDGETS[prim]
+    uc = cf.unit_roundoff
+    r = F.add_up(F.scale_up(M, k_rel * uc), c(k_abs * uc + cf.underflow, M.dtype))
+    if fmt.precision < cf.precision:
+        # then rounded once more to the narrower output format
+        r = F.add_up(r, F.add_up(F.scale_up(F.add_up(M, r), fmt.unit_roundoff), c(fmt.underflow, M.dtype)))
+    else:
+        r = F.add_up(r, c(fmt.underflow, M.dtype))
+    return r
+
+
+def make(lo, hi, clo, chi, err, value) -> Real:
+    return Real(lo, hi, clo, chi, err, value)
+
+
+def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=None) -> Real:
+    """Assemble a Real from the exact range, the range ``[rt_lo, rt_hi]`` of the operation
+    applied exactly to the computed operands, the propagated error and the rounding bound."""
+    clo = F.sub_dn(rt_lo, rho)
+    chi = F.add_up(rt_hi, rho)
+    if clamp_lo is not None:
+        clo = jnp.maximum(clo, clamp_lo)
+    if clamp_hi is not None:
+        chi = jnp.minimum(chi, clamp_hi)
+    err = rho if prop is None else F.add_up(prop, rho)
+    return Real(lo, hi, clo, chi, err, value)
+
+
+def invalid(ctx, bad: Any, r: Real, what: str) -> Real:
+    """Where ``bad``: the analysis cannot bound the result (domain error): everything infinite."""
+    ctx.flag(bad, what)
+    inf = jnp.inf
+    return Real(
+        jnp.where(bad, -inf, r.lo),
+        jnp.where(bad, inf, r.hi),
+        jnp.where(bad, -inf, r.clo),
+        jnp.where(bad, inf, r.chi),
+        jnp.where(bad, inf, r.err),
+        r.value,
+    )
+
+
+def computed_mag(x: Real) -> Any:
+    return mag(x.clo, x.chi)
+
+
+def exact_mag(x: Real) -> Any:
+    return mag(x.lo, x.hi)
+
+
+def hull_mag(x: Real) -> Any:
+    return mag(*x.hull())
+
+
+def hull_mig(x: Real) -> Any:
+    return mig(*x.hull())
+
+
+def as_real(x: Any, adt: Any) -> Real:
+    if isinstance(x, Discrete):
+        raise TypeError("expected a floating operand")
+    return x
+
+
+def is_pow2_literal(v: Any) -> bool:
+    """True if the jaxpr operand is a literal/const whose value is a power of two (or zero)."""
+    val = getattr(v, "val", None)
+    if val is None:
+        return False
+    try:
+        a = np.asarray(val, dtype=np.float64)
+    except Exception:
+        return False
+    if a.size != 1:
+        return False
+    x = abs(float(a.reshape(())))
+    if x == 0:
+        return True
+    if not math.isfinite(x):
+        return False
+    m, _ = math.frexp(x)
+    return m == 0.5

@@ -1,0 +1,386 @@
+"""Rules for + - * / neg max min abs sign square integer_pow pow clamp.
+
+For ``z = op(x, y)`` with exact operands ``x, y`` and computed ``x^, y^``:
+``|fl(op(x^, y^)) - op(x, y)| <= |op(x^, y^) - op(x, y)| + |fl(r) - r|``; the
+first term is the propagated error (a Lipschitz bound of ``op`` over the hull
+of exact and computed ranges), the second the rounding of this equation.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from .. import _compat
+from .. import _formats as F
+from .._domains.interval import Discrete, Real, iadd, idiv, imul, isqr, isub, mag, mig
+from . import discrete, register_rule
+from ._common import (
+    c,
+    computed_mag,
+    exact_mag,
+    hull_mag,
+    invalid,
+    is_pow2_literal,
+    result,
+    rounding,
+    underflow_only,
+)
+
+P = _compat.prim
+
+
+def _rt(x: Real) -> tuple:
+    return x.clo, x.chi
+
+
+def _ex(x: Real) -> tuple:
+    return x.lo, x.hi
+
+
+@register_rule(P("add"), P("add_any"), P("add_jaxvals"))
+def add_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    lo, hi = iadd(_ex(a), _ex(b))
+    rlo, rhi = iadd(_rt(a), _rt(b))
+    rho = rounding(ctx, mag(rlo, rhi))
+    prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value))
+
+
+@register_rule(P("sub"))
+def sub_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    lo, hi = isub(_ex(a), _ex(b))
+    rlo, rhi = isub(_rt(a), _rt(b))
+    rho = rounding(ctx, mag(rlo, rhi))
+    prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value))
+
+
+@register_rule(P("neg"))
+def neg_rule(ctx, a, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_unop(ctx, a)
+    return Real(-a.hi, -a.lo, -a.chi, -a.clo, a.err, ctx.value(a.value), exact=a.exact)
+
+
+def _square(ctx, a: Real, value) -> Real:
+    lo, hi = isqr(_ex(a))
+    rlo, rhi = isqr(_rt(a))
+    rho = rounding(ctx, rhi)
+    # x^2 - x'^2 = (x - x')(x + x'): |.| <= err * (|x| + |x'|)
+    prop = F.mul_up(a.err, F.add_up(exact_mag(a), computed_mag(a)))
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))
+
+
+@register_rule(P("mul"))
+def mul_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    value = ctx.value(a.value, b.value)
+    ia, ib = ctx.eqn.invars
+    if ia is ib and not isinstance(ia, _compat.Literal):
+        return _square(ctx, a, value)
+    lo, hi = imul(_ex(a), _ex(b))
+    rlo, rhi = imul(_rt(a), _rt(b))
+    M = mag(rlo, rhi)
+    exact_scaling = (b.exact and is_pow2_literal(ib)) or (a.exact and is_pow2_literal(ia))
+    rho = underflow_only(ctx, M) if exact_scaling else rounding(ctx, M)
+    if a.exact and b.exact:
+        prop = None
+    else:
+        # x'y' - xy = x'(y' - y) + y(x' - x)
+        prop = F.add_up(F.mul_up(computed_mag(a), b.err), F.mul_up(exact_mag(b), a.err))
+        if a.exact:
+            prop = F.mul_up(computed_mag(a), b.err)
+        elif b.exact:
+            prop = F.mul_up(exact_mag(b), a.err)
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, value)
+
+
+@register_rule(P("div"))
+def div_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    value = ctx.value(a.value, b.value)
+    lo, hi = idiv(_ex(a), _ex(b))
+    rlo, rhi = idiv(_rt(a), _rt(b))
+    M = mag(rlo, rhi)
+    rho = underflow_only(ctx, M) if (b.exact and is_pow2_literal(ctx.eqn.invars[1])) else rounding(ctx, M)
+    mb_c = mig(b.clo, b.chi)
+    mb_e = mig(b.lo, b.hi)
+    # x'/y' - x/y = (x' - x)/y' - x (y' - y)/(y' y)
+    t1 = F.div_up(a.err, mb_c)
+    t2 = F.div_up(F.mul_up(exact_mag(a), b.err), F.mul_dn(mb_c, mb_e))
+    prop = F.add_up(jnp.where(a.err == 0, 0.0, t1), jnp.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value)
+    hull_lo, hull_hi = b.hull()
+    bad = (hull_lo <= 0) & (hull_hi >= 0)
+    return invalid(ctx, bad, r, "the divisor's range contains 0, so the quotient is unbounded")
+
+
+def _select_err(a: Real, b: Real):
+    """err of max/min: 1-Lipschitz; where one operand certainly dominates, its own error."""
+    alo, ahi = a.hull()
+    blo, bhi = b.hull()
+    both = jnp.maximum(a.err, b.err)
+    return alo, ahi, blo, bhi, both
+
+
+@register_rule(P("max"))
+def max_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    alo, ahi, blo, bhi, both = _select_err(a, b)
+    err = jnp.where(alo > bhi, a.err, jnp.where(blo > ahi, b.err, both))
+    return Real(
+        jnp.maximum(a.lo, b.lo),
+        jnp.maximum(a.hi, b.hi),
+        jnp.maximum(a.clo, b.clo),
+        jnp.maximum(a.chi, b.chi),
+        err,
+        ctx.value(a.value, b.value),
+        exact=a.exact and b.exact,
+    )
+
+
+@register_rule(P("min"))
+def min_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    alo, ahi, blo, bhi, both = _select_err(a, b)
+    err = jnp.where(ahi < blo, a.err, jnp.where(bhi < alo, b.err, both))
+    return Real(
+        jnp.minimum(a.lo, b.lo),
+        jnp.minimum(a.hi, b.hi),
+        jnp.minimum(a.clo, b.clo),
+        jnp.minimum(a.chi, b.chi),
+        err,
+        ctx.value(a.value, b.value),
+        exact=a.exact and b.exact,
+    )
+
+
+@register_rule(P("clamp"))
+def clamp_rule(ctx, lo_op, x, hi_op, **_):
+    """clamp(lo, x, hi) = min(max(x, lo), hi)."""
+    if isinstance(x, Discrete):
+        return discrete.int_clamp(ctx, lo_op, x, hi_op)
+    value = ctx.value(lo_op.value, x.value, hi_op.value)
+    m = max_rule(_NoValueCtx(ctx), x, lo_op)
+    r = min_rule(_NoValueCtx(ctx), m, hi_op)
+    return Real(r.lo, r.hi, r.clo, r.chi, r.err, value, exact=r.exact)
+
+
+class _NoValueCtx:
+    """Ctx stand-in for composing rules: skips value evaluation."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def __getattr__(self, k):
+        return getattr(self._ctx, k)
+
+    def value(self, *vals, **_):
+        return vals[0]
+
+
+@register_rule(P("abs"))
+def abs_rule(ctx, a, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_unop(ctx, a)
+    return Real(
+        mig(a.lo, a.hi),
+        mag(a.lo, a.hi),
+        mig(a.clo, a.chi),
+        mag(a.clo, a.chi),
+        a.err,
+        ctx.value(a.value),
+        exact=a.exact,
+    )
+
+
+@register_rule(P("sign"))
+def sign_rule(ctx, a, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_unop(ctx, a)
+    return piecewise_constant(ctx, a, jnp.sign)
+
+
+def piecewise_constant(ctx, a: Real, fn) -> Real:
+    """Monotone non-decreasing, exactly computed, piecewise-constant ``fn`` (floor, sign, ...):
+    exact and computed results differ by at most ``fn(hull_hi) - fn(hull_lo)``."""
+    hlo, hhi = a.hull()
+    lo, hi = fn(a.lo), fn(a.hi)
+    clo, chi = fn(a.clo), fn(a.chi)
+    err = F.sub_up(fn(hhi), fn(hlo))
+    err = jnp.where(a.err == 0, jnp.zeros_like(err), err)
+    return Real(lo, hi, clo, chi, err, ctx.value(a.value), exact=a.exact)
+
+
+@register_rule(P("floor"))
+def floor_rule(ctx, a, **_):
+    return piecewise_constant(ctx, a, jnp.floor)
+
+
+@register_rule(P("ceil"))
+def ceil_rule(ctx, a, **_):
+    return piecewise_constant(ctx, a, jnp.ceil)
+
+
+@register_rule(P("round"))
+def round_rule(ctx, a, rounding_method=None, **_):
+    # round-half-away or half-even: both monotone non-decreasing step functions
+    import jax.lax as lax
+
+    return piecewise_constant(ctx, a, lambda t: lax.round(t, rounding_method))
+
+
+@register_rule(P("square"))
+def square_rule(ctx, a, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_unop(ctx, a)
+    return _square(ctx, a, ctx.value(a.value))
+
+
+# ---------------------------------------------------------------------------
+# integer_pow
+# ---------------------------------------------------------------------------
+
+
+def _ipow_mag(m, n: int, up: bool):
+    """m**n for m >= 0 by repeated multiplication, rounded up (or down)."""
+    mul = F.mul_up if up else F.mul_dn
+    r = jnp.ones_like(m)
+    for _ in range(n):
+        r = mul(r, m)
+    return r
+
+
+def _n_mults(n: int) -> int:
+    """Multiplications XLA's binary powering uses for x**n (n >= 1)."""
+    if n <= 1:
+        return 0
+    return n.bit_length() - 1 + bin(n).count("1") - 1
+
+
+def _ipow_range(lo, hi, n: int):
+    """Range of x**n over [lo, hi] (n >= 1), rounded outward."""
+    if n % 2 == 0:
+        return _ipow_mag(mig(lo, hi), n, False), _ipow_mag(mag(lo, hi), n, True)
+    # odd: increasing
+    lo_v = jnp.where(lo >= 0, _ipow_mag(jnp.abs(lo), n, False), -_ipow_mag(jnp.abs(lo), n, True))
+    hi_v = jnp.where(hi >= 0, _ipow_mag(jnp.abs(hi), n, True), -_ipow_mag(jnp.abs(hi), n, False))
+    return lo_v, hi_v
+
+
+@register_rule(P("integer_pow"))
+def integer_pow_rule(ctx, a, *, y: int, **_):
+    if isinstance(a, Discrete):
+        return discrete.int_unop(ctx, a)
+    value = ctx.value(a.value)
+    n = int(y)
+    if n == 0:
+        one = jnp.ones_like(a.lo)
+        return Real(one, one, one, one, jnp.zeros_like(one), value, exact=True)
+    if n == 1:
+        return Real(a.lo, a.hi, a.clo, a.chi, a.err, value, exact=a.exact)
+    k = abs(n)
+    fmt = ctx.fmt
+    elo, ehi = _ipow_range(a.lo, a.hi, k)
+    rlo, rhi = _ipow_range(a.clo, a.chi, k)
+    nm = _n_mults(k)
+    hm = hull_mag(a)
+    # rounding of the k-fold product: gamma_nm |x'|^k + underflow terms amplified by
+    # at most max(1, |x'|)^k
+    M = mag(rlo, rhi)
+    g = F.gamma(nm, fmt.unit_roundoff)
+    amp = _ipow_mag(jnp.maximum(hm, 1.0), k, True)
+    rho = F.add_up(F.scale_up(M, g), F.scale_up(amp, nm * fmt.underflow))
+    # |x'^k - x^k| <= k max(|x|,|x'|)^(k-1) err
+    prop = F.mul_up(F.scale_up(_ipow_mag(hm, k - 1, True), float(k)), a.err)
+    if n > 0:
+        clamp_lo = jnp.zeros_like(elo) if k % 2 == 0 else None
+        return result(ctx, elo, ehi, rlo, rhi, prop, rho, value, clamp_lo=clamp_lo)
+    # negative power: 1 / x^k, one more rounded division
+    base = result(ctx, elo, ehi, rlo, rhi, prop, rho, value)
+    one = Real(*(jnp.ones_like(a.lo),) * 4, jnp.zeros_like(a.lo), value, exact=True)
+    r = div_rule(_PowCtx(ctx), one, base)
+    return Real(r.lo, r.hi, r.clo, r.chi, r.err, value)
+
+
+class _PowCtx(_NoValueCtx):
+    """Ctx for the internal division of a negative integer power (no literal operands)."""
+
+    class _E:
+        invars = (object(), object())
+
+    @property
+    def eqn(self):
+        return _PowCtx._E
+
+    def value(self, *vals, **_):
+        return vals[1]
+
+
+# ---------------------------------------------------------------------------
+# pow(x, y) = exp(y log x), x > 0
+# ---------------------------------------------------------------------------
+
+
+def _pow_dn(x, y):
+    return F.down_rel(jnp.power(x, y), 64.0)
+
+
+def _pow_up(x, y):
+    return F.up_rel(jnp.power(x, y), 64.0)
+
+
+def _corners(xlo, xhi, ylo, yhi):
+    cs_dn = [_pow_dn(x, y) for x in (xlo, xhi) for y in (ylo, yhi)]
+    cs_up = [_pow_up(x, y) for x in (xlo, xhi) for y in (ylo, yhi)]
+    lo = cs_dn[0]
+    hi = cs_up[0]
+    for t in cs_dn[1:]:
+        lo = jnp.minimum(lo, t)
+    for t in cs_up[1:]:
+        hi = jnp.maximum(hi, t)
+    return jnp.maximum(lo, 0.0), hi
+
+
+@register_rule(P("pow"))
+def pow_rule(ctx, a, b, **_):
+    if isinstance(a, Discrete) or isinstance(b, Discrete):
+        raise NotImplementedError("pow with an integer operand: please report")
+    value = ctx.value(a.value, b.value)
+    lo, hi = _corners(a.lo, a.hi, b.lo, b.hi)
+    rlo, rhi = _corners(a.clo, a.chi, b.clo, b.chi)
+    hxlo, hxhi = a.hull()
+    hylo, hyhi = b.hull()
+    from ._common import transcendental_rounding
+
+    rho = transcendental_rounding(ctx, mag(rlo, rhi), P("pow"))
+    # d/dx = y x^(y-1): |y| * max x^(y-1); d/dy = x^y log x
+    one = jnp.ones_like(hylo)
+    # y-1 range: [hylo-1, hyhi-1] (computed outward)
+    _, pm1_hi = _corners(hxlo, hxhi, F.sub_dn(hylo, one), F.sub_up(hyhi, one))
+    ly = mag(hylo, hyhi)
+    dx = F.mul_up(ly, pm1_hi)
+    _, p_hi = _corners(hxlo, hxhi, hylo, hyhi)
+    logmax = jnp.maximum(
+        jnp.abs(F.down_rel(jnp.log(jnp.maximum(hxlo, 0.0)), 64.0)),
+        jnp.abs(F.up_rel(jnp.log(hxhi), 64.0)),
+    )
+    logmax = F.add_up(logmax, c(1e-6, logmax.dtype))
+    dy = F.mul_up(p_hi, logmax)
+    prop = F.add_up(
+        jnp.where(a.err == 0, 0.0, F.mul_up(dx, a.err)).astype(lo.dtype),
+        jnp.where(b.err == 0, 0.0, F.mul_up(dy, b.err)).astype(lo.dtype),
+    )
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))
+    bad = hxlo <= 0
+    return invalid(
+        ctx, bad, r, "pow(x, y) needs x > 0 over the whole range (exact and computed); got a range reaching <= 0"
+    )

@@ -1,0 +1,199 @@
+"""Rules for monotone elementwise functions: exp exp2 log log1p expm1 tanh logistic erf sqrt rsqrt.
+
+For increasing ``f`` and exact/computed operand ranges ``X``, ``X^`` with hull
+``H``: the exact result lies in ``f(X)``; ``|f(x^) - f(x)| <= sup_H |f'| * err``
+(mean value theorem, or Hölder for sqrt at 0); the computed result is ``f(x^)``
+plus the primitive's documented error budget (``_formats.TRANSCENDENTAL_BUDGETS``).
+The analysis evaluates ``f`` itself in floats and widens every such value by
+``ANALYSIS_TRANSCENDENTAL_ULPS`` units of its own roundoff.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+
+from .. import _compat
+from .. import _formats as F
+from .._domains.interval import mag, mig
+from . import register_rule
+from ._common import ANALYSIS_K, c, invalid, result, rounding, transcendental_rounding
+
+P = _compat.prim
+
+
+def _enclose(fn, abs_slack: float = 0.0):
+    """(lower, upper) evaluators of fn with outward widening for the analysis."""
+
+    def dn(x):
+        y = F.down_rel(fn(x), ANALYSIS_K)
+        if abs_slack:
+            y = y - c(abs_slack * float(jnp.finfo(x.dtype).eps), x.dtype)
+        return y
+
+    def up(x):
+        y = F.up_rel(fn(x), ANALYSIS_K)
+        if abs_slack:
+            y = y + c(abs_slack * float(jnp.finfo(x.dtype).eps), x.dtype)
+        return y
+
+    return dn, up
+
+
+def _monotone(ctx, a, prim, fn, deriv, *, abs_slack=0.0, clamp_lo=None, bad=None, bad_msg="",
+              correctly_rounded=False, holder=None):
+    value = ctx.value(a.value)
+    f_dn, f_up = _enclose(fn, abs_slack)
+    lo, hi = f_dn(a.lo), f_up(a.hi)
+    rlo, rhi = f_dn(a.clo), f_up(a.chi)
+    M = mag(rlo, rhi)
+    rho = rounding(ctx, M) if correctly_rounded else transcendental_rounding(ctx, M, prim)
+    hlo, hhi = a.hull()
+    if a.exact:
+        prop = None
+    else:
+        L = deriv(hlo, hhi, f_up)
+        prop = F.mul_up(L, a.err)
+        prop = jnp.where(a.err == 0, jnp.zeros_like(prop), prop)
+        if holder is not None:
+            prop = jnp.minimum(prop, holder(a.err))
+    cl = None if clamp_lo is None else jnp.full_like(lo, clamp_lo)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=cl)
+    if bad is not None:
+        r = invalid(ctx, bad(hlo, hhi), r, bad_msg)
+    return r
+
+
+@register_rule(P("exp"))
+def exp_rule(ctx, a, **_):
+    return _monotone(ctx, a, P("exp"), jnp.exp, lambda lo, hi, f_up: f_up(hi), clamp_lo=0.0)
+
+
+@register_rule(P("exp2"))
+def exp2_rule(ctx, a, **_):
+    ln2 = math.log(2) * (1 + 1e-15)
+    return _monotone(
+        ctx, a, P("exp2"), jnp.exp2, lambda lo, hi, f_up: F.mul_up(c(ln2, hi.dtype), f_up(hi)), clamp_lo=0.0
+    )
+
+
+@register_rule(P("expm1"))
+def expm1_rule(ctx, a, **_):
+    exp_up = _enclose(jnp.exp)[1]
+    return _monotone(ctx, a, P("expm1"), jnp.expm1, lambda lo, hi, f_up: exp_up(hi), clamp_lo=-1.0)
+
+
+@register_rule(P("log"))
+def log_rule(ctx, a, **_):
+    return _monotone(
+        ctx,
+        a,
+        P("log"),
+        jnp.log,
+        lambda lo, hi, f_up: F.div_up(jnp.ones_like(lo), lo),
+        abs_slack=4.0,
+        bad=lambda lo, hi: lo <= 0,
+        bad_msg="log of a range reaching <= 0 (exact or computed operand); the result is unbounded",
+    )
+
+
+@register_rule(P("log1p"))
+def log1p_rule(ctx, a, **_):
+    return _monotone(
+        ctx,
+        a,
+        P("log1p"),
+        jnp.log1p,
+        lambda lo, hi, f_up: F.div_up(jnp.ones_like(lo), F.add_dn(jnp.ones_like(lo), lo)),
+        bad=lambda lo, hi: lo <= -1,
+        bad_msg="log1p of a range reaching <= -1; the result is unbounded",
+    )
+
+
+def _tanh_deriv(lo, hi, f_up):
+    d = mig(lo, hi)
+    exp_up = _enclose(jnp.exp)[1]
+    return jnp.minimum(1.0, F.mul_up(c(4.0, lo.dtype), exp_up(-2 * d)))
+
+
+@register_rule(P("tanh"))
+def tanh_rule(ctx, a, **_):
+    return _monotone(ctx, a, P("tanh"), jnp.tanh, _tanh_deriv)
+
+
+def _logistic_deriv(lo, hi, f_up):
+    d = mig(lo, hi)
+    exp_up = _enclose(jnp.exp)[1]
+    return jnp.minimum(0.25, exp_up(-d))
+
+
+@register_rule(P("logistic"))
+def logistic_rule(ctx, a, **_):
+    import jax
+
+    return _monotone(ctx, a, P("logistic"), jax.nn.sigmoid, _logistic_deriv, clamp_lo=0.0)
+
+
+def _erf_deriv(lo, hi, f_up):
+    d = mig(lo, hi)
+    exp_up = _enclose(jnp.exp)[1]
+    return F.mul_up(c(2 / math.sqrt(math.pi) * (1 + 1e-15), lo.dtype), exp_up(-F.mul_dn(d, d)))
+
+
+@register_rule(P("erf"))
+def erf_rule(ctx, a, **_):
+    import jax
+
+    return _monotone(ctx, a, P("erf"), jax.scipy.special.erf, _erf_deriv)
+
+
+def _sqrt_deriv(lo, hi, f_up):
+    s = F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))
+    return F.div_up(jnp.full_like(lo, 0.5), s)
+
+
+@register_rule(P("sqrt"))
+def sqrt_rule(ctx, a, **_):
+    return _monotone(
+        ctx,
+        a,
+        P("sqrt"),
+        lambda x: jnp.sqrt(jnp.maximum(x, 0.0)),
+        _sqrt_deriv,
+        clamp_lo=0.0,
+        correctly_rounded=True,
+        # |sqrt(a) - sqrt(b)| <= sqrt(|a - b|): finite even when the range touches 0
+        holder=lambda e: F.up(jnp.sqrt(e)),
+        bad=lambda lo, hi: lo < 0,
+        bad_msg="sqrt of a range reaching below 0 (exact or computed operand); the result may be NaN",
+    )
+
+
+def _rsqrt_deriv(lo, hi, f_up):
+    s = F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))
+    return F.div_up(jnp.full_like(lo, 0.5), F.mul_dn(lo, s))
+
+
+def _rsqrt(x):
+    import jax.lax as lax
+
+    return lax.rsqrt(x)
+
+
+@register_rule(P("rsqrt"))
+def rsqrt_rule(ctx, a, **_):
+    # decreasing: evaluate as -(increasing function of x) on the flipped operand
+    value = ctx.value(a.value)
+    f_dn, f_up = _enclose(_rsqrt)
+    lo, hi = f_dn(a.hi), f_up(a.lo)
+    rlo, rhi = f_dn(a.chi), f_up(a.clo)
+    rho = transcendental_rounding(ctx, mag(rlo, rhi), P("rsqrt"))
+    hlo, hhi = a.hull()
+    prop = None if a.exact else F.mul_up(_rsqrt_deriv(hlo, hhi, f_up), a.err)
+    if prop is not None:
+        prop = jnp.where(a.err == 0, jnp.zeros_like(prop), prop)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))
+    return invalid(
+        ctx, hlo <= 0, r, "rsqrt of a range reaching <= 0 (exact or computed operand); the result is unbounded"
+    )

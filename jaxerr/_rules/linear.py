@@ -1,0 +1,171 @@
+"""dot_general.
+
+Exact range: midpoint-radius interval product (Rump):
+``[ac ± ar]·[bc ± br] ⊆ ac·bc ± (|ac|·br + ar·(|bc| + br))``, with the float
+evaluation of ``ac·bc`` covered by ``gamma_n(u_analysis) |ac|·|bc|``.
+
+Error, with ``x^ = x + dx`` and ``w^ = w + dw`` (computed vs exact operands):
+``|fl(x^·w^) - x·w| <= |x^|·|dw| + |dx|·|w| + a·S + b·Y + c`` where
+``S = |x^|·|w^|`` bounds the sum of absolute products, ``Y`` the result, and
+``(a, b, c)`` come from the accumulation model (``Accumulation.coefficients``).
+Every matrix product of nonnegative arrays in the analysis is rounded upward.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _compat
+from .. import _formats as F
+from .._domains.interval import Discrete, Real, mag
+from . import register_rule
+from ._common import c
+
+P = _compat.prim
+
+
+def _shift_dims(dimension_numbers):
+    """Dimension numbers for an lhs with one extra leading axis."""
+    (lc, rc), (lb, rb) = dimension_numbers
+    return ((tuple(d + 1 for d in lc), tuple(rc)), (tuple(d + 1 for d in lb), tuple(rb)))
+
+
+class _Dots:
+    def __init__(self, dimension_numbers, n: int, adt):
+        self.dn = dimension_numbers
+        self.n = n
+        self.adt = adt
+        u_an = float(np.finfo(adt).eps) / 2
+        g = F.gamma(n + 1, u_an)
+        self.g_an = g  # relative error of one analysis dot over nonnegative terms
+        self.slack = 2 * n * float(np.finfo(adt).tiny)
+
+    def dot(self, x, y, dn=None):
+        return lax.dot_general(
+            x, y, dn or self.dn, precision=lax.Precision.HIGHEST, preferred_element_type=self.adt
+        )
+
+    def _up(self, r):
+        # sum of nonnegative terms: exact <= fl * (1 + 2 gamma) + underflow slack
+        return F.add_up(F.add_up(r, F.scale_up(r, 2 * self.g_an)), c(self.slack, self.adt))
+
+    def dot_up(self, x, y):
+        """Upper bound of x·y for nonnegative x, y."""
+        return self._up(self.dot(x, y))
+
+    def dots_up(self, lhs_list, y):
+        """Upper bounds of l·y for several nonnegative lhs sharing the rhs (one matmul)."""
+        if len(lhs_list) == 1:
+            return [self.dot_up(lhs_list[0], y)]
+        stacked = jnp.stack(lhs_list)
+        out = self._up(self.dot(stacked, y, _shift_dims(self.dn)))
+        (_, _), (lb, _) = self.dn
+        axis = len(lb)
+        return [jnp.take(out, i, axis=axis) for i in range(len(lhs_list))]
+
+
+def _mid_rad(x: Real):
+    if x.point:
+        return x.lo, None
+    mid = jnp.where(x.lo == x.hi, x.lo, x.lo / 2 + x.hi / 2)
+    rad = jnp.maximum(F.sub_up(x.hi, mid), F.sub_up(mid, x.lo))
+    return mid, rad
+
+
+@register_rule(P("dot_general"))
+def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
+    value = ctx.value(a.value, b.value)
+    if isinstance(a, Discrete) or isinstance(b, Discrete):
+        return _int_dot(ctx, a, b, value)
+    adt = ctx.adt
+    (lc, _rc), _ = dimension_numbers
+    n = int(math.prod(a.shape[d] for d in lc))
+    D = _Dots(dimension_numbers, n, adt)
+    fmt = ctx.fmt
+    acc = ctx.acc
+    ca, cb, cc = acc.coefficients(n, fmt, products=True)
+    if math.isinf(ca):
+        ctx.flag(
+            True,
+            f"the worst-case bound gamma_{acc.depth(n, True)} of '{acc}' accumulation of {n} terms "
+            f"in {fmt.name} is infinite (n*u >= 1), so the error bound is inf; use "
+            "accumulation='pairwise', 'blocked:B' or 'wide:float32', or a probabilistic bound",
+        )
+
+    # ---- exact range (midpoint-radius) ----
+    ac, ar = _mid_rad(a)
+    bc, br = _mid_rad(b)
+    g = D.g_an
+    ymid = D.dot(ac, bc)
+    abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
+    rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
+
+    # Group the nonnegative products by their rhs so each rhs costs one matmul.
+    groups: dict[str, list] = {"rb": []}
+    # radius terms
+    rad_terms = []
+    if br is None:
+        groups["rb"].append(("rad", F.add_up(F.scale_up(abs_ac, g), ar) if ar is not None else F.scale_up(abs_ac, g)))
+    else:
+        rad_terms.append(D.dot_up(abs_ac, F.add_up(br, F.scale_up(abs_bc, g))))
+        if ar is not None:
+            groups["rb"].append(("rad", ar))
+    # error terms
+    mag_ac = mag(a.clo, a.chi)  # >= |x^|
+    err_lhs_rb = []
+    err_terms = []
+    if not a.exact:
+        err_lhs_rb.append(a.err)  # |dx|·|w|
+    if b.exact:
+        # |w^| = |w| <= rb: S folds into the same product
+        if ca != 0:
+            err_lhs_rb.append(F.scale_up(mag_ac, ca))
+    else:
+        err_terms.append(D.dot_up(mag_ac, b.err))  # |x^|·|dw|
+        if ca != 0:
+            err_terms.append(F.scale_up(D.dot_up(mag_ac, mag(b.clo, b.chi)), ca))
+    if err_lhs_rb:
+        e = err_lhs_rb[0]
+        for t in err_lhs_rb[1:]:
+            e = F.add_up(e, t)
+        groups["rb"].append(("err", e))
+
+    outs = D.dots_up([t for _, t in groups["rb"]], rb) if groups["rb"] else []
+    named = {}
+    for (name, _), o in zip(groups["rb"], outs):
+        named[name] = o
+    if "rad" in named:
+        rad_terms.append(named["rad"])
+    if "err" in named:
+        err_terms.append(named["err"])
+
+    rad = rad_terms[0] if rad_terms else jnp.zeros_like(ymid)
+    for t in rad_terms[1:]:
+        rad = F.add_up(rad, t)
+    rad = F.add_up(rad, c(D.slack, adt))
+    lo = F.sub_dn(ymid, rad)
+    hi = F.add_up(ymid, rad)
+
+    err = err_terms[0] if err_terms else jnp.zeros_like(ymid)
+    for t in err_terms[1:]:
+        err = F.add_up(err, t)
+    if cb != 0:
+        # wide accumulation: one final rounding of a result with |y^| <= |y| + err
+        ymag = F.add_up(mag(lo, hi), err)
+        err = F.add_up(err, F.scale_up(ymag, cb))
+    err = F.add_up(err, c(cc, adt))
+    clo = F.sub_dn(lo, err)
+    chi = F.add_up(hi, err)
+    return Real(lo, hi, clo, chi, err, value)
+
+
+def _int_dot(ctx, a, b, value):
+    certain = jnp.all(a.lo == a.hi) & jnp.all(b.lo == b.hi)
+    info = jnp.iinfo(value.dtype)
+    lo = jnp.where(certain, value, jnp.full_like(value, info.min))
+    hi = jnp.where(certain, value, jnp.full_like(value, info.max))
+    return Discrete(lo, hi, value)

@@ -1,0 +1,136 @@
+"""reduce_sum, reduce_max, reduce_min, argmax, argmin, reduce_and, reduce_or.
+
+``reduce_sum`` of ``n`` terms: ``|computed - exact| <= sum|dx_i| + a·S + b·Y + c``
+with ``S = sum |x^_i|`` and ``(a, b, c)`` from the accumulation model. max/min
+are exact operations and 1-Lipschitz in the max norm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _compat
+from .. import _formats as F
+from .._domains.interval import Discrete, Real, mag
+from . import register_rule
+from ._common import c
+
+P = _compat.prim
+
+
+def _n_terms(shape, axes) -> int:
+    return int(math.prod(shape[d] for d in axes))
+
+
+def sum_bounds(x, axes, n: int):
+    """(lower, upper) bounds of the exact sum of ``x`` over ``axes`` computed in floats."""
+    adt = x.dtype
+    g = F.gamma(max(n, 1), float(np.finfo(adt).eps) / 2)
+    s = jnp.sum(x, axis=axes)
+    a = jnp.sum(jnp.abs(x), axis=axes)
+    slack = F.add_up(F.scale_up(F.scale_up(a, 1.0 + 2 * g), g), c(2 * n * float(np.finfo(adt).tiny), adt))
+    return F.sub_dn(s, slack), F.add_up(s, slack)
+
+
+def sum_up_nonneg(x, axes, n: int):
+    return sum_bounds(x, axes, n)[1]
+
+
+@register_rule(P("reduce_sum"))
+def reduce_sum_rule(ctx, a, *, axes, **_):
+    value = ctx.value(a.value)
+    axes = tuple(axes)
+    if isinstance(a, Discrete):
+        lo = jnp.sum(a.lo, axis=axes).astype(value.dtype)
+        hi = jnp.sum(a.hi, axis=axes).astype(value.dtype)
+        return Discrete(lo, hi, value)
+    n = _n_terms(a.shape, axes)
+    fmt = ctx.fmt
+    acc = ctx.acc
+    ca, cb, cc = acc.coefficients(n, fmt, products=False)
+    if math.isinf(ca):
+        ctx.flag(
+            True,
+            f"the worst-case bound gamma_{acc.depth(n, False)} of '{acc}' summation of {n} terms "
+            f"in {fmt.name} is infinite (n*u >= 1), so the error bound is inf; use "
+            "accumulation='pairwise', 'blocked:B' or 'wide:float32'",
+        )
+    lo, _ = sum_bounds(a.lo, axes, n)
+    _, hi = sum_bounds(a.hi, axes, n)
+    rlo, _ = sum_bounds(a.clo, axes, n)
+    _, rhi = sum_bounds(a.chi, axes, n)
+    S = sum_up_nonneg(mag(a.clo, a.chi), axes, n)
+    err = F.scale_up(S, ca)
+    if cb != 0:
+        err = F.add_up(err, F.scale_up(mag(rlo, rhi), cb))
+    rho = F.add_up(err, c(cc if n > 1 else 0.0, a.lo.dtype))
+    prop = None if a.exact else sum_up_nonneg(a.err, axes, n)
+    err = rho if prop is None else F.add_up(prop, rho)
+    return Real(lo, hi, F.sub_dn(rlo, rho), F.add_up(rhi, rho), err, value)
+
+
+def _reduce_fields(a, fn, axes, value):
+    if isinstance(a, Discrete):
+        return Discrete(fn(a.lo, axis=axes), fn(a.hi, axis=axes), value)
+    return Real(
+        fn(a.lo, axis=axes),
+        fn(a.hi, axis=axes),
+        fn(a.clo, axis=axes),
+        fn(a.chi, axis=axes),
+        jnp.max(a.err, axis=axes),
+        value,
+        exact=a.exact,
+    )
+
+
+@register_rule(P("reduce_max"))
+def reduce_max_rule(ctx, a, *, axes, **_):
+    return _reduce_fields(a, jnp.max, tuple(axes), ctx.value(a.value))
+
+
+@register_rule(P("reduce_min"))
+def reduce_min_rule(ctx, a, *, axes, **_):
+    return _reduce_fields(a, jnp.min, tuple(axes), ctx.value(a.value))
+
+
+@register_rule(P("reduce_and"))
+def reduce_and_rule(ctx, a, *, axes, **_):
+    return Discrete(jnp.all(a.lo, axis=tuple(axes)), jnp.all(a.hi, axis=tuple(axes)), ctx.value(a.value))
+
+
+@register_rule(P("reduce_or"))
+def reduce_or_rule(ctx, a, *, axes, **_):
+    return Discrete(jnp.any(a.lo, axis=tuple(axes)), jnp.any(a.hi, axis=tuple(axes)), ctx.value(a.value))
+
+
+def _arg_extreme(ctx, a, axes, index_dtype, largest: bool):
+    value = ctx.value(a.value)
+    (axis,) = axes
+    n = a.shape[axis]
+    if isinstance(a, Discrete):
+        lo_r, hi_r = a.lo.astype(jnp.float32), a.hi.astype(jnp.float32)
+    else:
+        lo_r, hi_r = a.hull()
+    if not largest:
+        lo_r, hi_r = -hi_r, -lo_r
+    k = jnp.expand_dims(value.astype(jnp.int32), axis)
+    cand_lo = jnp.take_along_axis(lo_r, k, axis=axis)
+    pos = jnp.arange(n).reshape([n if d == axis else 1 for d in range(lo_r.ndim)])
+    others = jnp.where(pos == k, -jnp.inf, hi_r)
+    certain = jnp.squeeze(cand_lo, axis) > jnp.max(others, axis=axis)
+    lo = jnp.where(certain, value, 0).astype(index_dtype)
+    hi = jnp.where(certain, value, n - 1).astype(index_dtype)
+    return Discrete(lo, hi, value)
+
+
+@register_rule(P("argmax"))
+def argmax_rule(ctx, a, *, axes, index_dtype, **_):
+    return _arg_extreme(ctx, a, tuple(axes), index_dtype, True)
+
+
+@register_rule(P("argmin"))
+def argmin_rule(ctx, a, *, axes, index_dtype, **_):
+    return _arg_extreme(ctx, a, tuple(axes), index_dtype, False)
