@@ -275,8 +275,9 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
             inputs_err_finite = inputs_err_finite & jnp.all(jnp.isfinite(v.err))
     over = (out.chi > big) | (out.clo < -big)
     if not out.exact:
+        # an overflow is reported where it starts: finite inputs, finite error so far
         ctx.flag(
-            jnp.any(over) & inputs_finite,
+            jnp.any(over & jnp.isfinite(out.err)) & inputs_finite,
             f"the result may exceed {fmt.name}'s largest finite value {big:g} "
             "(overflow to inf); abs_err is inf there",
         )
@@ -458,9 +459,11 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str) 
             r = Real(lo_a, hi_a, lo_a, hi_a, jnp.zeros_like(lo_a), _centre(lo, hi), exact=True)
         else:
             r = _rounded_input(lo, hi, config, point=False)
+        # not marked exact: under jit a bad box can only be flagged, and its error is inf
         return Real(
-            jnp.where(bad, -jnp.inf, r.lo), jnp.where(bad, jnp.inf, r.hi), r.clo, r.chi,
-            jnp.where(bad, jnp.inf, r.err), r.value, exact=r.exact,
+            jnp.where(bad, -jnp.inf, r.lo), jnp.where(bad, jnp.inf, r.hi),
+            jnp.where(bad, -jnp.inf, r.clo), jnp.where(bad, jnp.inf, r.chi),
+            jnp.where(bad, jnp.inf, r.err), r.value,
         )
     arr = jnp.asarray(x)
     if not is_float_dtype(arr.dtype):
