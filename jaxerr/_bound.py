@@ -231,8 +231,12 @@ def _constant(val: Any, aval: Any, config: Config) -> Any:
         arr = arr.astype(dtype)
         return Discrete(arr, arr, arr)
     if config.precision is None:
-        return I.point(arr, arr.astype(dtype), config.adt)
-    return _rounded_input(arr, arr, config, point=True)
+        r = I.point(arr, arr.astype(dtype), config.adt)
+    else:
+        r = _rounded_input(arr, arr, config, point=True)
+    if _has_subnormals(arr):
+        r = _daz(r, config.adt)
+    return r
 
 
 def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
@@ -249,7 +253,7 @@ def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
     else:
         m = jnp.maximum(jnp.abs(lo_a), jnp.abs(hi_a))
         err = F.add_up(F.scale_up(m, fmt.unit_roundoff), F.static_up(fmt.underflow, adt))
-        err = jnp.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
+        err = F.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
     centre = _centre(jnp.asarray(lo).astype(car), jnp.asarray(hi).astype(car))
     value = F.round_to(centre, fmt)
     exact = False
@@ -257,7 +261,7 @@ def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
 
 
 def _centre(lo: Any, hi: Any) -> Any:
-    c = jnp.where(lo == hi, lo, lo / 2 + hi / 2)
+    c = F.where(lo == hi, lo, lo / 2 + hi / 2)
     return c.astype(lo.dtype)
 
 
@@ -265,31 +269,30 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
     out = I.sanitize(out)
+    if out.exact:
+        return out
     fmt = ctx.fmt
     big = fmt.max_finite
-    inputs_finite = jnp.asarray(True)
-    inputs_err_finite = jnp.asarray(True)
-    for v in invals:
-        if isinstance(v, Real):
-            inputs_finite = inputs_finite & jnp.all(jnp.isfinite(v.clo) & jnp.isfinite(v.chi))
-            inputs_err_finite = inputs_err_finite & jnp.all(jnp.isfinite(v.err))
     over = (out.chi > big) | (out.clo < -big)
-    if not out.exact:
-        # an overflow is reported where it starts: finite inputs, finite error so far
-        ctx.flag(
-            jnp.any(over & jnp.isfinite(out.err)) & inputs_finite,
-            f"the result may exceed {fmt.name}'s largest finite value {big:g} "
-            "(overflow to inf); abs_err is inf there",
-        )
-        err = jnp.where(over, jnp.inf, out.err)
-        clo = jnp.where(out.clo < -big, -jnp.inf, out.clo)
-        chi = jnp.where(out.chi > big, jnp.inf, out.chi)
-        out = Real(out.lo, out.hi, clo, chi, err, out.value, exact=False, point=out.point)
-        out = I.tighten(out)
-        ctx.flag(
-            jnp.any(jnp.isinf(out.err)) & ~jnp.any(over) & inputs_err_finite,
-            "the error bound becomes infinite here",
-        )
+    inf_before = jnp.isinf(out.err)
+    err = F.where(over, jnp.inf, out.err)
+    clo = F.where(out.clo < -big, -jnp.inf, out.clo)
+    chi = F.where(out.chi > big, jnp.inf, out.chi)
+    out = I.tighten(Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point))
+    # one reduction for both checks
+    over_any, inf_any = jnp.any(jnp.stack([over & ~inf_before, inf_before]).reshape(2, -1), axis=1)
+    inherited = jnp.asarray(False)
+    for v in invals:
+        inherited = inherited | ctx.diag.inf_of(v)
+    ctx.diag.add_scalar(
+        f"{ctx.describe()}: the result may exceed {fmt.name}'s largest finite value {big:g} "
+        "(overflow to inf); abs_err is inf there",
+        over_any & ~inherited,
+    )
+    ctx.diag.add_scalar(
+        f"{ctx.describe()}: the error bound becomes infinite here", inf_any & ~over_any & ~inherited
+    )
+    ctx.diag.set_inf(out, over_any | inf_any | inherited)
     return out
 
 
@@ -371,7 +374,8 @@ def bound(
                             "so no error bound exists. Remove it or bound a finite Interval."
                         )
         is_iv = tuple(isinstance(x, Interval) for x in dyn)
-        key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv)
+        subn = tuple(_has_subnormals(x) for x in dyn)
+        key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn)
         try:
             hash(key)
             hashable = True
@@ -391,10 +395,10 @@ def bound(
 class _Static:
     """Hashable static part of a call (the function, settings, tree structure)."""
 
-    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv):
+    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn):
         self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
-        self.dyn_idx, self.static, self.is_iv = dyn_idx, static, is_iv
-        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv)
+        self.dyn_idx, self.static, self.is_iv, self.subn = dyn_idx, static, is_iv, subn
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn)
 
     def __hash__(self):
         return hash(self._key)
@@ -429,9 +433,19 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
     diag = DiagnosticCollector()
     values = []
+    traced_sub = jnp.asarray(False)
     for k, x in enumerate(dyn):
-        values.append(_input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}"))
+        v, ts = _input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}", key.subn[k])
+        values.append(v)
+        traced_sub = traced_sub | ts
+    diag.add_scalar(
+        "an argument traced under jit/vmap contains subnormal numbers, which XLA flushes to "
+        "zero; the analysis cannot account for that inside a trace, so every abs_err is inf. "
+        "Call bound(f) on concrete arrays (it compiles itself) to bound such inputs.",
+        traced_sub,
+    )
     outs = interpret(DOMAIN, closed.jaxpr, list(closed.consts), values, config, diag)
+    outs = [_poison(o, traced_sub) for o in outs]
 
     out_leaves, out_tree = jax.tree_util.tree_flatten(out_shape)
     results = []
@@ -446,32 +460,101 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 _analyse_jit = jax.jit(_analyse, static_argnums=0)
 
 
-def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str) -> Any:
+def _has_subnormals(x: Any) -> bool | None:
+    """True/False for a concrete floating leaf (nonzero values below the analysis
+    dtype's smallest normal, which XLA flushes to zero), None when traced."""
+    arrs = (x.lo, x.hi) if isinstance(x, Interval) else (x,)
+    if not all(_concrete(a) for a in arrs):
+        return None
+    tiny = float(np.finfo(F.analysis_dtype()).tiny)
+    for a in arrs:
+        a = np.asarray(a)
+        if a.dtype.kind != "f" and str(a.dtype) != "bfloat16":
+            continue
+        v = np.abs(a.astype(np.float64))
+        if ((v > 0) & (v < tiny)).any():
+            return True
+    return False
+
+
+def _daz(r: Real, adt: Any, keep_flags: bool = False) -> Real:
+    """Account for XLA flushing subnormal inputs to zero (and the analysis' own
+    arithmetic doing the same): the exact range is widened to normal numbers on the
+    outside, the computed value may be 0, and the error is below the smallest normal."""
+    tiny = jnp.asarray(np.finfo(adt).tiny, adt)
+
+    def sub(x):
+        return (x != 0) & (jnp.abs(x) < tiny)
+
+    slo, shi = sub(r.lo), sub(r.hi)
+    lo = F.where(slo & (r.lo < 0), -tiny, F.where(slo, 0.0, r.lo))
+    hi = F.where(shi & (r.hi > 0), tiny, F.where(shi, 0.0, r.hi))
+    sclo, schi = sub(r.clo), sub(r.chi)
+    clo = F.where(sclo & (r.clo < 0), -tiny, F.where(sclo, 0.0, r.clo))
+    chi = F.where(schi & (r.chi > 0), tiny, F.where(schi, 0.0, r.chi))
+    clo = jnp.minimum(clo, F.where(slo, 0.0, clo))
+    chi = jnp.maximum(chi, F.where(shi, 0.0, chi))
+    err = F.where(slo | shi | sclo | schi, jnp.maximum(r.err, tiny), r.err)
+    if keep_flags:
+        return Real(lo, hi, clo, chi, err, r.value, exact=r.exact, point=r.point)
+    return Real(lo, hi, clo, chi, err, r.value)
+
+
+def _poison(o: Any, flag: Any) -> Any:
+    if isinstance(o, Real):
+        return Real(o.lo, o.hi, o.clo, o.chi, F.where(flag, jnp.inf, o.err), o.value)
+    return o
+
+
+def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):
+    """The domain value of one argument leaf, and a traced flag 'has subnormals' (only
+    when that could not be decided before tracing)."""
     adt = config.adt
+    no = jnp.asarray(False)
     if isinstance(x, Interval):
         lo, hi = x.lo, x.hi
         if not is_float_dtype(lo.dtype):
-            return Discrete(lo, hi, _centre_int(lo, hi))
+            return Discrete(lo, hi, _centre_int(lo, hi)), no
         bad = jnp.isnan(lo.astype(adt)) | jnp.isnan(hi.astype(adt)) | (lo > hi)
         diag.add(f"{where}: interval with NaN ends or lo > hi; bounds are meaningless", jnp.any(bad))
         if config.precision is None:
             lo_a, hi_a = lo.astype(adt), hi.astype(adt)
-            r = Real(lo_a, hi_a, lo_a, hi_a, jnp.zeros_like(lo_a), _centre(lo, hi), exact=True)
+            r = Real(lo_a, hi_a, lo_a, hi_a, jnp.zeros_like(lo_a), _centre(lo, hi))
         else:
             r = _rounded_input(lo, hi, config, point=False)
         # not marked exact: under jit a bad box can only be flagged, and its error is inf
-        return Real(
-            jnp.where(bad, -jnp.inf, r.lo), jnp.where(bad, jnp.inf, r.hi),
-            jnp.where(bad, -jnp.inf, r.clo), jnp.where(bad, jnp.inf, r.chi),
-            jnp.where(bad, jnp.inf, r.err), r.value,
+        r = Real(
+            F.where(bad, -jnp.inf, r.lo), F.where(bad, jnp.inf, r.hi),
+            F.where(bad, -jnp.inf, r.clo), F.where(bad, jnp.inf, r.chi),
+            F.where(bad, jnp.inf, r.err), r.value,
         )
+        if subn is False:
+            return r, no
+        r = _daz(r, adt)
+        return r, (_any_subnormal((lo, hi), adt) if subn is None else no)
     arr = jnp.asarray(x)
     if not is_float_dtype(arr.dtype):
-        return Discrete(arr, arr, arr)
+        return Discrete(arr, arr, arr), no
     diag.add(f"{where}: NaN in a point input; bounds are meaningless", jnp.any(jnp.isnan(arr)))
     if config.precision is None:
-        return I.point(arr, arr, adt)
-    return _rounded_input(arr, arr, config, point=True)
+        r = I.point(arr, arr, adt)
+    else:
+        r = _rounded_input(arr, arr, config, point=True)
+    if subn is False:
+        return r, no
+    if subn is True:
+        return _daz(r, adt), no
+    # traced: values fixed, but the static exact/point shortcuts may skip the error
+    return _daz(r, adt, keep_flags=True), _any_subnormal((arr,), adt)
+
+
+def _any_subnormal(arrs, adt):
+    tiny = np.finfo(adt).tiny
+    flag = jnp.asarray(False)
+    for a in arrs:
+        a = jnp.abs(a.astype(adt))
+        flag = flag | jnp.any((a > 0) & (a < tiny))
+    return flag
 
 
 def _centre_int(lo, hi):
@@ -488,10 +571,10 @@ def _to_bound_parts(o: Any, k: int, shape: Any, diag: DiagnosticCollector, confi
             jnp.any(uncertain),
         )
         spread = (o.hi.astype(adt) - o.lo.astype(adt)) if o.value.dtype != jnp.bool_ else uncertain.astype(adt)
-        rel = jnp.where(spread == 0, jnp.zeros_like(spread), jnp.inf)
+        rel = F.where(spread == 0, jnp.zeros_like(spread), jnp.inf)
         return (o.lo, o.hi, spread, rel, o.value, o.lo, o.hi)
     m = I.mig(o.lo, o.hi)
-    rel = jnp.where(m > 0, F.div_up(o.err, m), jnp.where(o.err == 0, 0.0, jnp.inf)).astype(adt)
+    rel = F.where(m > 0, F.div_up(o.err, m), F.where(o.err == 0, 0.0, jnp.inf)).astype(adt)
     return (o.lo, o.hi, o.err, rel, o.value, o.clo, o.chi)
 
 

@@ -38,10 +38,26 @@ class DiagnosticCollector:
     def __init__(self) -> None:
         self.messages: list[str] = []
         self.flags: list[Any] = []
+        # id(value) -> (value, scalar flag "some error bound of this value is infinite"),
+        # so that a diagnostic names the equation where an infinity starts without
+        # re-reducing every input (each reduction is an XLA kernel to compile)
+        self._inf: dict[int, tuple[Any, Any]] = {}
 
     def add(self, message: str, flag: Any = True) -> None:
         self.messages.append(message)
         self.flags.append(jnp.any(jnp.asarray(flag, dtype=bool)))
+
+    def add_scalar(self, message: str, flag: Any) -> None:
+        """Like :meth:`add` for a flag that is already a boolean scalar."""
+        self.messages.append(message)
+        self.flags.append(flag)
+
+    def set_inf(self, value: Any, flag: Any) -> None:
+        self._inf[id(value)] = (value, flag)
+
+    def inf_of(self, value: Any) -> Any:
+        entry = self._inf.get(id(value))
+        return False if entry is None else entry[1]
 
 
 # ---------------------------------------------------------------------------

@@ -102,17 +102,17 @@ def mag(lo, hi):
 
 def mig(lo, hi):
     """min |t| over [lo, hi] (0 if the interval contains 0)."""
-    return jnp.where((lo <= 0) & (hi >= 0), jnp.zeros_like(lo), jnp.minimum(jnp.abs(lo), jnp.abs(hi)))
+    return F.where((lo <= 0) & (hi >= 0), jnp.zeros_like(lo), jnp.minimum(jnp.abs(lo), jnp.abs(hi)))
 
 
 def sanitize(r: Real) -> Real:
     """Turn every NaN produced by the analysis into the safe infinite bound."""
     inf = jnp.inf
-    lo = jnp.where(jnp.isnan(r.lo), -inf, r.lo)
-    hi = jnp.where(jnp.isnan(r.hi), inf, r.hi)
-    clo = jnp.where(jnp.isnan(r.clo), -inf, r.clo)
-    chi = jnp.where(jnp.isnan(r.chi), inf, r.chi)
-    err = jnp.where(jnp.isnan(r.err), inf, r.err)
+    lo = F.where(jnp.isnan(r.lo), -inf, r.lo)
+    hi = F.where(jnp.isnan(r.hi), inf, r.hi)
+    clo = F.where(jnp.isnan(r.clo), -inf, r.clo)
+    chi = F.where(jnp.isnan(r.chi), inf, r.chi)
+    err = F.where(jnp.isnan(r.err), inf, r.err)
     return Real(lo, hi, clo, chi, err, r.value, exact=r.exact, point=r.point)
 
 
@@ -173,7 +173,7 @@ def irecip(a):
     has0 = (lo <= 0) & (hi >= 0)
     r_lo = F.div_dn(jnp.ones_like(hi), hi)
     r_hi = F.div_up(jnp.ones_like(lo), lo)
-    return jnp.where(has0, -jnp.inf, r_lo), jnp.where(has0, jnp.inf, r_hi)
+    return F.where(has0, -jnp.inf, r_lo), F.where(has0, jnp.inf, r_hi)
 
 
 def idiv(a, b):
@@ -186,7 +186,7 @@ def idiv(a, b):
         qlo = jnp.minimum(qlo, c)
     for c in cands_up[1:]:
         qhi = jnp.maximum(qhi, c)
-    return jnp.where(has0, -jnp.inf, qlo), jnp.where(has0, jnp.inf, qhi)
+    return F.where(has0, -jnp.inf, qlo), F.where(has0, jnp.inf, qhi)
 
 
 def ihull(*ivs):

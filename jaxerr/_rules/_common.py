@@ -8,11 +8,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag, mig
-
-ANALYSIS_K = F.ANALYSIS_TRANSCENDENTAL_ULPS
-
 
 def c(x: float, dtype: Any) -> Any:
     """A static constant rounded up into ``dtype``."""
@@ -30,14 +28,27 @@ def underflow_only(ctx, M: Any) -> Any:
     return jnp.full_like(M, c(ctx.fmt.underflow, M.dtype))
 
 
-def transcendental_rounding(ctx, M: Any, prim: Any) -> Any:
-    """Bound on ``|computed f(r) - f(r)|`` with ``|f(r)| <= M`` under the documented budget."""
+def transcendental_rounding(ctx, M: Any, prim: Any, xmag: Any = None) -> Any:
+    """Bound on ``|computed f(r) - f(r)|`` with ``|f(r)| <= M`` under the documented budget:
+    evaluation in the compute format (budget ``k_rel``, ``k_abs``), then one rounding to a
+    narrower output format, plus the terms of lowerings that are not 'upcast, evaluate,
+    round once' (exp2 via exp(x ln2): needs ``xmag >= |x|``; logistic, expm1, pow in
+    narrow formats)."""
     fmt = ctx.fmt
     cf = F.compute_format(fmt)
-    k_rel, k_abs = F.TRANSCENDENTAL_BUDGETS[prim]
+    k_rel, k_abs = F.transcendental_budget(prim, cf)
     uc = cf.unit_roundoff
-    r = F.add_up(F.scale_up(M, k_rel * uc), c(k_abs * uc + cf.underflow, M.dtype))
-    if fmt.precision < cf.precision:
+    rel = k_rel * uc
+    r = F.add_up(F.scale_up(M, rel), c(k_abs * uc + cf.underflow, M.dtype))
+    if prim is _compat.prim("exp2"):
+        r = F.add_up(r, F.mul_up(M, F.scale_up(xmag, F.exp2_extra_rel(1.0, fmt))))
+    narrow = fmt.precision < cf.precision
+    if narrow and prim in F.NARROW_EXTRA_BUDGETS:
+        r = F.add_up(r, F.scale_up(M, F.NARROW_EXTRA_BUDGETS[prim] * fmt.unit_roundoff))
+        if prim is _compat.prim("logistic"):
+            # 1/(1 + exp(-x)) with exp(-x) overflowing the narrow format gives 0
+            r = F.add_up(r, c(1.0 / fmt.max_finite, M.dtype))
+    if narrow:
         # then rounded once more to the narrower output format
         r = F.add_up(r, F.add_up(F.scale_up(F.add_up(M, r), fmt.unit_roundoff), c(fmt.underflow, M.dtype)))
     else:
@@ -67,11 +78,11 @@ def invalid(ctx, bad: Any, r: Real, what: str) -> Real:
     ctx.flag(bad, what)
     inf = jnp.inf
     return Real(
-        jnp.where(bad, -inf, r.lo),
-        jnp.where(bad, inf, r.hi),
-        jnp.where(bad, -inf, r.clo),
-        jnp.where(bad, inf, r.chi),
-        jnp.where(bad, inf, r.err),
+        F.where(bad, -inf, r.lo),
+        F.where(bad, inf, r.hi),
+        F.where(bad, -inf, r.clo),
+        F.where(bad, inf, r.chi),
+        F.where(bad, inf, r.err),
         r.value,
     )
 

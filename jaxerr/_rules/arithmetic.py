@@ -114,7 +114,7 @@ def div_rule(ctx, a, b, **_):
     # x'/y' - x/y = (x' - x)/y' - x (y' - y)/(y' y)
     t1 = F.div_up(a.err, mb_c)
     t2 = F.div_up(F.mul_up(exact_mag(a), b.err), F.mul_dn(mb_c, mb_e))
-    prop = F.add_up(jnp.where(a.err == 0, 0.0, t1), jnp.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
+    prop = F.add_up(F.where(a.err == 0, 0.0, t1), F.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value)
     hull_lo, hull_hi = b.hull()
     bad = (hull_lo <= 0) & (hull_hi >= 0)
@@ -134,7 +134,7 @@ def max_rule(ctx, a, b, **_):
     if isinstance(a, Discrete):
         return discrete.int_binop(ctx, a, b)
     alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = jnp.where(alo > bhi, a.err, jnp.where(blo > ahi, b.err, both))
+    err = F.where(alo > bhi, a.err, F.where(blo > ahi, b.err, both))
     return Real(
         jnp.maximum(a.lo, b.lo),
         jnp.maximum(a.hi, b.hi),
@@ -151,7 +151,7 @@ def min_rule(ctx, a, b, **_):
     if isinstance(a, Discrete):
         return discrete.int_binop(ctx, a, b)
     alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = jnp.where(ahi < blo, a.err, jnp.where(bhi < alo, b.err, both))
+    err = F.where(ahi < blo, a.err, F.where(bhi < alo, b.err, both))
     return Real(
         jnp.minimum(a.lo, b.lo),
         jnp.minimum(a.hi, b.hi),
@@ -216,7 +216,7 @@ def piecewise_constant(ctx, a: Real, fn) -> Real:
     lo, hi = fn(a.lo), fn(a.hi)
     clo, chi = fn(a.clo), fn(a.chi)
     err = F.sub_up(fn(hhi), fn(hlo))
-    err = jnp.where(a.err == 0, jnp.zeros_like(err), err)
+    err = F.where(a.err == 0, jnp.zeros_like(err), err)
     return Real(lo, hi, clo, chi, err, ctx.value(a.value), exact=a.exact)
 
 
@@ -271,8 +271,8 @@ def _ipow_range(lo, hi, n: int):
     if n % 2 == 0:
         return _ipow_mag(mig(lo, hi), n, False), _ipow_mag(mag(lo, hi), n, True)
     # odd: increasing
-    lo_v = jnp.where(lo >= 0, _ipow_mag(jnp.abs(lo), n, False), -_ipow_mag(jnp.abs(lo), n, True))
-    hi_v = jnp.where(hi >= 0, _ipow_mag(jnp.abs(hi), n, True), -_ipow_mag(jnp.abs(hi), n, False))
+    lo_v = F.where(lo >= 0, _ipow_mag(jnp.abs(lo), n, False), -_ipow_mag(jnp.abs(lo), n, True))
+    hi_v = F.where(hi >= 0, _ipow_mag(jnp.abs(hi), n, True), -_ipow_mag(jnp.abs(hi), n, False))
     return lo_v, hi_v
 
 
@@ -376,8 +376,8 @@ def pow_rule(ctx, a, b, **_):
     logmax = F.add_up(logmax, c(1e-6, logmax.dtype))
     dy = F.mul_up(p_hi, logmax)
     prop = F.add_up(
-        jnp.where(a.err == 0, 0.0, F.mul_up(dx, a.err)).astype(lo.dtype),
-        jnp.where(b.err == 0, 0.0, F.mul_up(dy, b.err)).astype(lo.dtype),
+        F.where(a.err == 0, 0.0, F.mul_up(dx, a.err)).astype(lo.dtype),
+        F.where(b.err == 0, 0.0, F.mul_up(dy, b.err)).astype(lo.dtype),
     )
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))
     bad = hxlo <= 0

@@ -54,8 +54,8 @@ def int_binop(ctx, a: Discrete, b: Discrete) -> Discrete:
     else:
         certain = (alo == ahi) & (blo == bhi)
         flo, fhi = _full_range(value.dtype, value.shape)
-        lo = jnp.where(certain, value, flo)
-        hi = jnp.where(certain, value, fhi)
+        lo = F.where(certain, value, flo)
+        hi = F.where(certain, value, fhi)
     return Discrete(lo.astype(value.dtype), hi.astype(value.dtype), value)
 
 
@@ -65,15 +65,15 @@ def int_unop(ctx, a: Discrete) -> Discrete:
     if prim is P("neg"):
         lo, hi = -a.hi, -a.lo
     elif prim is P("abs"):
-        lo = jnp.where((a.lo <= 0) & (a.hi >= 0), 0, jnp.minimum(jnp.abs(a.lo), jnp.abs(a.hi)))
+        lo = F.where((a.lo <= 0) & (a.hi >= 0), 0, jnp.minimum(jnp.abs(a.lo), jnp.abs(a.hi)))
         hi = jnp.maximum(jnp.abs(a.lo), jnp.abs(a.hi))
     elif prim is P("sign"):
         lo, hi = jnp.sign(a.lo), jnp.sign(a.hi)
     else:
         certain = a.lo == a.hi
         flo, fhi = _full_range(value.dtype, value.shape)
-        lo = jnp.where(certain, value, flo)
-        hi = jnp.where(certain, value, fhi)
+        lo = F.where(certain, value, flo)
+        hi = F.where(certain, value, fhi)
     return Discrete(lo.astype(value.dtype), hi.astype(value.dtype), value)
 
 
@@ -212,23 +212,23 @@ def select_n_rule(ctx, pred, *cases, **_):
         return lax.select_n(idx, *fields) if n > 1 else fields[0]
 
     def join_min(fields, fill):
-        out = jnp.where(possible[0], fields[0], fill)
+        out = F.where(possible[0], fields[0], fill)
         for p, f in zip(possible[1:], fields[1:]):
-            out = jnp.minimum(out, jnp.where(p, f, fill))
+            out = jnp.minimum(out, F.where(p, f, fill))
         return out
 
     def join_max(fields, fill):
-        out = jnp.where(possible[0], fields[0], fill)
+        out = F.where(possible[0], fields[0], fill)
         for p, f in zip(possible[1:], fields[1:]):
-            out = jnp.maximum(out, jnp.where(p, f, fill))
+            out = jnp.maximum(out, F.where(p, f, fill))
         return out
 
     if isinstance(cases[0], Discrete):
         los = [_as_int(x.lo) for x in cases]
         his = [_as_int(x.hi) for x in cases]
         big = jnp.iinfo(jnp.int32).max if los[0].dtype != jnp.int64 else jnp.iinfo(jnp.int64).max
-        lo = jnp.where(certain, pick(los), join_min(los, big))
-        hi = jnp.where(certain, pick(his), join_max(his, -big))
+        lo = F.where(certain, pick(los), join_min(los, big))
+        hi = F.where(certain, pick(his), join_max(his, -big))
         return Discrete(lo.astype(value.dtype), hi.astype(value.dtype), value)
 
     inf = jnp.inf
@@ -240,11 +240,11 @@ def select_n_rule(ctx, pred, *cases, **_):
     chi = join_max(fields["chi"], -inf)
     spread = jnp.maximum(F.sub_up(chi, lo), F.sub_up(hi, clo))
     out = Real(
-        jnp.where(certain, picked["lo"], lo),
-        jnp.where(certain, picked["hi"], hi),
-        jnp.where(certain, picked["clo"], clo),
-        jnp.where(certain, picked["chi"], chi),
-        jnp.where(certain, picked["err"], spread),
+        F.where(certain, picked["lo"], lo),
+        F.where(certain, picked["hi"], hi),
+        F.where(certain, picked["clo"], clo),
+        F.where(certain, picked["chi"], chi),
+        F.where(certain, picked["err"], spread),
         value,
     )
     return out
@@ -288,8 +288,8 @@ def convert_rule(ctx, a, *, new_dtype, **_):
         ctx.flag(out_of_range, f"float -> {np.dtype(new_dtype).name} conversion of a range outside the integer type")
         tlo = jnp.trunc(jnp.clip(hlo, info.min, info.max))
         thi = jnp.trunc(jnp.clip(hhi, info.min, info.max))
-        lo = jnp.where(out_of_range, info.min, tlo).astype(new_dtype)
-        hi = jnp.where(out_of_range, info.max, thi).astype(new_dtype)
+        lo = F.where(out_of_range, info.min, tlo).astype(new_dtype)
+        hi = F.where(out_of_range, info.max, thi).astype(new_dtype)
         return Discrete(lo, hi, value)
     # from integer / bool
     if is_float_dtype(new_dtype):
@@ -301,11 +301,11 @@ def convert_rule(ctx, a, *, new_dtype, **_):
         rho = F.add_up(F.scale_up(M, fmt.unit_roundoff), c(fmt.underflow, adt))
         # an integer is exact in the format when |v| <= 2**p
         small = M <= 2.0 ** min(fmt.precision, 60)
-        rho = jnp.where(small & (M <= fmt.max_finite), jnp.zeros_like(rho), rho)
-        lo_e = jnp.where(small, a.lo.astype(adt), lo)
-        hi_e = jnp.where(small, a.hi.astype(adt), hi)
+        rho = F.where(small & (M <= fmt.max_finite), jnp.zeros_like(rho), rho)
+        lo_e = F.where(small, a.lo.astype(adt), lo)
+        hi_e = F.where(small, a.hi.astype(adt), hi)
         spread = F.sub_up(hi_e, lo_e)
-        err = jnp.where(certain, rho, F.add_up(spread, rho))
+        err = F.where(certain, rho, F.add_up(spread, rho))
         return Real(lo_e, hi_e, F.sub_dn(lo_e, rho), F.add_up(hi_e, rho), err, value)
     if new_dtype == jnp.bool_:
         lo = (a.lo > 0) | (a.hi < 0)

@@ -5,7 +5,7 @@ For increasing ``f`` and exact/computed operand ranges ``X``, ``X^`` with hull
 (mean value theorem, or Hölder for sqrt at 0); the computed result is ``f(x^)``
 plus the primitive's documented error budget (``_formats.TRANSCENDENTAL_BUDGETS``).
 The analysis evaluates ``f`` itself in floats and widens every such value by
-``ANALYSIS_TRANSCENDENTAL_ULPS`` units of its own roundoff.
+``_formats.analysis_budget(prim)`` units of its own roundoff.
 """
 
 from __future__ import annotations
@@ -18,25 +18,34 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import mag, mig
 from . import register_rule
-from ._common import ANALYSIS_K, c, invalid, result, rounding, transcendental_rounding
+from ._common import c, invalid, result, rounding, transcendental_rounding
 
 P = _compat.prim
 
 
-def _enclose(fn, abs_slack: float = 0.0):
-    """(lower, upper) evaluators of fn with outward widening for the analysis."""
+def _enclose(fn, prim, abs_slack: float = 0.0):
+    """(lower, upper) evaluators of ``fn`` with outward widening for the analysis: the
+    analysis evaluates ``prim`` with XLA too, so it widens by twice the backend budget."""
+
+    def k_of(x):
+        return F.analysis_budget(prim, x.dtype)
+
+    def widen(x, y, sign):
+        k = k_of(x)
+        y = F.up_rel(y, k) if sign > 0 else F.down_rel(y, k)
+        if prim is P("exp2"):
+            fmt = F.FORMATS["float64" if x.dtype == jnp.float64 else "float32"]
+            extra = F.mul_up(jnp.abs(y), F.scale_up(jnp.abs(x), F.exp2_extra_rel(2.0, fmt)))
+            y = y + sign * extra
+        if abs_slack:
+            y = y + sign * c(abs_slack * float(jnp.finfo(x.dtype).eps), x.dtype)
+        return y
 
     def dn(x):
-        y = F.down_rel(fn(x), ANALYSIS_K)
-        if abs_slack:
-            y = y - c(abs_slack * float(jnp.finfo(x.dtype).eps), x.dtype)
-        return y
+        return widen(x, fn(x), -1)
 
     def up(x):
-        y = F.up_rel(fn(x), ANALYSIS_K)
-        if abs_slack:
-            y = y + c(abs_slack * float(jnp.finfo(x.dtype).eps), x.dtype)
-        return y
+        return widen(x, fn(x), +1)
 
     return dn, up
 
@@ -44,18 +53,21 @@ def _enclose(fn, abs_slack: float = 0.0):
 def _monotone(ctx, a, prim, fn, deriv, *, abs_slack=0.0, clamp_lo=None, bad=None, bad_msg="",
               correctly_rounded=False, holder=None):
     value = ctx.value(a.value)
-    f_dn, f_up = _enclose(fn, abs_slack)
+    f_dn, f_up = _enclose(fn, prim, abs_slack)
     lo, hi = f_dn(a.lo), f_up(a.hi)
     rlo, rhi = f_dn(a.clo), f_up(a.chi)
     M = mag(rlo, rhi)
-    rho = rounding(ctx, M) if correctly_rounded else transcendental_rounding(ctx, M, prim)
     hlo, hhi = a.hull()
+    if correctly_rounded:
+        rho = rounding(ctx, M)
+    else:
+        rho = transcendental_rounding(ctx, M, prim, xmag=mag(a.clo, a.chi))
     if a.exact:
         prop = None
     else:
         L = deriv(hlo, hhi, f_up)
         prop = F.mul_up(L, a.err)
-        prop = jnp.where(a.err == 0, jnp.zeros_like(prop), prop)
+        prop = F.where(a.err == 0, jnp.zeros_like(prop), prop)
         if holder is not None:
             prop = jnp.minimum(prop, holder(a.err))
     cl = None if clamp_lo is None else jnp.full_like(lo, clamp_lo)
@@ -80,7 +92,7 @@ def exp2_rule(ctx, a, **_):
 
 @register_rule(P("expm1"))
 def expm1_rule(ctx, a, **_):
-    exp_up = _enclose(jnp.exp)[1]
+    exp_up = _enclose(jnp.exp, P("exp"))[1]
     return _monotone(ctx, a, P("expm1"), jnp.expm1, lambda lo, hi, f_up: exp_up(hi), clamp_lo=-1.0)
 
 
@@ -113,7 +125,7 @@ def log1p_rule(ctx, a, **_):
 
 def _tanh_deriv(lo, hi, f_up):
     d = mig(lo, hi)
-    exp_up = _enclose(jnp.exp)[1]
+    exp_up = _enclose(jnp.exp, P("exp"))[1]
     return jnp.minimum(1.0, F.mul_up(c(4.0, lo.dtype), exp_up(-2 * d)))
 
 
@@ -124,7 +136,7 @@ def tanh_rule(ctx, a, **_):
 
 def _logistic_deriv(lo, hi, f_up):
     d = mig(lo, hi)
-    exp_up = _enclose(jnp.exp)[1]
+    exp_up = _enclose(jnp.exp, P("exp"))[1]
     return jnp.minimum(0.25, exp_up(-d))
 
 
@@ -137,7 +149,7 @@ def logistic_rule(ctx, a, **_):
 
 def _erf_deriv(lo, hi, f_up):
     d = mig(lo, hi)
-    exp_up = _enclose(jnp.exp)[1]
+    exp_up = _enclose(jnp.exp, P("exp"))[1]
     return F.mul_up(c(2 / math.sqrt(math.pi) * (1 + 1e-15), lo.dtype), exp_up(-F.mul_dn(d, d)))
 
 
@@ -146,6 +158,19 @@ def erf_rule(ctx, a, **_):
     import jax
 
     return _monotone(ctx, a, P("erf"), jax.scipy.special.erf, _erf_deriv)
+
+
+def _neg_erfc(x):
+    import jax.lax as lax
+
+    return -lax.erfc(x)
+
+
+@register_rule(P("erfc"))
+def erfc_rule(ctx, a, **_):
+    """erfc is decreasing: analyse the increasing -erfc and negate the result."""
+    r = _monotone(ctx, a, P("erfc"), _neg_erfc, _erf_deriv)  # r.value is erfc(x) itself
+    return type(r)(-r.hi, -r.lo, -r.chi, -r.clo, r.err, r.value)
 
 
 def _sqrt_deriv(lo, hi, f_up):
@@ -185,14 +210,14 @@ def _rsqrt(x):
 def rsqrt_rule(ctx, a, **_):
     # decreasing: evaluate as -(increasing function of x) on the flipped operand
     value = ctx.value(a.value)
-    f_dn, f_up = _enclose(_rsqrt)
+    f_dn, f_up = _enclose(_rsqrt, P("rsqrt"))
     lo, hi = f_dn(a.hi), f_up(a.lo)
     rlo, rhi = f_dn(a.chi), f_up(a.clo)
     rho = transcendental_rounding(ctx, mag(rlo, rhi), P("rsqrt"))
     hlo, hhi = a.hull()
     prop = None if a.exact else F.mul_up(_rsqrt_deriv(hlo, hhi, f_up), a.err)
     if prop is not None:
-        prop = jnp.where(a.err == 0, jnp.zeros_like(prop), prop)
+        prop = F.where(a.err == 0, jnp.zeros_like(prop), prop)
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))
     return invalid(
         ctx, hlo <= 0, r, "rsqrt of a range reaching <= 0 (exact or computed operand); the result is unbounded"

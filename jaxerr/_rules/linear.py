@@ -71,7 +71,7 @@ class _Dots:
 def _mid_rad(x: Real):
     if x.point:
         return x.lo, None
-    mid = jnp.where(x.lo == x.hi, x.lo, x.lo / 2 + x.hi / 2)
+    mid = F.where(x.lo == x.hi, x.lo, x.lo / 2 + x.hi / 2)
     rad = jnp.maximum(F.sub_up(x.hi, mid), F.sub_up(mid, x.lo))
     return mid, rad
 
@@ -166,6 +166,6 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
 def _int_dot(ctx, a, b, value):
     certain = jnp.all(a.lo == a.hi) & jnp.all(b.lo == b.hi)
     info = jnp.iinfo(value.dtype)
-    lo = jnp.where(certain, value, jnp.full_like(value, info.min))
-    hi = jnp.where(certain, value, jnp.full_like(value, info.max))
+    lo = F.where(certain, value, jnp.full_like(value, info.min))
+    hi = F.where(certain, value, jnp.full_like(value, info.max))
     return Discrete(lo, hi, value)

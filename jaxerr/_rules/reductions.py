@@ -119,10 +119,10 @@ def _arg_extreme(ctx, a, axes, index_dtype, largest: bool):
     k = jnp.expand_dims(value.astype(jnp.int32), axis)
     cand_lo = jnp.take_along_axis(lo_r, k, axis=axis)
     pos = jnp.arange(n).reshape([n if d == axis else 1 for d in range(lo_r.ndim)])
-    others = jnp.where(pos == k, -jnp.inf, hi_r)
+    others = F.where(pos == k, -jnp.inf, hi_r)
     certain = jnp.squeeze(cand_lo, axis) > jnp.max(others, axis=axis)
-    lo = jnp.where(certain, value, 0).astype(index_dtype)
-    hi = jnp.where(certain, value, n - 1).astype(index_dtype)
+    lo = F.where(certain, value, 0).astype(index_dtype)
+    hi = F.where(certain, value, n - 1).astype(index_dtype)
     return Discrete(lo, hi, value)
 
 

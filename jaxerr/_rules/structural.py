@@ -104,8 +104,8 @@ def _join_all(x, shape, value):
 
 def _where_certain(certain, a, b):
     if isinstance(a, Real):
-        return Real(*(jnp.where(certain, getattr(a, f), getattr(b, f)) for f in _REAL_FIELDS), a.value)
-    return Discrete(jnp.where(certain, a.lo, b.lo), jnp.where(certain, a.hi, b.hi), a.value)
+        return Real(*(F.where(certain, getattr(a, f), getattr(b, f)) for f in _REAL_FIELDS), a.value)
+    return Discrete(F.where(certain, a.lo, b.lo), F.where(certain, a.hi, b.hi), a.value)
 
 
 def _indexed(ctx, operand, index_ops, params, extra=()):

@@ -1,0 +1,82 @@
+"""Smoke tests of the demo (``python -m jaxerr.demo``) and the example scripts, and a
+real check of examples/flax_mlp_box.py: the largest error seen in simulated low-precision
+runs never exceeds the bound."""
+
+import pathlib
+import runpy
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxerr import demo
+
+EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "rich"])
+def test_demo_main(capsys, plain):
+    argv = ["--precision", "bfloat16", "--box", "1e-3", "--accumulation", "pairwise"]
+    assert demo.main(argv + (["--plain"] if plain else [])) == 0
+    out = capsys.readouterr().out
+    assert "Bounds at the input point x" in out
+    assert "Over the box x +- 0.001 in bf16" in out
+    assert "exact in [lo, hi]" in out  # brackets survive rich markup
+    assert "bf16 at x" in out and "bf16 on box" in out and "max abs_err" in out
+    assert "accumulation=pairwise" in out
+    assert len(out.splitlines()) <= 40
+
+
+def test_demo_bounds_hold_at_the_point():
+    model, variables, x = demo.build()
+    res, _, _ = demo.analyse(model, variables, x, None)
+    y = np.asarray(model.apply(variables, x))
+    np.testing.assert_array_equal(np.asarray(res.value), y)
+    assert np.all(np.isfinite(np.asarray(res.abs_err)))
+    assert np.all(np.asarray(res.lo) <= np.asarray(res.hi))
+
+
+def test_demo_rejects_bad_options(capsys):
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--precision", "float17"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        demo.main(["--accumulation", "sideways"])
+    assert e.value.code == 2
+    assert "--accumulation" in capsys.readouterr().err
+
+
+def test_demo_module_help():
+    r = subprocess.run([sys.executable, "-m", "jaxerr.demo", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "--precision" in r.stdout and "--box" in r.stdout and "--accumulation" in r.stdout
+
+
+def test_quickstart(capsys):
+    runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "float32 at the point x:" in out
+    assert "bfloat16 over the box x +- 0.01:" in out
+    assert out.count("abs_err =") == 2
+
+
+def test_flax_mlp_box_bound_holds(capsys):
+    mod = runpy.run_path(str(EXAMPLES / "flax_mlp_box.py"))
+    results = mod["run"](verbose=True)
+    out = capsys.readouterr().out
+    assert "20 simulated runs" in out and "observed" in out and "ratio" in out
+    assert "NO" not in out
+    pairs = {(r["format"], r["accumulation"]) for r in results}
+    assert pairs == {(f, a) for f in ("float16", "bfloat16") for a in ("recursive", "wide:float32")}
+    for r in results:
+        where = f"{r['format']}/{r['accumulation']}"
+        assert np.all(np.isfinite(r["bound"])), where
+        assert np.all(r["observed"] <= r["bound"]), where
+        assert r["exact_inside"], where
+        assert np.max(r["observed"]) > 0, where  # the simulation really ran in low precision
+    # a wide accumulator can only tighten the bound
+    by = {(r["format"], r["accumulation"]): r["bound"] for r in results}
+    for f in ("float16", "bfloat16"):
+        assert np.all(by[f, "wide:float32"] <= by[f, "recursive"])

@@ -1,0 +1,230 @@
+"""Every rule against the independent simulator: observed error <= abs_err, exact in
+[lo, hi], simulated in [computed_lo, computed_hi]; for every preset format, at
+points and over boxes, under every accumulation model."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+try:
+    from _soundness import check
+except ImportError:  # pragma: no cover
+    from tests._soundness import check
+
+FORMATS = [None, "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"]
+
+
+def U(lo, hi, shape=(3, 4)):
+    """Input generator: uniform in [lo, hi], float32."""
+
+    def gen(rng):
+        return rng.uniform(lo, hi, size=shape).astype(np.float32)
+
+    return gen
+
+
+def _relu(x):
+    return jax.nn.relu(x)
+
+
+# (name, fn, [input generators], radius) — the op table shared by the tests below.
+OPS = [
+    ("add", lambda x, y: x + y, [U(-3, 3), U(-3, 3)], 0.05),
+    ("sub", lambda x, y: x - y, [U(-3, 3), U(-3, 3)], 0.05),
+    ("mul", lambda x, y: x * y, [U(-3, 3), U(-3, 3)], 0.05),
+    ("div", lambda x, y: x / y, [U(-3, 3), U(0.5, 2)], 0.05),
+    ("neg", lambda x: -x, [U(-3, 3)], 0.05),
+    ("max", lambda x, y: jnp.maximum(x, y), [U(-1, 1), U(-1, 1)], 0.05),
+    ("min", lambda x, y: jnp.minimum(x, y), [U(-1, 1), U(-1, 1)], 0.05),
+    ("abs", lambda x: jnp.abs(x), [U(-1, 1)], 0.05),
+    ("exp", lambda x: jnp.exp(x), [U(-4, 4)], 0.05),
+    ("exp2", lambda x: jnp.exp2(x), [U(-4, 4)], 0.05),
+    ("log", lambda x: jnp.log(x), [U(0.1, 10)], 0.02),
+    ("log_near_1", lambda x: jnp.log(x), [U(0.9, 1.1)], 0.01),
+    ("log1p", lambda x: jnp.log1p(x), [U(-0.5, 5)], 0.02),
+    ("expm1", lambda x: jnp.expm1(x), [U(-3, 3)], 0.05),
+    ("tanh", lambda x: jnp.tanh(x), [U(-4, 4)], 0.05),
+    ("logistic", lambda x: jax.nn.sigmoid(x), [U(-6, 6)], 0.05),
+    ("erf", lambda x: jax.scipy.special.erf(x), [U(-3, 3)], 0.05),
+    ("sqrt", lambda x: jnp.sqrt(x), [U(0.01, 10)], 0.005),
+    ("rsqrt", lambda x: jax.lax.rsqrt(x), [U(0.1, 10)], 0.02),
+    ("square", lambda x: jnp.square(x), [U(-2, 2)], 0.05),
+    ("x_times_x", lambda x: x * x, [U(-2, 2)], 0.05),
+    ("integer_pow3", lambda x: x**3, [U(-2, 2)], 0.05),
+    ("integer_pow_neg2", lambda x: x**-2, [U(0.5, 2)], 0.02),
+    ("pow_const", lambda x: x**0.7, [U(0.1, 5)], 0.02),
+    ("pow", lambda x, y: jnp.power(x, y), [U(0.5, 3), U(-2, 2)], 0.02),
+    ("sign", lambda x: jnp.sign(x) * x, [U(-1, 1)], 0.05),
+    ("floor", lambda x: jnp.floor(x * 3.0), [U(-2, 2)], 0.05),
+    ("relu", _relu, [U(-1, 1)], 0.05),
+    ("clip", lambda x: jnp.clip(x, -0.5, 0.5), [U(-1, 1)], 0.05),
+    ("where", lambda x, y: jnp.where(x > y, x * 2.0, y - 1.0), [U(-1, 1), U(-1, 1)], 0.05),
+    ("compare_select", lambda x: jnp.where(x >= 0.0, jnp.exp(-x), jnp.exp(x)), [U(-2, 2)], 0.05),
+    ("sum", lambda x: jnp.sum(x, axis=1), [U(-2, 2, (4, 64))], 0.02),
+    ("sum_all", lambda x: jnp.sum(x), [U(0, 2, (5, 7))], 0.02),
+    ("mean", lambda x: jnp.mean(x, axis=0), [U(-2, 2, (16, 3))], 0.02),
+    ("max_reduce", lambda x: jnp.max(x, axis=1), [U(-2, 2, (4, 9))], 0.02),
+    ("min_reduce", lambda x: jnp.min(x, axis=0), [U(-2, 2, (4, 9))], 0.02),
+    ("argmax", lambda x: jnp.argmax(x, axis=1), [U(-2, 2, (4, 9))], 0.001),
+    ("matmul", lambda x, w: x @ w, [U(-1, 1, (4, 32)), U(-0.5, 0.5, (32, 5))], 0.01),
+    ("matvec_long", lambda x, w: w @ x, [U(-1, 1, (200,)), U(-0.2, 0.2, (6, 200))], 0.01),
+    ("batched_dot", lambda x, y: jnp.einsum("bij,bjk->bik", x, y), [U(-1, 1, (2, 3, 8)), U(-1, 1, (2, 8, 4))], 0.01),
+    ("dense_bias_tanh", lambda x, w, b: jnp.tanh(x @ w + b[None, :]), [U(-1, 1, (4, 16)), U(-0.5, 0.5, (16, 8)), U(-0.1, 0.1, (8,))], 0.01),
+    ("structural", lambda x: jnp.concatenate([x.T.reshape(-1)[2:9], jnp.broadcast_to(x[1], (2, 4)).ravel()[::2], jnp.expand_dims(x, 0).squeeze(0)[0]]), [U(-1, 1)], 0.05),
+    ("astype_roundtrip", lambda x: (x * 3.0).astype(jnp.bfloat16).astype(jnp.float32) + 1.0, [U(-2, 2)], 0.05),
+    ("astype_f16", lambda x: (x * 3.0).astype(jnp.float16) * jnp.float16(2.5), [U(-2, 2)], 0.05),
+    ("softmax", lambda x: jax.nn.softmax(x, axis=-1), [U(-3, 3, (3, 6))], 0.02),
+    ("layernorm", lambda x: (x - x.mean(-1, keepdims=True)) * jax.lax.rsqrt(x.var(-1, keepdims=True) + 1e-5), [U(-2, 2, (3, 8))], 0.0),
+    ("gelu_tanh", lambda x: jax.nn.gelu(x, approximate=True), [U(-3, 3)], 0.05),
+    ("gelu_erf", lambda x: jax.nn.gelu(x, approximate=False), [U(-3, 3)], 0.05),
+    ("iota_affine", lambda x: x * jnp.arange(4, dtype=jnp.float32)[None, :] + jnp.arange(4.0)[None, :], [U(-1, 1)], 0.05),
+    ("stop_gradient", lambda x: jax.lax.stop_gradient(x) * 1.5, [U(-1, 1)], 0.05),
+]
+OP_IDS = [o[0] for o in OPS]
+
+
+def _centres(gens, seed):
+    rng = np.random.default_rng(seed)
+    return [g(rng) for g in gens]
+
+
+@pytest.mark.parametrize("precision", FORMATS, ids=[str(f) for f in FORMATS])
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_rule_sound_at_point(op, precision):
+    name, fn, gens, _ = op
+    v = check(fn, _centres(gens, 1), precision=precision, n_samples=1)
+    assert not v, "\n".join(v[:10])
+
+
+@pytest.mark.parametrize("precision", [None, "bfloat16", "float16", "float8_e4m3fn"], ids=str)
+@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def test_rule_sound_over_box(op, precision):
+    name, fn, gens, radius = op
+    if radius == 0:
+        pytest.skip("point-only op")
+    v = check(fn, _centres(gens, 2), precision=precision, radius=radius, n_samples=6)
+    assert not v, "\n".join(v[:10])
+
+
+REDUCING = [o for o in OPS if o[0] in ("sum", "sum_all", "mean", "matmul", "matvec_long", "batched_dot", "dense_bias_tanh", "softmax")]
+
+
+@pytest.mark.parametrize("accumulation", ["recursive", "pairwise", "blocked:8", "blocked:4", "wide:float32"])
+@pytest.mark.parametrize("precision", [None, "bfloat16", "float16", "float8_e5m2"], ids=str)
+@pytest.mark.parametrize("op", REDUCING, ids=[o[0] for o in REDUCING])
+def test_accumulation_models_sound(op, precision, accumulation):
+    name, fn, gens, radius = op
+    v = check(fn, _centres(gens, 3), precision=precision, accumulation=accumulation, radius=radius, n_samples=3)
+    assert not v, "\n".join(v[:10])
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(24)(x))
+        x = nn.tanh(nn.Dense(24)(x))
+        return nn.Dense(5)(x)
+
+
+@pytest.mark.parametrize("precision", [None, "bfloat16", "float16", "float8_e4m3fn"], ids=str)
+@pytest.mark.parametrize("radius", [0.0, 0.01])
+def test_flax_mlp_sound(precision, radius):
+    m = MLP()
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (4, 12)), np.float32)
+    params = m.init(jax.random.PRNGKey(0), x)["params"]
+    leaves, tree = jax.tree_util.tree_flatten(params)
+
+    def f(x, *ws):
+        return m.apply({"params": jax.tree_util.tree_unflatten(tree, list(ws))}, x)
+
+    # parameters are exact points; only x gets a box
+    def fx(x):
+        return f(x, *leaves)
+
+    v = check(fx, [x], precision=precision, radius=radius, n_samples=4)
+    assert not v, "\n".join(v[:10])
+
+
+# ---------------------------------------------------------------------------
+# Hypothesis: random values, shapes and boxes per rule
+# ---------------------------------------------------------------------------
+
+UNARY = {
+    "exp": (jnp.exp, -8.0, 8.0),
+    "tanh": (jnp.tanh, -6.0, 6.0),
+    "logistic": (jax.nn.sigmoid, -10.0, 10.0),
+    "log": (jnp.log, 1e-3, 100.0),
+    "sqrt": (jnp.sqrt, 0.0, 100.0),
+    "erf": (jax.scipy.special.erf, -4.0, 4.0),
+    "square": (jnp.square, -10.0, 10.0),
+    "expm1": (jnp.expm1, -5.0, 5.0),
+    "log1p": (jnp.log1p, -0.9, 10.0),
+    "rsqrt": (jax.lax.rsqrt, 1e-2, 100.0),
+}
+
+
+@given(
+    name=st.sampled_from(sorted(UNARY)),
+    precision=st.sampled_from(FORMATS),
+    n=st.integers(1, 6),
+    seed=st.integers(0, 2**31 - 1),
+    radius=st.sampled_from([0.0, 1e-6, 1e-3, 0.1]),
+)
+def test_property_unary(name, precision, n, seed, radius):
+    fn, lo, hi = UNARY[name]
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(lo, hi, size=(n,)).astype(np.float32)
+    if radius:
+        x = np.clip(x, lo + radius * 1.01, hi - radius * 1.01).astype(np.float32)
+    v = check(fn, [x], precision=precision, radius=radius, n_samples=3, seed=seed)
+    assert not v, "\n".join(v[:5])
+
+
+BINARY = {
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / (jnp.abs(b) + 0.5),
+    "max": jnp.maximum,
+    "cancel": lambda a, b: (a + b) - a,
+}
+
+
+@given(
+    name=st.sampled_from(sorted(BINARY)),
+    precision=st.sampled_from(FORMATS),
+    shape=st.sampled_from([(1,), (3,), (2, 3)]),
+    scale=st.sampled_from([1e-3, 1.0, 100.0]),
+    seed=st.integers(0, 2**31 - 1),
+    radius=st.sampled_from([0.0, 1e-4, 1e-2]),
+)
+def test_property_binary(name, precision, shape, scale, seed, radius):
+    rng = np.random.default_rng(seed)
+    a = (rng.standard_normal(shape) * scale).astype(np.float32)
+    b = (rng.standard_normal(shape) * scale).astype(np.float32)
+    if precision in ("float8_e4m3fn",) and scale > 10:
+        a, b = a / 10, b / 10
+    v = check(BINARY[name], [a, b], precision=precision, radius=radius * scale, n_samples=3, seed=seed)
+    assert not v, "\n".join(v[:5])
+
+
+@given(
+    m=st.integers(1, 4),
+    k=st.integers(1, 300),
+    n=st.integers(1, 4),
+    precision=st.sampled_from(FORMATS),
+    accumulation=st.sampled_from(["auto", "recursive", "pairwise", "blocked:8", "wide:float32"]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_dot(m, k, n, precision, accumulation, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((m, k)).astype(np.float32)
+    w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
+    v = check(lambda x, w: x @ w, [x, w], precision=precision, accumulation=accumulation, n_samples=1, seed=seed)
+    assert not v, "\n".join(v[:5])
