@@ -25,7 +25,8 @@ Usage::
     python benchmarks/overhead.py             # full table (a few minutes on 2 cores)
     python benchmarks/overhead.py --quick     # smoke test: depth 2 and 4, width 256
     python benchmarks/overhead.py --markdown  # markdown table
-    python benchmarks/overhead.py --hlo       # also count dots / flops in the programs
+    python benchmarks/overhead.py --hlo       # also dots, flops, temp buffer, page faults
+    python benchmarks/overhead.py --closed-params  # params captured as constants of f
 """
 
 from __future__ import annotations
@@ -35,13 +36,14 @@ import math
 import os
 import platform
 import re
+import resource
 import statistics
+import subprocess
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 try:
     import flax.linen as nn
@@ -69,21 +71,33 @@ def _block(out):
     return jax.block_until_ready(out)
 
 
-def _setup(depth: int, width: int):
+def _setup(depth: int, width: int, closed: bool = False):
+    """The four programs and their arguments. ``closed``: the parameters are captured
+    constants of ``f`` (``f(x)``) instead of arguments (``f(params, x)``), so that XLA
+    may constant-fold work that depends on the weights only."""
     model = MLP(depth, width)
     key_p, key_x = jax.random.split(jax.random.PRNGKey(depth * 10_000 + width))
     x = jax.random.normal(key_x, (BATCH, width), jnp.float32)
     params = model.init(key_p, x)
-
-    def f(params, x):
-        return model.apply(params, x)
-
     box = jaxerr.Interval(x - RADIUS, x + RADIUS)
+
+    if closed:
+
+        def f(x):
+            return model.apply(params, x)
+
+        pre = ()
+    else:
+
+        def f(params, x):
+            return model.apply(params, x)
+
+        pre = (params,)
     variants = {
-        "f": (jax.jit(f), (params, x)),
-        "point": (jax.jit(jaxerr.bound(f)), (params, x)),
-        "box": (jax.jit(jaxerr.bound(f)), (params, box)),
-        "bf16": (jax.jit(jaxerr.bound(f, "bfloat16")), (params, x)),
+        "f": (jax.jit(f), (*pre, x)),
+        "point": (jax.jit(jaxerr.bound(f)), (*pre, x)),
+        "box": (jax.jit(jaxerr.bound(f)), (*pre, box)),
+        "bf16": (jax.jit(jaxerr.bound(f, "bfloat16")), (*pre, x)),
     }
     return variants
 
@@ -118,16 +132,20 @@ def _time(variants, blocks: int, block_s: float):
     names = list(variants)
     reps = {nm: _calls_per_block(*variants[nm], block_s) for nm in names}
     per_call = {nm: [] for nm in names}
+    faults = {nm: 0 for nm in names}
     for b in range(blocks):
-        order = names[b % len(names):] + names[: b % len(names)]
+        order = names[b % len(names) :] + names[: b % len(names)]
         for nm in order:
             fn, args = variants[nm]
             n = reps[nm]
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             t0 = time.perf_counter()
             for _ in range(n):
                 _block(fn(*args))
             per_call[nm].append((time.perf_counter() - t0) / n)
-    return per_call, reps
+            faults[nm] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    faults = {nm: faults[nm] / (blocks * reps[nm]) for nm in names}
+    return per_call, reps, faults
 
 
 def _hlo_stats(compiled) -> dict:
@@ -136,14 +154,38 @@ def _hlo_stats(compiled) -> dict:
     if isinstance(ca, (list, tuple)):
         ca = ca[0] if ca else {}
     ca = ca or {}
-    dots = re.findall(r"\bdot\(", txt)
-    # rows of the lhs of each dot: the lhs shape is in the instruction's result
+    try:
+        temp = float(compiled.memory_analysis().temp_size_in_bytes)
+    except Exception:  # pragma: no cover
+        temp = float("nan")
     return {
-        "dots": len(dots),
+        "dots": len(re.findall(r"\bdot\(", txt)),
         "flops": float(ca.get("flops", float("nan"))),
         "bytes": float(ca.get("bytes accessed", float("nan"))),
         "fusions": len(re.findall(r"\bfusion\(", txt)),
+        "temp": temp,
     }
+
+
+def _git_state() -> str:
+    """Commit of the checkout and a hash of uncommitted changes under jaxerr/ (best effort)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(cmd, cwd=here, capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        head = run("git", "rev-parse", "--short", "HEAD").strip()
+        diff = run("git", "diff", "HEAD", "--", "../jaxerr")
+        if not head:
+            return "unknown"
+        if not diff:
+            return head
+        import hashlib
+
+        return f"{head} + uncommitted jaxerr/ changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})"
+    except Exception:  # pragma: no cover
+        return "unknown"
 
 
 def _fmt_us(t: float) -> str:
@@ -153,14 +195,41 @@ def _fmt_us(t: float) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke test: depth 2 and 4, width 256, fewer blocks")
+    ap.add_argument(
+        "--quick", action="store_true", help="smoke test: depth 2 and 4, width 256, fewer blocks"
+    )
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
-    ap.add_argument("--stat", choices=("min", "median"), default="min", help="statistic over blocks (default min)")
-    ap.add_argument("--blocks", type=int, default=None, help="blocks per program (default 9, quick 3)")
-    ap.add_argument("--block-ms", type=float, default=None, help="target block length [ms] (default 50, quick 20)")
-    ap.add_argument("--depths", type=str, default=None, help="comma-separated depths (default 2,4,8)")
-    ap.add_argument("--widths", type=str, default=None, help="comma-separated widths (default 256,1024)")
-    ap.add_argument("--hlo", action="store_true", help="also print dot counts, flops and bytes of each program")
+    ap.add_argument(
+        "--stat",
+        choices=("min", "median"),
+        default="min",
+        help="statistic over blocks (default min)",
+    )
+    ap.add_argument(
+        "--blocks", type=int, default=None, help="blocks per program (default 9, quick 3)"
+    )
+    ap.add_argument(
+        "--block-ms",
+        type=float,
+        default=None,
+        help="target block length [ms] (default 50, quick 20)",
+    )
+    ap.add_argument(
+        "--depths", type=str, default=None, help="comma-separated depths (default 2,4,8)"
+    )
+    ap.add_argument(
+        "--widths", type=str, default=None, help="comma-separated widths (default 256,1024)"
+    )
+    ap.add_argument(
+        "--hlo",
+        action="store_true",
+        help="also print dot counts, flops, bytes, XLA temp buffer size and page faults per call",
+    )
+    ap.add_argument(
+        "--closed-params",
+        action="store_true",
+        help="capture the parameters as constants of f (f(x)) instead of passing them (f(params, x))",
+    )
     a = ap.parse_args(argv)
 
     if a.quick:
@@ -179,47 +248,83 @@ def main(argv=None) -> int:
         ncpu_aff = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
         ncpu_aff = os.cpu_count()
-    print(f"jax {jax.__version__} (jaxlib {getattr(jax.lib, '__version__', '?')}), jaxerr {jaxerr.__version__}, "
-          f"python {platform.python_version()}")
-    print(f"backend: {jax.default_backend()} {jax.devices()}; CPUs: os.cpu_count()={os.cpu_count()}, "
-          f"usable={ncpu_aff}")
+    print(
+        f"jax {jax.__version__} (jaxlib {getattr(jax.lib, '__version__', '?')}), jaxerr {jaxerr.__version__} "
+        f"[{_git_state()}], python {platform.python_version()}"
+    )
+    print(
+        f"backend: {jax.default_backend()} {jax.devices()}; CPUs: os.cpu_count()={os.cpu_count()}, "
+        f"usable={ncpu_aff}"
+    )
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
-    print(f"MLP: Dense+relu x (depth-1), final Dense; in=out=width; batch {BATCH}; float32 params; "
-          f"box = x ± {RADIUS}")
-    print(f"timing: {a.stat} over {blocks} interleaved blocks of >= {block_s * 1e3:.0f} ms per program, "
-          f"block_until_ready after every call; compile excluded")
+    print(
+        f"MLP: Dense+relu x (depth-1), final Dense; in=out=width; batch {BATCH}; float32 params "
+        f"{'captured as constants' if a.closed_params else 'passed as arguments'}; box = x ± {RADIUS}"
+    )
+    print(
+        f"timing: {a.stat} over {blocks} interleaved blocks of >= {block_s * 1e3:.0f} ms per program, "
+        f"block_until_ready after every call; compile excluded"
+    )
     print(flush=True)
 
     rows = []
     hlo_rows = []
     t_start = time.perf_counter()
     for depth, width in configs:
-        variants = _setup(depth, width)
+        variants = _setup(depth, width, a.closed_params)
         ctimes, compiled = _compile(variants)
-        per_call, reps = _time(variants, blocks, block_s)
+        per_call, reps, faults = _time(variants, blocks, block_s)
         t = {nm: stat(v) for nm, v in per_call.items()}
-        rows.append({
-            "depth": depth, "width": width, "t": t,
-            "compile": (ctimes["point"], ctimes["box"], ctimes["bf16"]),
-            "spread": {nm: (max(v) / min(v) - 1) for nm, v in per_call.items()},
-        })
+        rows.append(
+            {
+                "depth": depth,
+                "width": width,
+                "t": t,
+                "compile": (ctimes["point"], ctimes["box"], ctimes["bf16"]),
+                "spread": {nm: (max(v) / min(v) - 1) for nm, v in per_call.items()},
+            }
+        )
         if a.hlo:
-            hlo_rows.append((depth, width, {nm: _hlo_stats(c) for nm, c in compiled.items()}))
-        print(f"  done depth={depth} width={width} (calls/block {reps}) "
-              f"[{time.perf_counter() - t_start:.0f} s]", file=sys.stderr, flush=True)
+            st = {nm: _hlo_stats(c) for nm, c in compiled.items()}
+            for nm in st:
+                st[nm]["faults"] = faults[nm]
+            hlo_rows.append((depth, width, st))
+        print(
+            f"  done depth={depth} width={width} (calls/block {reps}) "
+            f"[{time.perf_counter() - t_start:.0f} s]",
+            file=sys.stderr,
+            flush=True,
+        )
 
-    header = ["depth", "width", "jit(f) [µs]", "bound point [µs]", "ratio", "bound box [µs]", "ratio",
-              "bound bf16 [µs]", "ratio", "compile pt/box/bf16 [s]"]
+    header = [
+        "depth",
+        "width",
+        "jit(f) [µs]",
+        "bound point [µs]",
+        "ratio",
+        "bound box [µs]",
+        "ratio",
+        "bound bf16 [µs]",
+        "ratio",
+        "compile pt/box/bf16 [s]",
+    ]
     table = []
     for r in rows:
         t = r["t"]
-        table.append([
-            str(r["depth"]), str(r["width"]), _fmt_us(t["f"]),
-            _fmt_us(t["point"]), f"{t['point'] / t['f']:.2f}",
-            _fmt_us(t["box"]), f"{t['box'] / t['f']:.2f}",
-            _fmt_us(t["bf16"]), f"{t['bf16'] / t['f']:.2f}",
-            "/".join(f"{c:.2f}" for c in r["compile"]),
-        ])
+        table.append(
+            [
+                str(r["depth"]),
+                str(r["width"]),
+                _fmt_us(t["f"]),
+                _fmt_us(t["point"]),
+                f"{t['point'] / t['f']:.2f}",
+                _fmt_us(t["box"]),
+                f"{t['box'] / t['f']:.2f}",
+                _fmt_us(t["bf16"]),
+                f"{t['bf16'] / t['f']:.2f}",
+                "/".join(f"{c:.2f}" for c in r["compile"]),
+            ]
+        )
     _print_table(header, table, a.markdown)
     print()
     spreads = max(max(r["spread"].values()) for r in rows)
@@ -228,14 +333,38 @@ def main(argv=None) -> int:
 
     if a.hlo:
         print()
-        header = ["depth", "width", "program", "dots", "GFLOP", "x f", "MB accessed", "x f", "fusions"]
+        header = [
+            "depth",
+            "width",
+            "program",
+            "dots",
+            "GFLOP",
+            "x f",
+            "MB accessed",
+            "x f",
+            "fusions",
+            "XLA temp [MB]",
+            "page faults/call",
+        ]
         tab = []
         for depth, width, st in hlo_rows:
             base = st["f"]
             for nm, s in st.items():
-                tab.append([str(depth), str(width), nm, str(s["dots"]), f"{s['flops'] / 1e9:.3f}",
-                            f"{s['flops'] / base['flops']:.2f}", f"{s['bytes'] / 1e6:.1f}",
-                            f"{s['bytes'] / base['bytes']:.2f}", str(s["fusions"])])
+                tab.append(
+                    [
+                        str(depth),
+                        str(width),
+                        nm,
+                        str(s["dots"]),
+                        f"{s['flops'] / 1e9:.3f}",
+                        f"{s['flops'] / base['flops']:.2f}",
+                        f"{s['bytes'] / 1e6:.1f}",
+                        f"{s['bytes'] / base['bytes']:.2f}",
+                        str(s["fusions"]),
+                        f"{s['temp'] / 1e6:.1f}",
+                        f"{s['faults']:.0f}",
+                    ]
+                )
         _print_table(header, tab, a.markdown)
     return 0
 

@@ -260,7 +260,8 @@ TRANSCENDENTAL_BUDGETS_F64: dict[Any, tuple[float, float]] = {
 #: in float32, round once": JAX lowers logistic to 1/(1 + exp(-x)) and expm1 /
 #: x**const to native operations in the narrow dtype (measured up to 2.2, 2.8 and
 #: 1.6 units of the narrow format's roundoff). Extra relative budget in units of
-#: the *output* format's unit roundoff, added to the upcast model.
+#: the *output* format's unit roundoff (and the same multiple of its underflow
+#: ``eta``: the native evaluation rounds several times), added to the upcast model.
 NARROW_EXTRA_BUDGETS: dict[Any, float] = {
     p: b
     for p, b in ((_P("logistic"), 4.0), (_P("expm1"), 4.0), (_P("pow"), 3.0))

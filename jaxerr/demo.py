@@ -237,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # report a bad option as argparse does
         parser.error(f"--accumulation: {exc}")
     precisions = args.precision or [_precision_arg(s) for s in _DEFAULT_PRECISIONS]
+    if "float64" in precisions + [args.box_precision] and not jax.config.read("jax_enable_x64"):
+        parser.error("precision float64 needs JAX_ENABLE_X64=1 in the environment")
     out = _Printer(plain=args.plain)
 
     model, variables, x = build(softmax=args.softmax)

@@ -414,7 +414,8 @@ def _model_extra(case, args, af, dtype_name):
     if case.prim is P.exp2_p:
         extra = extra + LD(exp2_extra_rel(1.0, fmt)) * np.abs(args[0]).astype(LD) * af
     if fmt.precision < 24 and case.prim in NARROW_EXTRA_BUDGETS:
-        extra = extra + LD(NARROW_EXTRA_BUDGETS[case.prim] * fmt.unit_roundoff) * af
+        k_n = NARROW_EXTRA_BUDGETS[case.prim]
+        extra = extra + LD(k_n * fmt.unit_roundoff) * af + LD(k_n * fmt.underflow)
         if case.prim is P.logistic_p:
             extra = extra + LD(1.0 / fmt.max_finite)
     return extra

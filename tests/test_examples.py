@@ -7,6 +7,8 @@ import runpy
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -28,13 +30,31 @@ def test_demo_main(capsys, plain):
     assert len(out.splitlines()) <= 40
 
 
-def test_demo_bounds_hold_at_the_point():
+def _demo_reference(variables, x):
+    """The demo MLP in float64 NumPy on its float32 weights (gelu constants as traced)."""
+    p = {k: {n: np.asarray(a, np.float64) for n, a in d.items()}
+         for k, d in variables["params"].items()}
+    h = np.maximum(np.asarray(x, np.float64) @ p["Dense_0"]["kernel"] + p["Dense_0"]["bias"], 0)
+    z = h @ p["Dense_1"]["kernel"] + p["Dense_1"]["bias"]
+    c3, s = float(np.float32(0.044715)), float(np.float32(np.sqrt(2 / np.pi)))
+    h = z * (0.5 * (1.0 + np.tanh(s * (z + c3 * z**3))))
+    return h @ p["Dense_2"]["kernel"] + p["Dense_2"]["bias"]
+
+
+@pytest.mark.parametrize("precision", [None, "bfloat16"])
+def test_demo_bounds_hold_at_the_point(precision):
     model, variables, x = demo.build()
-    res, _, _ = demo.analyse(model, variables, x, None)
-    y = np.asarray(model.apply(variables, x))
-    np.testing.assert_array_equal(np.asarray(res.value), y)
-    assert np.all(np.isfinite(np.asarray(res.abs_err)))
-    assert np.all(np.asarray(res.lo) <= np.asarray(res.hi))
+    res, _, _ = demo.analyse(model, variables, x, precision)
+    dtype = jnp.float32 if precision is None else jnp.dtype(precision)
+    low = jax.tree_util.tree_map(lambda a: a.astype(dtype), variables)
+    computed = np.asarray(model.apply(low, x.astype(dtype)), np.float64)
+    exact = _demo_reference(variables, x)
+    value, abs_err = np.asarray(res.value, np.float64), np.asarray(res.abs_err, np.float64)
+    if precision is None:  # the value is the program's own output
+        np.testing.assert_array_equal(value, computed)
+    assert np.all(np.asarray(res.lo) <= exact) and np.all(exact <= np.asarray(res.hi))
+    assert np.all(np.abs(computed - exact) <= abs_err)
+    assert np.all(np.abs(value - exact) <= abs_err)
 
 
 def test_demo_rejects_bad_options(capsys):

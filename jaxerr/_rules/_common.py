@@ -44,7 +44,8 @@ def transcendental_rounding(ctx, M: Any, prim: Any, xmag: Any = None) -> Any:
         r = F.add_up(r, F.mul_up(M, F.scale_up(xmag, F.exp2_extra_rel(1.0, fmt))))
     narrow = fmt.precision < cf.precision
     if narrow and prim in F.NARROW_EXTRA_BUDGETS:
-        r = F.add_up(r, F.scale_up(M, F.NARROW_EXTRA_BUDGETS[prim] * fmt.unit_roundoff))
+        k_n = F.NARROW_EXTRA_BUDGETS[prim]
+        r = F.add_up(F.add_up(r, F.scale_up(M, k_n * fmt.unit_roundoff)), c(k_n * fmt.underflow, M.dtype))
         if prim is _compat.prim("logistic"):
             # 1/(1 + exp(-x)) with exp(-x) overflowing the narrow format gives 0
             r = F.add_up(r, c(1.0 / fmt.max_finite, M.dtype))
