@@ -32,6 +32,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import platform
@@ -168,22 +169,22 @@ def _hlo_stats(compiled) -> dict:
 
 
 def _git_state() -> str:
-    """Commit of the checkout and a hash of uncommitted changes under jaxerr/ (best effort)."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    """Where jaxerr was imported from: the commit of its checkout and a hash of
+    uncommitted changes to jaxerr/ (best effort)."""
+    pkg = os.path.dirname(os.path.abspath(jaxerr.__file__))
 
     def run(*cmd: str) -> str:
-        return subprocess.run(cmd, cwd=here, capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(cmd, cwd=pkg, capture_output=True, text=True, timeout=10).stdout
 
     try:
         head = run("git", "rev-parse", "--short", "HEAD").strip()
-        diff = run("git", "diff", "HEAD", "--", "../jaxerr")
         if not head:
-            return "unknown"
+            return f"from {pkg}, not a git checkout"
+        diff = run("git", "diff", "HEAD", "--", ".")
         if not diff:
             return head
-        import hashlib
-
-        return f"{head} + uncommitted jaxerr/ changes (diff sha1 {hashlib.sha1(diff.encode()).hexdigest()[:10]})"
+        digest = hashlib.sha1(diff.encode()).hexdigest()[:10]
+        return f"{head} + uncommitted jaxerr/ changes (diff sha1 {digest})"
     except Exception:  # pragma: no cover
         return "unknown"
 

@@ -27,6 +27,7 @@ from ._interpreter import (
     is_float_dtype,
 )
 from ._rules import interval_rules
+from ._rules.structural import STRUCTURAL
 
 
 class JaxerrWarning(UserWarning):
@@ -271,6 +272,17 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     out = I.sanitize(out)
     if out.exact:
         return out
+    if ctx.eqn.primitive not in STRUCTURAL:
+        # elementwise operands whose computed value may be inf/NaN (infinite err) make
+        # the result possibly NaN too, whatever the rule's ranges say (sign, tanh, ...)
+        poison = None
+        for v in invals:
+            if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
+                p = jnp.isinf(v.err)
+                poison = p if poison is None else (poison | p)
+        if poison is not None:
+            out = Real(out.lo, out.hi, out.clo, out.chi, F.where(poison, jnp.inf, out.err), out.value,
+                       point=out.point)
     fmt = ctx.fmt
     big = fmt.max_finite
     over = (out.chi > big) | (out.clo < -big)

@@ -795,6 +795,10 @@ class _Interp:
         arr = np.asarray(value)
         if _is_float(aval.dtype):
             arr = np.asarray(arr, dtype=np.float64)
+            if not is_input:
+                # a literal / constant is the value of its dtype (a Python 0.4 in a
+                # float32 jaxpr is 0.4000000059604645), exact and simulated alike
+                arr = round_to(arr, format_for_dtype(aval.dtype))
             if self.mode == "sim":
                 arr = round_to(arr, self.fmt_for(aval))
             elif is_input and self.round_inputs:
@@ -1444,6 +1448,26 @@ def _r_dynamic_slice(I: _Interp, eqn: Any, x: Any, *starts: Any) -> Any:
     sizes = [int(s) for s in eqn.params["slice_sizes"]]
     st = _clamped_starts(starts[: x.ndim], x.shape, sizes)
     return x[tuple(slice(s, s + z) for s, z in zip(st, sizes))]
+
+
+@_rule("gather")
+def _r_gather(I: _Interp, eqn: Any, x: Any, idx: Any) -> Any:
+    """Gather moves data: find which flat position each output element reads by
+    gathering an array of positions (int32, exact), then index the values with it.
+    Out-of-bounds elements in mode 'fill' read the fill value."""
+    import jax
+
+    x = np.asarray(x, dtype=object) if I.mode == "mp" else np.asarray(x)
+    pos = np.arange(x.size, dtype=np.int32).reshape(x.shape)
+    params = dict(eqn.params)
+    params["fill_value"] = -1
+    got = np.asarray(jax.lax.gather_p.bind(jax.numpy.asarray(pos), jax.numpy.asarray(np.asarray(idx)), **params))
+    flat = x.reshape(-1)
+    out = flat[np.clip(got, 0, max(x.size - 1, 0))]
+    if (got < 0).any():
+        fill = eqn.params.get("fill_value")
+        out = np.where(got < 0, np.nan if fill is None else fill, out)
+    return out
 
 
 @_rule("dynamic_update_slice")

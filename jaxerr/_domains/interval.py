@@ -54,10 +54,17 @@ class Real:
         return self.lo.dtype
 
     def hull(self) -> tuple[Any, Any]:
-        """Enclosure of both the exact and the computed value."""
+        """Enclosure of both the exact and the computed value.
+
+        Where ``err`` is infinite the computed value may be inf or NaN (overflow,
+        ``inf - inf``, float8 e4m3fn overflow), so no finite hull exists there."""
         if self.exact:
             return self.lo, self.hi
-        return jnp.minimum(self.lo, self.clo), jnp.maximum(self.hi, self.chi)
+        bad = jnp.isinf(self.err)
+        return (
+            F.where(bad, -jnp.inf, jnp.minimum(self.lo, self.clo)),
+            F.where(bad, jnp.inf, jnp.maximum(self.hi, self.chi)),
+        )
 
     def __repr__(self) -> str:
         return f"Real(lo={self.lo}, hi={self.hi}, clo={self.clo}, chi={self.chi}, err={self.err})"
@@ -122,11 +129,14 @@ def tighten(r: Real) -> Real:
     extend beyond the exact range by more than ``err``."""
     if r.exact:
         return r
+    # An infinite err may mean "the computed value may be NaN" (an overflowed or
+    # NaN operand): ranges cannot bound that, so only finite errors are tightened.
+    finite = jnp.isfinite(r.err)
     spread = jnp.maximum(F.sub_up(r.chi, r.lo), F.sub_up(r.hi, r.clo))
-    err = jnp.minimum(r.err, spread)
-    clo = jnp.maximum(r.clo, F.sub_dn(r.lo, err))
-    chi = jnp.minimum(r.chi, F.add_up(r.hi, err))
-    return Real(r.lo, r.hi, clo, chi, err, r.value)
+    err = F.where(finite, jnp.minimum(r.err, spread), r.err)
+    clo = F.where(finite, jnp.maximum(r.clo, F.sub_dn(r.lo, err)), r.clo)
+    chi = F.where(finite, jnp.minimum(r.chi, F.add_up(r.hi, err)), r.chi)
+    return Real(r.lo, r.hi, clo, chi, err, r.value, point=r.point)
 
 
 # ---------------------------------------------------------------------------

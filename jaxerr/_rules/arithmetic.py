@@ -122,11 +122,16 @@ def div_rule(ctx, a, b, **_):
 
 
 def _select_err(a: Real, b: Real):
-    """err of max/min: 1-Lipschitz; where one operand certainly dominates, its own error."""
+    """err of max/min: 1-Lipschitz; where one operand certainly dominates, its own error.
+    (An infinite error of the other operand still counts: XLA's max/min propagate NaN.)"""
     alo, ahi = a.hull()
     blo, bhi = b.hull()
     both = jnp.maximum(a.err, b.err)
     return alo, ahi, blo, bhi, both
+
+
+def _nan_safe(err, a: Real, b: Real):
+    return F.where(jnp.isinf(a.err) | jnp.isinf(b.err), jnp.inf, err)
 
 
 @register_rule(P("max"))
@@ -134,7 +139,7 @@ def max_rule(ctx, a, b, **_):
     if isinstance(a, Discrete):
         return discrete.int_binop(ctx, a, b)
     alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = F.where(alo > bhi, a.err, F.where(blo > ahi, b.err, both))
+    err = _nan_safe(F.where(alo > bhi, a.err, F.where(blo > ahi, b.err, both)), a, b)
     return Real(
         jnp.maximum(a.lo, b.lo),
         jnp.maximum(a.hi, b.hi),
@@ -151,7 +156,7 @@ def min_rule(ctx, a, b, **_):
     if isinstance(a, Discrete):
         return discrete.int_binop(ctx, a, b)
     alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = F.where(ahi < blo, a.err, F.where(bhi < alo, b.err, both))
+    err = _nan_safe(F.where(ahi < blo, a.err, F.where(bhi < alo, b.err, both)), a, b)
     return Real(
         jnp.minimum(a.lo, b.lo),
         jnp.minimum(a.hi, b.hi),

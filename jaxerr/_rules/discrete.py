@@ -239,6 +239,8 @@ def select_n_rule(ctx, pred, *cases, **_):
     clo = join_min(fields["clo"], inf)
     chi = join_max(fields["chi"], -inf)
     spread = jnp.maximum(F.sub_up(chi, lo), F.sub_up(hi, clo))
+    # a possible case whose computed value may be NaN makes the result possibly NaN
+    spread = F.where(join_max(fields["err"], 0.0) == jnp.inf, jnp.inf, spread)
     out = Real(
         F.where(certain, picked["lo"], lo),
         F.where(certain, picked["hi"], hi),

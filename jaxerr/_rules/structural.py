@@ -42,9 +42,15 @@ def structural(ctx, *operands, **params):
     return Discrete(f["lo"], f["hi"], value)
 
 
+#: Primitives that move data; their outputs are not elementwise functions of inputs
+#: of the same shape, so the interpreter's elementwise NaN poisoning skips them.
+STRUCTURAL: set = set()
+
+
 def def_structural(*prims):
     """Register :func:`structural` for primitives that only move data."""
     register_rule(*prims)(structural)
+    STRUCTURAL.update(p for p in prims if p is not None)
 
 
 def_structural(
@@ -60,8 +66,11 @@ def_structural(
 )
 
 
-@register_rule(P("copy"), P("copy_p"), P("stop_gradient"), P("optimization_barrier"),
-               P("sharding_constraint"), P("device_put"), P("name"))
+_IDENTITY = (P("copy"), P("copy_p"), P("stop_gradient"), P("optimization_barrier"),
+             P("sharding_constraint"), P("device_put"), P("name"))
+
+
+@register_rule(*_IDENTITY)
 def identity_rule(ctx, *operands, **params):
     """Operations that return their operands unchanged."""
     vals = ctx.value(*[o.value for o in operands])
@@ -136,6 +145,10 @@ def _indexed(ctx, operand, index_ops, params, extra=()):
             )
     ctx.flag(~certain, "indices depend on uncertain values; every element may be read")
     return _where_certain(certain, out, joined)
+
+
+STRUCTURAL.update(p for p in _IDENTITY if p is not None)
+STRUCTURAL.update(p for p in (P("dynamic_slice"), P("dynamic_update_slice"), P("gather")) if p is not None)
 
 
 @register_rule(P("dynamic_slice"))
