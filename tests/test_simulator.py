@@ -802,8 +802,14 @@ def test_flush_models_xla_cpu():
 def test_unsupported_primitive_raises():
     with pytest.raises(NotImplementedError, match="erf_inv"):
         S.simulate(jax.scipy.special.erfinv, (np.float32([0.5]),))
-    with pytest.raises(NotImplementedError, match="gather"):
-        S.simulate(lambda t, i: t[i], (np.ones(4, np.float32), np.array([0, 2])))
+    with pytest.raises(NotImplementedError, match="cumlogsumexp"):
+        S.simulate(lambda t: jax.lax.cumlogsumexp(t), (np.ones(4, np.float32),))
+
+
+def test_gather_moves_values_exactly():
+    x = np.float32([1.5, 2.25, 3.125, 4.0])
+    out = S.simulate(lambda t, i: t[i] * 2.0, (x, np.array([3, 0, 2])))
+    np.testing.assert_array_equal(out[0], [8.0, 3.0, 6.25])
 
 
 def test_jaxpr_entry_points_and_unflatten():

@@ -61,11 +61,19 @@ def make(lo, hi, clo, chi, err, value) -> Real:
     return Real(lo, hi, clo, chi, err, value)
 
 
-def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=None) -> Real:
+def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=None,
+           sign_preserving=False) -> Real:
     """Assemble a Real from the exact range, the range ``[rt_lo, rt_hi]`` of the operation
-    applied exactly to the computed operands, the propagated error and the rounding bound."""
+    applied exactly to the computed operands, the propagated error and the rounding bound.
+
+    ``sign_preserving``: the operation is correctly rounded (round to nearest is
+    monotone and 0 is representable), so a nonnegative ``r`` rounds to a
+    nonnegative value and a nonpositive one to a nonpositive value."""
     clo = F.sub_dn(rt_lo, rho)
     chi = F.add_up(rt_hi, rho)
+    if sign_preserving:
+        clo = F.where(rt_lo >= 0, jnp.maximum(clo, 0.0), clo)
+        chi = F.where(rt_hi <= 0, jnp.minimum(chi, 0.0), chi)
     if clamp_lo is not None:
         clo = jnp.maximum(clo, clamp_lo)
     if clamp_hi is not None:

@@ -45,7 +45,7 @@ def add_rule(ctx, a, b, **_):
     rlo, rhi = iadd(_rt(a), _rt(b))
     rho = rounding(ctx, mag(rlo, rhi))
     prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
-    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value))
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
 
 
 @register_rule(P("sub"))
@@ -56,7 +56,7 @@ def sub_rule(ctx, a, b, **_):
     rlo, rhi = isub(_rt(a), _rt(b))
     rho = rounding(ctx, mag(rlo, rhi))
     prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
-    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value))
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
 
 
 @register_rule(P("neg"))
@@ -97,7 +97,7 @@ def mul_rule(ctx, a, b, **_):
             prop = F.mul_up(computed_mag(a), b.err)
         elif b.exact:
             prop = F.mul_up(exact_mag(b), a.err)
-    return result(ctx, lo, hi, rlo, rhi, prop, rho, value)
+    return result(ctx, lo, hi, rlo, rhi, prop, rho, value, sign_preserving=True)
 
 
 @register_rule(P("div"))
@@ -115,7 +115,7 @@ def div_rule(ctx, a, b, **_):
     t1 = F.div_up(a.err, mb_c)
     t2 = F.div_up(F.mul_up(exact_mag(a), b.err), F.mul_dn(mb_c, mb_e))
     prop = F.add_up(F.where(a.err == 0, 0.0, t1), F.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
-    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, sign_preserving=True)
     hull_lo, hull_hi = b.hull()
     bad = (hull_lo <= 0) & (hull_hi >= 0)
     return invalid(ctx, bad, r, "the divisor's range contains 0, so the quotient is unbounded")

@@ -72,6 +72,16 @@ def _monotone(ctx, a, prim, fn, deriv, *, abs_slack=0.0, clamp_lo=None, bad=None
             prop = jnp.minimum(prop, holder(a.err))
     cl = None if clamp_lo is None else jnp.full_like(lo, clamp_lo)
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=cl)
+    # the computed value at x is within the rounding bound of f(x) with |f(x)| itself,
+    # so each end of the computed range needs only its own (smaller) rounding term
+    xm = mag(a.clo, a.chi)
+
+    def rho_at(m):
+        return rounding(ctx, m) if correctly_rounded else transcendental_rounding(ctx, m, prim, xmag=xm)
+
+    clo = jnp.maximum(r.clo, F.sub_dn(rlo, rho_at(jnp.abs(rlo))))
+    chi = jnp.minimum(r.chi, F.add_up(rhi, rho_at(jnp.abs(rhi))))
+    r = type(r)(r.lo, r.hi, clo, chi, r.err, r.value)
     if bad is not None:
         r = invalid(ctx, bad(hlo, hhi), r, bad_msg)
     return r

@@ -69,7 +69,18 @@ def reduce_sum_rule(ctx, a, *, axes, **_):
     rho = F.add_up(err, c(cc if n > 1 else 0.0, a.lo.dtype))
     prop = None if a.exact else sum_up_nonneg(a.err, axes, n)
     err = rho if prop is None else F.add_up(prop, rho)
-    return Real(lo, hi, F.sub_dn(rlo, rho), F.add_up(rhi, rho), err, value)
+    clo, chi = F.sub_dn(rlo, rho), F.add_up(rhi, rho)
+    # a sum of terms that are all computed >= 0 (<= 0) is computed >= 0 (<= 0) in any
+    # order: every partial sum is rounded monotonically and 0 is representable
+    nonneg = jnp.min(a.clo, axis=axes) >= 0
+    if math.isfinite(ca):
+        # nonnegative terms: computed >= (sum of lower ends)(1 - a - b) - c
+        shrink = F.sub_dn(F.sub_dn(jnp.ones_like(rlo), F.static_up(ca, rlo.dtype)), F.static_up(cb, rlo.dtype))
+        pos_lo = F.sub_dn(F.mul_dn(rlo, shrink), c(cc, rlo.dtype))
+        clo = F.where(nonneg, jnp.maximum(clo, pos_lo), clo)
+    clo = F.where(nonneg, jnp.maximum(clo, 0.0), clo)
+    chi = F.where(jnp.max(a.chi, axis=axes) <= 0, jnp.minimum(chi, 0.0), chi)
+    return Real(lo, hi, clo, chi, err, value)
 
 
 def _reduce_fields(a, fn, axes, value):
