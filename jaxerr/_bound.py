@@ -290,7 +290,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     err = F.where(over, jnp.inf, out.err)
     clo = F.where(out.clo < -big, -jnp.inf, out.clo)
     chi = F.where(out.chi > big, jnp.inf, out.chi)
-    out = I.tighten(Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point))
+    out = Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point)
     # one reduction for both checks
     over_any, inf_any = jnp.any(jnp.stack([over & ~inf_before, inf_before]).reshape(2, -1), axis=1)
     inherited = jnp.asarray(False)

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import Discrete, Real, iadd, idiv, imul, isqr, isub, mag, mig
+from .._domains.interval import Discrete, Real, iadd, idiv, imul, isqr, isub, mag, mig, tighten
 from . import discrete, register_rule
 from ._common import (
     c,
@@ -222,7 +222,9 @@ def piecewise_constant(ctx, a: Real, fn) -> Real:
     clo, chi = fn(a.clo), fn(a.chi)
     err = F.sub_up(fn(hhi), fn(hlo))
     err = F.where(a.err == 0, jnp.zeros_like(err), err)
-    return Real(lo, hi, clo, chi, err, ctx.value(a.value), exact=a.exact)
+    if a.exact:
+        return Real(lo, hi, clo, chi, err, ctx.value(a.value), exact=True)
+    return tighten(Real(lo, hi, clo, chi, err, ctx.value(a.value)))
 
 
 @register_rule(P("floor"))

@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import Discrete, Real
+from .._domains.interval import Discrete, Real, tighten
 from .._interpreter import is_float_dtype
 from . import register_rule
 from ._common import c
@@ -241,15 +241,14 @@ def select_n_rule(ctx, pred, *cases, **_):
     spread = jnp.maximum(F.sub_up(chi, lo), F.sub_up(hi, clo))
     # a possible case whose computed value may be NaN makes the result possibly NaN
     spread = F.where(join_max(fields["err"], 0.0) == jnp.inf, jnp.inf, spread)
-    out = Real(
+    return tighten(Real(
         F.where(certain, picked["lo"], lo),
         F.where(certain, picked["hi"], hi),
         F.where(certain, picked["clo"], clo),
         F.where(certain, picked["chi"], chi),
         F.where(certain, picked["err"], spread),
         value,
-    )
-    return out
+    ))
 
 
 # ---------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import mag, mig
+from .._domains.interval import mag, mig, tighten
 from . import register_rule
 from ._common import c, invalid, result, rounding, transcendental_rounding
 
@@ -81,7 +81,7 @@ def _monotone(ctx, a, prim, fn, deriv, *, abs_slack=0.0, clamp_lo=None, bad=None
 
     clo = jnp.maximum(r.clo, F.sub_dn(rlo, rho_at(jnp.abs(rlo))))
     chi = jnp.minimum(r.chi, F.add_up(rhi, rho_at(jnp.abs(rhi))))
-    r = type(r)(r.lo, r.hi, clo, chi, r.err, r.value)
+    r = tighten(type(r)(r.lo, r.hi, clo, chi, r.err, r.value))
     if bad is not None:
         r = invalid(ctx, bad(hlo, hhi), r, bad_msg)
     return r
