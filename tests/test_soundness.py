@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 try:
@@ -245,6 +245,7 @@ def test_property_binary(name, precision, shape, scale, seed, radius):
     assert not v, "\n".join(v[:5])
 
 
+@settings(max_examples=12)
 @given(
     m=st.integers(1, 4),
     k=st.integers(1, 300),
