@@ -291,8 +291,10 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     clo = F.where(out.clo < -big, -jnp.inf, out.clo)
     chi = F.where(out.chi > big, jnp.inf, out.chi)
     out = Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point)
-    # one reduction for both checks
-    over_any, inf_any = jnp.any(jnp.stack([over & ~inf_before, inf_before]).reshape(2, -1), axis=1)
+    # two plain reductions (a stacked one fused with the whole producer chain and
+    # defeated XLA:CPU's vectorisation, a 10x slowdown seen in benchmarks/overhead.py)
+    over_any = jnp.any(over & ~inf_before)
+    inf_any = jnp.any(inf_before)
     inherited = jnp.asarray(False)
     for v in invals:
         inherited = inherited | ctx.diag.inf_of(v)
@@ -542,12 +544,15 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, 
         )
         if subn is False:
             return r, no
-        r = _daz(r, adt)
-        return r, (_any_subnormal((lo, hi), adt) if subn is None else no)
+        if subn is True:
+            return _daz(r, adt), no
+        return r, _any_subnormal((lo, hi), adt)
     arr = jnp.asarray(x)
     if not is_float_dtype(arr.dtype):
         return Discrete(arr, arr, arr), no
-    diag.add(f"{where}: NaN in a point input; bounds are meaningless", jnp.any(jnp.isnan(arr)))
+    # isnan(sum|x|) shares |x| with the analysis and avoids a boolean temporary
+    diag.add_scalar(f"{where}: NaN in a point input; bounds are meaningless",
+                    jnp.isnan(jnp.sum(jnp.abs(arr.astype(adt)))))
     if config.precision is None:
         r = I.point(arr, arr, adt)
     else:
@@ -556,16 +561,18 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, 
         return r, no
     if subn is True:
         return _daz(r, adt), no
-    # traced: values fixed, but the static exact/point shortcuts may skip the error
-    return _daz(r, adt, keep_flags=True), _any_subnormal((arr,), adt)
+    # traced: a subnormal input makes every output inf (see _analyse), so the values
+    # need no flushed copy, only the flag
+    return r, _any_subnormal((arr,), adt)
 
 
 def _any_subnormal(arrs, adt):
+    """Some nonzero |x| below the smallest normal (a float reduction: cheap on weights)."""
     tiny = np.finfo(adt).tiny
     flag = jnp.asarray(False)
     for a in arrs:
         a = jnp.abs(a.astype(adt))
-        flag = flag | jnp.any((a > 0) & (a < tiny))
+        flag = flag | (jnp.min(F.where(a > 0, a, jnp.inf)) < tiny)
     return flag
 
 

@@ -450,6 +450,12 @@ def down(x: Any) -> Any:
     return x - (jnp.abs(x) * eps + tiny)
 
 
+def up_nn(x: Any) -> Any:
+    """:func:`up` for a result known to be >= 0 (two operations instead of four)."""
+    eps, tiny, _ = _consts(x.dtype)
+    return x * (1 + eps) + tiny
+
+
 def up_rel(x: Any, k: float) -> Any:
     """Upper bound when ``x`` is within ``k`` units of roundoff (relative) of the exact value."""
     eps, tiny, _ = _consts(x.dtype)
@@ -503,12 +509,17 @@ def sum_up(terms: list[Any]) -> Any:
 
 
 def scale_up(x: Any, c: float) -> Any:
-    """Upper bound of ``c * x`` for a static ``c >= 0`` (``c`` itself rounded up)."""
+    """Upper bound of ``c * x`` for a static ``c >= 0`` and ``x >= 0`` (``c`` rounded up)."""
     if c == 0:
         return jnp.zeros_like(x)
     if math.isinf(c):
         return where(x == 0, jnp.zeros_like(x), jnp.full_like(x, jnp.inf))
-    return mul_up(x, jnp.asarray(const_up(c, x.dtype)))
+    return up_nn(x * jnp.asarray(const_up(c, x.dtype)))
+
+
+def add_up_nn(a: Any, b: Any) -> Any:
+    """Upper bound of ``a + b`` for ``a, b >= 0``."""
+    return up_nn(a + b)
 
 
 def static_up(c: float, dtype: Any) -> Any:

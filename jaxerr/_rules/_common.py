@@ -12,6 +12,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag, mig
 
+
 def c(x: float, dtype: Any) -> Any:
     """A static constant rounded up into ``dtype``."""
     return F.static_up(x, dtype)
@@ -20,7 +21,7 @@ def c(x: float, dtype: Any) -> Any:
 def rounding(ctx, M: Any) -> Any:
     """Bound on ``|fl(r) - r|`` for a correctly rounded basic operation with ``|r| <= M``."""
     fmt = ctx.fmt
-    return F.add_up(F.scale_up(M, fmt.unit_roundoff), c(fmt.underflow, M.dtype))
+    return F.add_up_nn(F.scale_up(M, fmt.unit_roundoff), c(fmt.underflow, M.dtype))
 
 
 def underflow_only(ctx, M: Any) -> Any:
@@ -39,7 +40,7 @@ def transcendental_rounding(ctx, M: Any, prim: Any, xmag: Any = None) -> Any:
     k_rel, k_abs = F.transcendental_budget(prim, cf)
     uc = cf.unit_roundoff
     rel = k_rel * uc
-    r = F.add_up(F.scale_up(M, rel), c(k_abs * uc + cf.underflow, M.dtype))
+    r = F.add_up_nn(F.scale_up(M, rel), c(k_abs * uc + cf.underflow, M.dtype))
     if prim is _compat.prim("exp2"):
         r = F.add_up(r, F.mul_up(M, F.scale_up(xmag, F.exp2_extra_rel(1.0, fmt))))
     narrow = fmt.precision < cf.precision
@@ -51,9 +52,9 @@ def transcendental_rounding(ctx, M: Any, prim: Any, xmag: Any = None) -> Any:
             r = F.add_up(r, c(1.0 / fmt.max_finite, M.dtype))
     if narrow:
         # then rounded once more to the narrower output format
-        r = F.add_up(r, F.add_up(F.scale_up(F.add_up(M, r), fmt.unit_roundoff), c(fmt.underflow, M.dtype)))
+        r = F.add_up_nn(r, F.add_up_nn(F.scale_up(F.add_up_nn(M, r), fmt.unit_roundoff), c(fmt.underflow, M.dtype)))
     else:
-        r = F.add_up(r, c(fmt.underflow, M.dtype))
+        r = F.add_up_nn(r, c(fmt.underflow, M.dtype))
     return r
 
 
@@ -78,7 +79,7 @@ def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=
         clo = jnp.maximum(clo, clamp_lo)
     if clamp_hi is not None:
         chi = jnp.minimum(chi, clamp_hi)
-    err = rho if prop is None else F.add_up(prop, rho)
+    err = rho if prop is None else F.add_up_nn(prop, rho)
     return Real(lo, hi, clo, chi, err, value)
 
 

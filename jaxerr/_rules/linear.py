@@ -51,7 +51,7 @@ class _Dots:
 
     def _up(self, r):
         # sum of nonnegative terms: exact <= fl * (1 + 2 gamma) + underflow slack
-        return F.add_up(F.add_up(r, F.scale_up(r, 2 * self.g_an)), c(self.slack, self.adt))
+        return F.add_up_nn(F.scale_up(r, 1 + 2 * self.g_an), c(self.slack, self.adt))
 
     def dot_up(self, x, y):
         """Upper bound of x·y for nonnegative x, y."""
@@ -104,44 +104,45 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
     abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
     rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
 
-    # Group the nonnegative products by their rhs so each rhs costs one matmul.
-    groups: dict[str, list] = {"rb": []}
-    # radius terms
-    rad_terms = []
-    if br is None:
-        groups["rb"].append(("rad", F.add_up(F.scale_up(abs_ac, g), ar) if ar is not None else F.scale_up(abs_ac, g)))
-    else:
-        rad_terms.append(D.dot_up(abs_ac, F.add_up(br, F.scale_up(abs_bc, g))))
-        if ar is not None:
-            groups["rb"].append(("rad", ar))
-    # error terms
     mag_ac = mag(a.clo, a.chi)  # >= |x^|
-    err_lhs_rb = []
+    rad_terms = []
     err_terms = []
-    if not a.exact:
-        err_lhs_rb.append(a.err)  # |dx|·|w|
-    if b.exact:
-        # |w^| = |w| <= rb: S folds into the same product
+    if a.point and a.exact and b.exact and br is None:
+        # a single exact point times a single point (first layer, weights): radius
+        # and error are both multiples of |x|·|w|, one matmul
+        P = D.dot_up(abs_ac, rb)
+        rad_terms.append(F.scale_up(P, g))
         if ca != 0:
-            err_lhs_rb.append(F.scale_up(mag_ac, ca))
+            err_terms.append(F.scale_up(P, ca))
     else:
-        err_terms.append(D.dot_up(mag_ac, b.err))  # |x^|·|dw|
-        if ca != 0:
-            err_terms.append(F.scale_up(D.dot_up(mag_ac, mag(b.clo, b.chi)), ca))
-    if err_lhs_rb:
-        e = err_lhs_rb[0]
-        for t in err_lhs_rb[1:]:
-            e = F.add_up(e, t)
-        groups["rb"].append(("err", e))
-
-    outs = D.dots_up([t for _, t in groups["rb"]], rb) if groups["rb"] else []
-    named = {}
-    for (name, _), o in zip(groups["rb"], outs):
-        named[name] = o
-    if "rad" in named:
-        rad_terms.append(named["rad"])
-    if "err" in named:
-        err_terms.append(named["err"])
+        # Group the nonnegative products by their rhs so each rhs costs one matmul.
+        group: list[tuple[str, object]] = []
+        if br is None:
+            t = F.scale_up(abs_ac, g)
+            group.append(("rad", t if ar is None else F.add_up_nn(t, ar)))
+        else:
+            rad_terms.append(D.dot_up(abs_ac, F.add_up_nn(br, F.scale_up(abs_bc, g))))
+            if ar is not None:
+                group.append(("rad", ar))
+        err_lhs_rb = []
+        if not a.exact:
+            err_lhs_rb.append(a.err)  # |dx|·|w|
+        if b.exact:
+            # |w^| = |w| <= rb: S folds into the same product
+            if ca != 0:
+                err_lhs_rb.append(F.scale_up(mag_ac, ca))
+        else:
+            # |x^|·|dw| + ca |x^|·|w^| = |x^|·(|dw| + ca |w^|): one matmul
+            rhs = b.err if ca == 0 else F.add_up_nn(b.err, F.scale_up(mag(b.clo, b.chi), ca))
+            err_terms.append(D.dot_up(mag_ac, rhs))
+        if err_lhs_rb:
+            e = err_lhs_rb[0]
+            for t in err_lhs_rb[1:]:
+                e = F.add_up_nn(e, t)
+            group.append(("err", e))
+        outs = D.dots_up([t for _, t in group], rb) if group else []
+        for (name, _), o in zip(group, outs):
+            (rad_terms if name == "rad" else err_terms).append(o)
 
     rad = rad_terms[0] if rad_terms else jnp.zeros_like(ymid)
     for t in rad_terms[1:]:
