@@ -286,27 +286,23 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     fmt = ctx.fmt
     big = fmt.max_finite
     over = (out.chi > big) | (out.clo < -big)
-    inf_before = jnp.isinf(out.err)
     err = F.where(over, jnp.inf, out.err)
     clo = F.where(out.clo < -big, -jnp.inf, out.clo)
     chi = F.where(out.chi > big, jnp.inf, out.chi)
     out = Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point)
-    # two plain reductions (a stacked one fused with the whole producer chain and
-    # defeated XLA:CPU's vectorisation, a 10x slowdown seen in benchmarks/overhead.py)
-    over_any = jnp.any(over & ~inf_before)
-    inf_any = jnp.any(inf_before)
+    # One reduction per equation (each is an XLA fusion that recomputes its producers):
+    # "some error bound became infinite here", reported where it starts.
+    inf_any = jnp.any(jnp.isinf(err))
     inherited = jnp.asarray(False)
     for v in invals:
         inherited = inherited | ctx.diag.inf_of(v)
     ctx.diag.add_scalar(
-        f"{ctx.describe()}: the result may exceed {fmt.name}'s largest finite value {big:g} "
-        "(overflow to inf); abs_err is inf there",
-        over_any & ~inherited,
+        f"{ctx.describe()}: abs_err becomes inf here: the result may exceed {fmt.name}'s "
+        f"largest finite value {big:g} (overflow), or the rule cannot bound it (see any other "
+        "message for this equation)",
+        inf_any & ~inherited,
     )
-    ctx.diag.add_scalar(
-        f"{ctx.describe()}: the error bound becomes infinite here", inf_any & ~over_any & ~inherited
-    )
-    ctx.diag.set_inf(out, over_any | inf_any | inherited)
+    ctx.diag.set_inf(out, inf_any | inherited)
     return out
 
 
