@@ -290,7 +290,10 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     clo = F.where(out.clo < -big, -jnp.inf, out.clo)
     chi = F.where(out.chi > big, jnp.inf, out.chi)
     out = Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point)
-    # One reduction per equation (each is an XLA fusion that recomputes its producers):
+    if not ctx.diag.track_origins:
+        return out
+    # One reduction per equation (each is an XLA fusion that recomputes its producers,
+    # which is why this runs in a second pass, only when some output is infinite):
     # "some error bound became infinite here", reported where it starts.
     inf_any = jnp.any(jnp.isinf(err))
     inherited = jnp.asarray(False)
@@ -391,10 +394,16 @@ def bound(
             hashable = True
         except TypeError:
             hashable = False
-        if jit and hashable:
-            out = _analyse_jit(key, dyn)
+        concrete = all(s is not None for s in subn)
+        run = _analyse_jit if (jit and hashable) else _analyse
+        if concrete:
+            # eager call: the fast program, then (only if some bound is infinite) the
+            # program that names the equation where the infinity starts
+            out = run(key.with_mode("fast"), dyn)
+            if _any_infinite(out):
+                out = run(key.with_mode("origins"), dyn)
         else:
-            out = _analyse(key, dyn)
+            out = run(key, dyn)
         if warn:
             _emit_warnings(out)
         return out
@@ -405,10 +414,15 @@ def bound(
 class _Static:
     """Hashable static part of a call (the function, settings, tree structure)."""
 
-    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn):
+    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode="cond"):
         self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
         self.dyn_idx, self.static, self.is_iv, self.subn = dyn_idx, static, is_iv, subn
-        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn)
+        self.mode = mode
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode)
+
+    def with_mode(self, mode: str) -> _Static:
+        return _Static(self.f, self.fmt, self.acc, self.treedef, self.dyn_idx, self.static,
+                       self.is_iv, self.subn, mode)
 
     def __hash__(self):
         return hash(self._key)
@@ -454,8 +468,33 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         "Call bound(f) on concrete arrays (it compiles itself) to bound such inputs.",
         traced_sub,
     )
-    outs = interpret(DOMAIN, closed.jaxpr, list(closed.consts), values, config, diag)
+    consts = list(closed.consts)
+    outs = interpret(DOMAIN, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
+
+    # Where an output bound is infinite, name the equation where it started: a second
+    # interpretation with one flag per equation, run (lax.cond) only in that case.
+    any_inf = jnp.asarray(False)
+    for o in outs:
+        if isinstance(o, Real):
+            any_inf = any_inf | jnp.any(jnp.isinf(o.err))
+    origin_msgs: list[str] = []
+
+    def origins(vals):
+        d2 = DiagnosticCollector(track_origins=True)
+        interpret(DOMAIN, closed.jaxpr, consts, vals, config, d2)
+        origin_msgs[:] = d2.messages
+        return jnp.stack(d2.flags) if d2.flags else jnp.zeros((0,), bool)
+
+    if key.mode == "origins":
+        origin_flags = origins(values)
+    elif key.mode == "cond":
+        shape = jax.eval_shape(origins, values)
+        origin_flags = jax.lax.cond(any_inf, origins, lambda vals: jnp.zeros(shape.shape, bool), values)
+    else:  # "fast": the caller re-runs in "origins" mode if an output is infinite
+        origin_flags = []
+    for m, fl in zip(list(origin_msgs), list(origin_flags)):
+        diag.add_scalar(m, fl)
 
     out_leaves, out_tree = jax.tree_util.tree_flatten(out_shape)
     results = []
@@ -591,6 +630,11 @@ def _to_bound_parts(o: Any, k: int, shape: Any, diag: DiagnosticCollector, confi
     m = I.mig(o.lo, o.hi)
     rel = F.where(m > 0, F.div_up(o.err, m), F.where(o.err == 0, 0.0, jnp.inf)).astype(adt)
     return (o.lo, o.hi, o.err, rel, o.value, o.clo, o.chi)
+
+
+def _any_infinite(out: Any) -> bool:
+    leaves = jax.tree_util.tree_leaves(out, is_leaf=lambda x: isinstance(x, Bound))
+    return any(bool(jnp.any(jnp.isinf(b.abs_err))) for b in leaves if isinstance(b, Bound))
 
 
 def _emit_warnings(out: Any) -> None:

@@ -35,7 +35,11 @@ def is_float_dtype(dtype: Any) -> bool:
 class DiagnosticCollector:
     """Collects (message, flag) pairs while interpreting; flags may be traced."""
 
-    def __init__(self) -> None:
+    def __init__(self, track_origins: bool = False) -> None:
+        # track_origins=False: rule diagnostics only (the fast pass).
+        # track_origins=True: only the per-equation "an infinite bound starts here"
+        # flags, one reduction per equation; run only when some output is infinite.
+        self.track_origins = track_origins
         self.messages: list[str] = []
         self.flags: list[Any] = []
         # id(value) -> (value, scalar flag "some error bound of this value is infinite"),
@@ -115,7 +119,8 @@ class Ctx:
 
     def flag(self, cond: Any, what: str) -> None:
         """Record a diagnostic that fires when any element of ``cond`` is true."""
-        self.diag.add(f"{self.describe()}: {what}", cond)
+        if not self.diag.track_origins:
+            self.diag.add(f"{self.describe()}: {what}", cond)
 
     def value(self, *vals: Any, **params: Any) -> Any:
         """Evaluate this equation's primitive on the values at the centre."""
