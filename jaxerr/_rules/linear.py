@@ -131,14 +131,6 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
             # |w^| = |w| <= rb: S folds into the same product
             if ca != 0:
                 err_lhs_rb.append(F.scale_up(mag_ac, ca))
-        elif b.point and br is None and ctx.override:
-            # a weight rounded into the format (the only source of an inexact point):
-            # |dw| <= u|w| + eta and |w^| <= (1+u)|w| + eta, so
-            # |x^|·(|dw| + ca|w^|) <= (u + ca(1+u)) |x^|·|w| + (1+ca) eta sum_k |x^_k|
-            u = fmt.unit_roundoff
-            err_lhs_rb.append(F.scale_up(mag_ac, u + ca * (1 + u)))
-            err_terms.append(F.scale_up(_contracted_sum(mag_ac, dimension_numbers, b.lo.ndim, adt, n),
-                                        (1 + ca) * fmt.underflow))
         else:
             # |x^|·|dw| + ca |x^|·|w^| = |x^|·(|dw| + ca |w^|): one matmul
             rhs = b.err if ca == 0 else F.add_up_nn(b.err, F.scale_up(mag(b.clo, b.chi), ca))
@@ -170,20 +162,6 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
     clo = F.sub_dn(lo, err)
     chi = F.add_up(hi, err)
     return Real(lo, hi, clo, chi, err, value)
-
-
-def _contracted_sum(x, dimension_numbers, rhs_ndim, adt, n):
-    """Upper bound of sum over the contracting dims of x >= 0, laid out like the
-    dot_general output (batch dims, lhs free dims, then size-1 rhs free dims)."""
-    from .reductions import sum_up_nonneg
-
-    (lc, rc), (lb, rb_) = dimension_numbers
-    s = sum_up_nonneg(x, tuple(lc), n)
-    remaining = [d for d in range(x.ndim) if d not in lc]
-    order = [remaining.index(d) for d in lb] + [i for i, d in enumerate(remaining) if d not in lb]
-    s = jnp.transpose(s, order)
-    n_rhs_free = rhs_ndim - len(rc) - len(rb_)
-    return s.reshape(s.shape + (1,) * n_rhs_free)
 
 
 def _int_dot(ctx, a, b, value):
