@@ -276,7 +276,7 @@ def test_every_rule_is_exercised_by_the_op_table():
             for sub in _compat.subjaxprs(eqn):
                 visit(sub)
 
-    for name, fn, gens, _ in OPS:
+    for _name, fn, gens, _ in OPS:
         visit(jax.make_jaxpr(fn)(*_centres(gens, 0)).jaxpr)
     covered_elsewhere = {
         # (primitive name): where it is tested

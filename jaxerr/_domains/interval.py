@@ -156,18 +156,20 @@ def ineg(a):
     return -a[1], -a[0]
 
 
-def imul(a, b):
-    """Product of intervals; ``0 * inf`` is treated as 0 only for the exact-zero factor
-    (a zero bound of an interval means the factor is exactly 0 there)."""
-    cands_dn = [F.mul_dn(x, y) for x in a for y in b]
-    cands_up = [F.mul_up(x, y) for x in a for y in b]
-    lo = cands_dn[0]
-    hi = cands_up[0]
-    for c in cands_dn[1:]:
-        lo = jnp.minimum(lo, c)
-    for c in cands_up[1:]:
-        hi = jnp.maximum(hi, c)
+def hull_of(lows, highs):
+    """(min of the lower candidates, max of the upper candidates)."""
+    lo, hi = lows[0], highs[0]
+    for t in lows[1:]:
+        lo = jnp.minimum(lo, t)
+    for t in highs[1:]:
+        hi = jnp.maximum(hi, t)
     return lo, hi
+
+
+def imul(a, b):
+    """Product of intervals from the four corner products, rounded outward
+    (``0 * inf`` gives NaN, which the interpreter turns into the infinite bound)."""
+    return hull_of([F.mul_dn(x, y) for x in a for y in b], [F.mul_up(x, y) for x in a for y in b])
 
 
 def isqr(a):
@@ -189,13 +191,7 @@ def irecip(a):
 def idiv(a, b):
     lo, hi = b
     has0 = (lo <= 0) & (hi >= 0)
-    cands_dn = [F.div_dn(x, y) for x in a for y in b]
-    cands_up = [F.div_up(x, y) for x in a for y in b]
-    qlo, qhi = cands_dn[0], cands_up[0]
-    for c in cands_dn[1:]:
-        qlo = jnp.minimum(qlo, c)
-    for c in cands_up[1:]:
-        qhi = jnp.maximum(qhi, c)
+    qlo, qhi = hull_of([F.div_dn(x, y) for x in a for y in b], [F.div_up(x, y) for x in a for y in b])
     return F.where(has0, -jnp.inf, qlo), F.where(has0, jnp.inf, qhi)
 
 

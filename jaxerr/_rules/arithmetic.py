@@ -12,7 +12,19 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import Discrete, Real, iadd, idiv, imul, isqr, isub, mag, mig, tighten
+from .._domains.interval import (
+    Discrete,
+    Real,
+    hull_of,
+    iadd,
+    idiv,
+    imul,
+    isqr,
+    isub,
+    mag,
+    mig,
+    tighten,
+)
 from . import discrete, register_rule
 from ._common import (
     c,
@@ -346,14 +358,10 @@ def _pow_up(x, y):
 
 
 def _corners(xlo, xhi, ylo, yhi):
-    cs_dn = [_pow_dn(x, y) for x in (xlo, xhi) for y in (ylo, yhi)]
-    cs_up = [_pow_up(x, y) for x in (xlo, xhi) for y in (ylo, yhi)]
-    lo = cs_dn[0]
-    hi = cs_up[0]
-    for t in cs_dn[1:]:
-        lo = jnp.minimum(lo, t)
-    for t in cs_up[1:]:
-        hi = jnp.maximum(hi, t)
+    lo, hi = hull_of(
+        [_pow_dn(x, y) for x in (xlo, xhi) for y in (ylo, yhi)],
+        [_pow_up(x, y) for x in (xlo, xhi) for y in (ylo, yhi)],
+    )
     return jnp.maximum(lo, 0.0), hi
 
 
