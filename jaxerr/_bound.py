@@ -269,27 +269,27 @@ def _centre(lo: Any, hi: Any) -> Any:
 def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
-    out = I.sanitize(out)
     if out.exact:
-        return out
-    if ctx.eqn.primitive not in STRUCTURAL:
-        # elementwise operands whose computed value may be inf/NaN (infinite err) make
-        # the result possibly NaN too, whatever the rule's ranges say (sign, tanh, ...)
-        poison = None
-        for v in invals:
-            if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
-                p = jnp.isinf(v.err)
-                poison = p if poison is None else (poison | p)
-        if poison is not None:
-            out = Real(out.lo, out.hi, out.clo, out.chi, F.where(poison, jnp.inf, out.err), out.value,
-                       point=out.point)
+        return I.sanitize(out)
     fmt = ctx.fmt
     big = fmt.max_finite
-    over = (out.chi > big) | (out.clo < -big)
-    err = F.where(over, jnp.inf, out.err)
-    clo = F.where(out.clo < -big, -jnp.inf, out.clo)
-    chi = F.where(out.chi > big, jnp.inf, out.chi)
-    out = Real(out.lo, out.hi, clo, chi, err, out.value, point=out.point)
+    # One select per field: NaN from the analysis' own inf arithmetic becomes the safe
+    # infinite bound; a computed range beyond the format's largest finite value means
+    # overflow (err inf); and elementwise operands whose computed value may be inf/NaN
+    # (infinite err) make the result possibly NaN too, whatever the rule's ranges say.
+    low = jnp.isnan(out.clo) | (out.clo < -big)
+    high = jnp.isnan(out.chi) | (out.chi > big)
+    bad = low | high | jnp.isnan(out.err)
+    if ctx.eqn.primitive not in STRUCTURAL:
+        for v in invals:
+            if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
+                bad = bad | jnp.isinf(v.err)
+    err = F.where(bad, jnp.inf, out.err)
+    clo = F.where(low, -jnp.inf, out.clo)
+    chi = F.where(high, jnp.inf, out.chi)
+    lo = F.where(jnp.isnan(out.lo), -jnp.inf, out.lo)
+    hi = F.where(jnp.isnan(out.hi), jnp.inf, out.hi)
+    out = Real(lo, hi, clo, chi, err, out.value, point=out.point)
     if not ctx.diag.track_origins:
         return out
     # One reduction per equation (each is an XLA fusion that recomputes its producers,
