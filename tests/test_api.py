@@ -240,3 +240,23 @@ def test_custom_format_and_gamma():
     assert jaxerr.gamma(10, 2.0**-24) >= 10 * 2.0**-24 / (1 - 10 * 2.0**-24)
     out = jaxerr.bound(lambda x: x * 3.0 + 1.0, f)(jnp.array([1.3]))
     assert np.isfinite(out.abs_err).all() and float(out.abs_err[0]) > 0
+
+
+def test_interval_around_contains_the_real_box():
+    iv = jaxerr.Interval.around(np.array([0.1, 1.0 / 3.0]), 1e-3, dtype=np.float32)
+    lo, hi = np.asarray(iv.lo, np.float64), np.asarray(iv.hi, np.float64)
+    assert np.all(lo <= np.array([0.1, 1 / 3]) - 1e-3)
+    assert np.all(hi >= np.array([0.1, 1 / 3]) + 1e-3)
+    assert iv.dtype == np.float32
+
+
+def test_rel_err_semantics():
+    # exact result bounded away from 0: rel_err = abs_err / min|exact|
+    out = jaxerr.bound(lambda x: x * 3.0 + 1.0, "bfloat16")(jnp.array([2.0]))
+    assert float(out.rel_err[0]) >= float(out.abs_err[0]) / float(out.hi[0]) > 0
+    # an enclosure that touches 0 has no finite relative bound
+    out = jaxerr.bound(lambda x: x * 3.0, "bfloat16")(jaxerr.Interval(jnp.array([-1.0]), jnp.array([1.0])))
+    assert np.isinf(out.rel_err).all()
+    # an exactly computed result has zero error
+    out = jaxerr.bound(lambda x: -x)(jnp.array([0.0, 2.0]))
+    assert np.all(np.asarray(out.abs_err) == 0) and np.all(np.asarray(out.rel_err) == 0)
