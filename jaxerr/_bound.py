@@ -526,7 +526,7 @@ def _has_subnormals(x: Any) -> bool | None:
     return False
 
 
-def _daz(r: Real, adt: Any, keep_flags: bool = False) -> Real:
+def _daz(r: Real, adt: Any) -> Real:
     """Account for XLA flushing subnormal inputs to zero (and the analysis' own
     arithmetic doing the same): the exact range is widened to normal numbers on the
     outside, the computed value may be 0, and the error is below the smallest normal."""
@@ -544,8 +544,6 @@ def _daz(r: Real, adt: Any, keep_flags: bool = False) -> Real:
     clo = jnp.minimum(clo, F.where(slo, 0.0, clo))
     chi = jnp.maximum(chi, F.where(shi, 0.0, chi))
     err = F.where(slo | shi | sclo | schi, jnp.maximum(r.err, tiny), r.err)
-    if keep_flags:
-        return Real(lo, hi, clo, chi, err, r.value, exact=r.exact, point=r.point)
     return Real(lo, hi, clo, chi, err, r.value)
 
 

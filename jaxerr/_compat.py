@@ -34,11 +34,6 @@ def prim(name: str) -> Primitive | None:
     return getattr(_prims, name + "_p", None)
 
 
-def prims(*names: str) -> list[Primitive]:
-    """The primitives among ``names`` that exist in this JAX version."""
-    return [p for p in (prim(n) for n in names) if p is not None]
-
-
 # Call-like primitives whose body is a sub-jaxpr that computes the outputs.
 # Value: the parameter that holds the body. Derivative rules (jvp_jaxpr_fun,
 # fwd_jaxpr_thunk, bwd) are ignored: they do not run in the primal program.
@@ -104,14 +99,6 @@ def source_summary(eqn: JaxprEqn) -> str:
     try:
         return _source_info_util.summarize(eqn.source_info)
     except Exception:  # pragma: no cover - best effort only
-        return ""
-
-
-def name_stack(eqn: JaxprEqn) -> str:
-    """The equation's name stack (Flax module path), or ''."""
-    try:
-        return str(eqn.source_info.name_stack)
-    except Exception:  # pragma: no cover
         return ""
 
 

@@ -500,14 +500,6 @@ def div_dn(a: Any, b: Any) -> Any:
     return down(a / b)
 
 
-def sum_up(terms: list[Any]) -> Any:
-    """Upper bound of a sum, rounding up after every addition."""
-    acc = terms[0]
-    for t in terms[1:]:
-        acc = up(acc + t)
-    return acc
-
-
 def scale_up(x: Any, c: float) -> Any:
     """Upper bound of ``c * x`` for a static ``c >= 0`` and ``x >= 0`` (``c`` rounded up)."""
     if c == 0:

@@ -108,10 +108,6 @@ class Ctx:
     def acc(self) -> Accumulation:
         return self.config.accumulation.resolve(self.fmt)
 
-    @property
-    def out_avals(self) -> list[Any]:
-        return [v.aval for v in self.eqn.outvars]
-
     def describe(self) -> str:
         src = _compat.source_summary(self.eqn)
         where = f" at {src}" if src else ""

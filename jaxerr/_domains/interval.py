@@ -152,10 +152,6 @@ def isub(a, b):
     return F.sub_dn(a[0], b[1]), F.sub_up(a[1], b[0])
 
 
-def ineg(a):
-    return -a[1], -a[0]
-
-
 def hull_of(lows, highs):
     """(min of the lower candidates, max of the upper candidates)."""
     lo, hi = lows[0], highs[0]
@@ -179,26 +175,8 @@ def isqr(a):
     return F.mul_dn(m_dn, m_dn), F.mul_up(m_up, m_up)
 
 
-def irecip(a):
-    """1/[lo, hi]; the whole line if the interval contains 0."""
-    lo, hi = a
-    has0 = (lo <= 0) & (hi >= 0)
-    r_lo = F.div_dn(jnp.ones_like(hi), hi)
-    r_hi = F.div_up(jnp.ones_like(lo), lo)
-    return F.where(has0, -jnp.inf, r_lo), F.where(has0, jnp.inf, r_hi)
-
-
 def idiv(a, b):
     lo, hi = b
     has0 = (lo <= 0) & (hi >= 0)
     qlo, qhi = hull_of([F.div_dn(x, y) for x in a for y in b], [F.div_up(x, y) for x in a for y in b])
     return F.where(has0, -jnp.inf, qlo), F.where(has0, jnp.inf, qhi)
-
-
-def ihull(*ivs):
-    lo = ivs[0][0]
-    hi = ivs[0][1]
-    for a in ivs[1:]:
-        lo = jnp.minimum(lo, a[0])
-        hi = jnp.maximum(hi, a[1])
-    return lo, hi

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import Discrete, Real, mag, mig
+from .._domains.interval import Real, mag
 
 
 def c(x: float, dtype: Any) -> Any:
@@ -58,8 +58,20 @@ def transcendental_rounding(ctx, M: Any, prim: Any, xmag: Any = None) -> Any:
     return r
 
 
-def make(lo, hi, clo, chi, err, value) -> Real:
-    return Real(lo, hi, clo, chi, err, value)
+def accumulation_coefficients(ctx, n: int, products: bool) -> tuple[float, float, float]:
+    """The accumulation model's ``(a, b, c)`` for ``n`` terms in this equation's format;
+    flags the equation when the worst-case ``gamma`` does not exist (``n u >= 1``)."""
+    fmt, acc = ctx.fmt, ctx.acc
+    ca, cb, cc = acc.coefficients(n, fmt, products=products)
+    if math.isinf(ca):
+        what = "accumulation" if products else "summation"
+        ctx.flag(
+            True,
+            f"the worst-case bound gamma_{acc.depth(n, products)} of '{acc}' {what} of {n} terms "
+            f"in {fmt.name} is infinite (n*u >= 1), so the error bound is inf; use "
+            "accumulation='pairwise', 'blocked:B' or 'wide:float32'",
+        )
+    return ca, cb, cc
 
 
 def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=None,
@@ -107,16 +119,6 @@ def exact_mag(x: Real) -> Any:
 
 def hull_mag(x: Real) -> Any:
     return mag(*x.hull())
-
-
-def hull_mig(x: Real) -> Any:
-    return mig(*x.hull())
-
-
-def as_real(x: Any, adt: Any) -> Real:
-    if isinstance(x, Discrete):
-        raise TypeError("expected a floating operand")
-    return x
 
 
 def is_pow2_literal(v: Any) -> bool:

@@ -133,51 +133,34 @@ def div_rule(ctx, a, b, **_):
     return invalid(ctx, bad, r, "the divisor's range contains 0, so the quotient is unbounded")
 
 
-def _select_err(a: Real, b: Real):
-    """err of max/min: 1-Lipschitz; where one operand certainly dominates, its own error.
-    (An infinite error of the other operand still counts: XLA's max/min propagate NaN.)"""
-    alo, ahi = a.hull()
-    blo, bhi = b.hull()
-    both = jnp.maximum(a.err, b.err)
-    return alo, ahi, blo, bhi, both
-
-
-def _nan_safe(err, a: Real, b: Real):
-    return F.where(jnp.isinf(a.err) | jnp.isinf(b.err), jnp.inf, err)
+def _extreme(ctx, a, b, fn, a_wins):
+    """max/min are exact and 1-Lipschitz: err <= max(err_a, err_b), and where one operand
+    certainly wins (``a_wins(a_hull, b_hull)``) its own error. An infinite error of either
+    operand still counts: XLA's max/min propagate NaN."""
+    if isinstance(a, Discrete):
+        return discrete.int_binop(ctx, a, b)
+    ha, hb = a.hull(), b.hull()
+    err = F.where(a_wins(ha, hb), a.err, F.where(a_wins(hb, ha), b.err, jnp.maximum(a.err, b.err)))
+    err = F.where(jnp.isinf(a.err) | jnp.isinf(b.err), jnp.inf, err)
+    return Real(
+        fn(a.lo, b.lo),
+        fn(a.hi, b.hi),
+        fn(a.clo, b.clo),
+        fn(a.chi, b.chi),
+        err,
+        ctx.value(a.value, b.value),
+        exact=a.exact and b.exact,
+    )
 
 
 @register_rule(P("max"))
 def max_rule(ctx, a, b, **_):
-    if isinstance(a, Discrete):
-        return discrete.int_binop(ctx, a, b)
-    alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = _nan_safe(F.where(alo > bhi, a.err, F.where(blo > ahi, b.err, both)), a, b)
-    return Real(
-        jnp.maximum(a.lo, b.lo),
-        jnp.maximum(a.hi, b.hi),
-        jnp.maximum(a.clo, b.clo),
-        jnp.maximum(a.chi, b.chi),
-        err,
-        ctx.value(a.value, b.value),
-        exact=a.exact and b.exact,
-    )
+    return _extreme(ctx, a, b, jnp.maximum, lambda x, y: x[0] > y[1])
 
 
 @register_rule(P("min"))
 def min_rule(ctx, a, b, **_):
-    if isinstance(a, Discrete):
-        return discrete.int_binop(ctx, a, b)
-    alo, ahi, blo, bhi, both = _select_err(a, b)
-    err = _nan_safe(F.where(ahi < blo, a.err, F.where(bhi < alo, b.err, both)), a, b)
-    return Real(
-        jnp.minimum(a.lo, b.lo),
-        jnp.minimum(a.hi, b.hi),
-        jnp.minimum(a.clo, b.clo),
-        jnp.minimum(a.chi, b.chi),
-        err,
-        ctx.value(a.value, b.value),
-        exact=a.exact and b.exact,
-    )
+    return _extreme(ctx, a, b, jnp.minimum, lambda x, y: x[1] < y[0])
 
 
 @register_rule(P("clamp"))

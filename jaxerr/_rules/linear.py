@@ -23,7 +23,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import c
+from ._common import accumulation_coefficients, c
 
 P = _compat.prim
 
@@ -85,16 +85,7 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
     D = _Dots(dimension_numbers, n, adt)
-    fmt = ctx.fmt
-    acc = ctx.acc
-    ca, cb, cc = acc.coefficients(n, fmt, products=True)
-    if math.isinf(ca):
-        ctx.flag(
-            True,
-            f"the worst-case bound gamma_{acc.depth(n, True)} of '{acc}' accumulation of {n} terms "
-            f"in {fmt.name} is infinite (n*u >= 1), so the error bound is inf; use "
-            "accumulation='pairwise', 'blocked:B' or 'wide:float32', or a probabilistic bound",
-        )
+    ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
 
     # ---- exact range (midpoint-radius) ----
     ac, ar = _mid_rad(a)

@@ -16,7 +16,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import c
+from ._common import accumulation_coefficients, c
 
 P = _compat.prim
 
@@ -48,16 +48,7 @@ def reduce_sum_rule(ctx, a, *, axes, **_):
         hi = jnp.sum(a.hi, axis=axes).astype(value.dtype)
         return Discrete(lo, hi, value)
     n = _n_terms(a.shape, axes)
-    fmt = ctx.fmt
-    acc = ctx.acc
-    ca, cb, cc = acc.coefficients(n, fmt, products=False)
-    if math.isinf(ca):
-        ctx.flag(
-            True,
-            f"the worst-case bound gamma_{acc.depth(n, False)} of '{acc}' summation of {n} terms "
-            f"in {fmt.name} is infinite (n*u >= 1), so the error bound is inf; use "
-            "accumulation='pairwise', 'blocked:B' or 'wide:float32'",
-        )
+    ca, cb, cc = accumulation_coefficients(ctx, n, products=False)
     lo, _ = sum_bounds(a.lo, axes, n)
     _, hi = sum_bounds(a.hi, axes, n)
     rlo, _ = sum_bounds(a.clo, axes, n)
