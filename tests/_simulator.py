@@ -402,30 +402,27 @@ def _pick(a: Any, shape: tuple[int, ...], idx: np.ndarray) -> np.ndarray:
     return np.broadcast_to(a, shape)[np.unravel_index(idx, shape)]
 
 
-def _rn_add(a: Any, b: Any, fmt: SimFormat) -> np.ndarray:
+def _rn_eft(op: Any, eft: Any, a: Any, b: Any, fmt: SimFormat) -> np.ndarray:
+    """Round ``op(a, b)`` to ``fmt`` correctly: the float64 result, corrected at exact
+    midpoints by the sign of the error-free residual ``eft(a, b)[1]``."""
     with np.errstate(all="ignore"):
-        hi = np.add(a, b, dtype=np.float64)
+        hi = op(a, b, dtype=np.float64)
     if fmt.p == 53:
         return round_to(hi, fmt)
     shape = np.shape(hi)
 
     def rs(idx: np.ndarray) -> np.ndarray:
-        return _two_sum(_pick(a, shape, idx), _pick(b, shape, idx))[1]
+        return eft(_pick(a, shape, idx), _pick(b, shape, idx))[1]
 
     return _round_resid(hi, fmt, rs)
+
+
+def _rn_add(a: Any, b: Any, fmt: SimFormat) -> np.ndarray:
+    return _rn_eft(np.add, _two_sum, a, b, fmt)
 
 
 def _rn_mul(a: Any, b: Any, fmt: SimFormat) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        hi = np.multiply(a, b, dtype=np.float64)
-    if fmt.p == 53:
-        return round_to(hi, fmt)
-    shape = np.shape(hi)
-
-    def rs(idx: np.ndarray) -> np.ndarray:
-        return _two_prod(_pick(a, shape, idx), _pick(b, shape, idx))[1]
-
-    return _round_resid(hi, fmt, rs)
+    return _rn_eft(np.multiply, _two_prod, a, b, fmt)
 
 
 def _rn_div(a: Any, b: Any, fmt: SimFormat) -> np.ndarray:
