@@ -177,24 +177,35 @@ class Bound:
     - ``value``: the result computed at the centre of the input set.
     - ``computed_lo``, ``computed_hi``: an enclosure of the computed result.
     - ``diagnostics``: why a bound is infinite or an integer output uncertain.
+    - ``confidence``: ``None`` for guaranteed bounds. With ``probabilistic=delta``
+      it is ``1 - delta``: ``abs_err`` and ``rel_err`` then hold with at least that
+      probability (for each element) under the model of independent mean-zero
+      rounding errors, and only the enclosures ``lo``/``hi`` are guaranteed.
     """
 
-    def __init__(self, lo, hi, abs_err, rel_err, value, computed_lo, computed_hi, diagnostics):
+    def __init__(self, lo, hi, abs_err, rel_err, value, computed_lo, computed_hi, diagnostics,
+                 confidence: float | None = None):
         self.lo, self.hi = lo, hi
         self.abs_err, self.rel_err = abs_err, rel_err
         self.value = value
         self.computed_lo, self.computed_hi = computed_lo, computed_hi
         self.diagnostics = diagnostics
+        self.confidence = confidence
+
+    @property
+    def probabilistic(self) -> bool:
+        """True when ``abs_err``/``rel_err`` hold with probability ``confidence`` only."""
+        return self.confidence is not None
 
     def tree_flatten(self):
         return (
             self.lo, self.hi, self.abs_err, self.rel_err, self.value,
             self.computed_lo, self.computed_hi, self.diagnostics,
-        ), None
+        ), self.confidence
 
     @classmethod
-    def tree_unflatten(cls, _, children):
-        return cls(*children)
+    def tree_unflatten(cls, confidence, children):
+        return cls(*children, confidence=confidence)
 
     @property
     def shape(self):
@@ -212,9 +223,11 @@ class Bound:
             except Exception:
                 return "<traced>"
 
+        prob = "" if self.confidence is None else (
+            f", PROBABILISTIC: errors hold with probability >= {self.confidence:.10g}")
         return (
             f"Bound(lo={s(self.lo)}, hi={s(self.hi)}, abs_err={s(self.abs_err)}, "
-            f"rel_err={s(self.rel_err)}, value={s(self.value)})"
+            f"rel_err={s(self.rel_err)}, value={s(self.value)}{prob})"
         )
 
 
@@ -310,6 +323,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
 
 
 DOMAIN = Domain(rules=interval_rules, constant=_constant, finalize=_finalize)
+DOMAINS = ("interval", "first_order")
 
 
 # ---------------------------------------------------------------------------
@@ -330,6 +344,8 @@ def bound(
     precision: Any = None,
     *,
     accumulation: Any = "auto",
+    domain: str = "interval",
+    probabilistic: float | None = None,
     jit: bool = True,
     warn: bool = True,
 ) -> Callable[..., Any]:
@@ -347,6 +363,17 @@ def bound(
       ``"auto"`` (``"wide:float32"`` for formats narrower than float32, else
       ``"recursive"``), ``"recursive"``, ``"pairwise"``, ``"blocked:B"``,
       ``"wide:float32"``.
+    - `domain`: ``"interval"`` (default; ranges and error bounds propagated
+      operation by operation: cheap, loose on deep programs) or ``"first_order"``
+      (each rounding error's bound times a guaranteed enclosure of the output's
+      sensitivity to it, from a reverse pass vmapped over output elements: close
+      to the best worst-case bound of the standard model at point inputs; costs
+      about one backward pass per output element). Every result is also capped by
+      the interval bound.
+    - `probabilistic`: ``None`` (guaranteed bounds) or ``delta`` in (0, 1): with
+      ``domain="first_order"``, ``abs_err`` holds with probability ``>= 1 - delta``
+      per element when rounding errors are independent mean-zero random variables
+      (Higham & Mary 2019); the :class:`Bound` says so (``confidence = 1 - delta``).
     - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
     - `warn`: emit a :class:`JaxerrWarning` for each fired diagnostic (eager calls).
 
@@ -360,6 +387,17 @@ def bound(
     """
     fmt = None if precision is None else F.as_format(precision)
     acc = F.Accumulation.parse(accumulation)
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(map(repr, DOMAINS))}")
+    if probabilistic is not None:
+        if not (isinstance(probabilistic, (int, float)) and 0 < probabilistic < 1):
+            raise ValueError(f"probabilistic must be a probability delta in (0, 1), got {probabilistic!r}")
+        if domain == "interval":
+            raise ValueError(
+                "probabilistic bounds need the sensitivities of domain='first_order'; "
+                "use bound(f, ..., domain='first_order', probabilistic=delta)"
+            )
+        probabilistic = float(probabilistic)
     if fmt is not None and fmt.precision > 24 and not _compat.x64_enabled():
         raise ValueError(
             f"precision={fmt.name} needs float64 analysis: enable it with "
@@ -388,7 +426,8 @@ def bound(
                         )
         is_iv = tuple(isinstance(x, Interval) for x in dyn)
         subn = tuple(_has_subnormals(x) for x in dyn)
-        key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn)
+        key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn,
+                      domain=domain, probabilistic=probabilistic)
         try:
             hash(key)
             hashable = True
@@ -414,15 +453,17 @@ def bound(
 class _Static:
     """Hashable static part of a call (the function, settings, tree structure)."""
 
-    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode="cond"):
+    def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode="cond",
+                 domain="interval", probabilistic=None):
         self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
         self.dyn_idx, self.static, self.is_iv, self.subn = dyn_idx, static, is_iv, subn
         self.mode = mode
-        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode)
+        self.domain, self.probabilistic = domain, probabilistic
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode, domain, probabilistic)
 
     def with_mode(self, mode: str) -> _Static:
         return _Static(self.f, self.fmt, self.acc, self.treedef, self.dyn_idx, self.static,
-                       self.is_iv, self.subn, mode)
+                       self.is_iv, self.subn, mode, self.domain, self.probabilistic)
 
     def __hash__(self):
         return hash(self._key)
@@ -469,7 +510,18 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         traced_sub,
     )
     consts = list(closed.consts)
-    outs = interpret(DOMAIN, closed.jaxpr, consts, values, config, diag)
+    if key.domain == "first_order":
+        by_path: dict[str, list[Any]] = {}
+        dom = Domain(rules=interval_rules, constant=_constant, finalize=_finalize,
+                     record=lambda ctx, ins, outs: by_path.__setitem__(ctx.path, outs))
+        outs = interpret(dom, closed.jaxpr, consts, values, config, diag)
+        from ._first_order import first_order_errors
+
+        wc, pr = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
+                                    key.probabilistic)
+        outs = [_cap(o, e if key.probabilistic is None else p) for o, e, p in zip(outs, wc, pr)]
+    else:
+        outs = interpret(DOMAIN, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
 
     # Where an output bound is infinite, name the equation where it started: a second
@@ -502,7 +554,9 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         results.append(_to_bound_parts(o, k, out_leaves[k], diag, config))
     flags = jnp.stack(diag.flags) if diag.flags else jnp.zeros((0,), bool)
     d = Diagnostics(tuple(diag.messages), flags)
-    bounds = [Bound(*parts, d) for parts in results]
+    conf = None if key.probabilistic is None else 1.0 - key.probabilistic
+    bounds = [Bound(*parts, d, confidence=conf if not isinstance(o, Discrete) else None)
+              for parts, o in zip(results, outs)]
     return jax.tree_util.tree_unflatten(out_tree, bounds)
 
 
@@ -545,6 +599,14 @@ def _daz(r: Real, adt: Any) -> Real:
     chi = jnp.maximum(chi, F.where(shi, 0.0, chi))
     err = F.where(slo | shi | sclo | schi, jnp.maximum(r.err, tiny), r.err)
     return Real(lo, hi, clo, chi, err, r.value)
+
+
+def _cap(o: Any, err: Any) -> Any:
+    """Replace the error bound by the smaller of it and ``err`` (another valid bound)."""
+    if not isinstance(o, Real) or err is None or o.exact:
+        return o
+    e = jnp.minimum(o.err, err.astype(o.err.dtype))
+    return I.tighten(Real(o.lo, o.hi, o.clo, o.chi, e, o.value, point=o.point))
 
 
 def _poison(o: Any, flag: Any) -> Any:

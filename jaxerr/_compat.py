@@ -108,3 +108,10 @@ def x64_enabled() -> bool:
 
 def is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
+
+
+def map_batched(f: Any, xs: Any, batch_size: int) -> Any:
+    """``lax.map`` over ``xs`` in vmapped batches of ``batch_size``."""
+    import jax.lax as lax
+
+    return lax.map(f, xs, batch_size=batch_size)

@@ -59,6 +59,7 @@ def check(
     seed=0,
     real_backend=True,
     jit=False,
+    domain="interval",
 ):
     """Return a list of violation strings (empty when sound)."""
     rng = np.random.default_rng(seed)
@@ -76,7 +77,7 @@ def check(
             args.append(jnp.asarray(c))
         los.append(lo)
         his.append(hi)
-    out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit)(*args)
+    out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain)(*args)
     bounds = _flat(out)
     B = [
         {k: np.asarray(getattr(b, k), dtype=np.float64) for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")}
@@ -144,11 +145,11 @@ def check(
     return violations
 
 
-def tightness(fn, centres, *, precision, accumulation="auto", n_runs=20, seed=0):
+def tightness(fn, centres, *, precision, accumulation="auto", n_runs=20, seed=0, **kw):
     """(max abs_err / max observed error) over outputs, at a point input."""
     rng = np.random.default_rng(seed)
     args = [jnp.asarray(c) for c in centres]
-    out = _flat(jaxerr.bound(fn, precision, accumulation=accumulation, warn=False)(*args))
+    out = _flat(jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, **kw)(*args))
     ex = S.exact(fn, [np.asarray(c) for c in centres])
     (acc, _), *_ = sim_models(precision, accumulation)
     worst = [np.zeros(np.shape(e)) for e in ex]

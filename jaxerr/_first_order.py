@@ -1,0 +1,313 @@
+"""First-order sensitivity bounds (``domain="first_order"``) and probabilistic bounds.
+
+Write every operation ``k`` of the program as ``v_k = op_k(operands) + e_k``, where
+``e_k`` is its local rounding error (``|e_k| <= E_k``). The computed output is
+``F(e)``, the exact one ``F(0)``, and by the mean value theorem along the segment
+``t e`` (t in [0, 1])::
+
+    |F(e) - F(0)| <= sum_k  sup_t |dF/de_k (t e)| * E_k.
+
+Three passes compute this, all as JAX code in one XLA program:
+
+1. the interval analysis (``_bound``), which also gives every equation's total
+   error bound (used where the program is not differentiable: a *cut*);
+2. a *path* pass: the interval rules applied to operands whose range is the hull
+   of everything the operand can be along the segment, widened at every equation
+   by that equation's local rounding bound ``E_k`` (so the ranges enclose every
+   intermediate state of every ``t e``), recording ``E_k`` on a tape;
+3. a reverse pass over the tape, one output component at a time (``vmap``, in
+   chunks): cotangent *enclosures* (midpoint, radius) of ``dF/dv_k`` over those
+   ranges, rounded outward (``_rules/sensitivity.py``), summed against ``E_k``.
+
+The result is a guaranteed bound; each output's error is the smaller of it and
+the interval bound. It is close to the first-order limit ``sum |dF/de_k(0)| E_k``
+when the ranges are narrow (point inputs), which is where it is meant to be used.
+
+``probabilistic=delta``: the rounding errors are modelled as independent mean-zero
+random variables (Higham & Mary 2019): each elementary rounding ``delta_j`` with
+``|delta_j| <= u`` is a martingale difference. With ``J_k(0)`` fixed,
+Azuma-Hoeffding gives, with probability at least ``1 - delta``,
+``|sum_k J_k(0) e_k| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` where ``c_j`` bounds the
+j-th elementary contribution. The variation of ``J`` along the segment
+(``<= 2 rad``) and deterministic parts (underflow of sums, cut events) are
+added in worst case.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _compat
+from . import _formats as F
+from ._domains import first_order as C
+from ._domains.first_order import Cot
+from ._domains.interval import Discrete, Real, mag
+from ._interpreter import Config, DiagnosticCollector, Domain, interpret
+from ._rules import interval_rules
+from ._rules.sensitivity import sensitivity_rules
+
+P = _compat.prim
+
+
+class _Tape:
+    def __init__(self, interval_outs: dict[str, list[Any]], probabilistic: bool):
+        self.entries: list[tuple[Any, list[Any], list[Any]]] = []
+        self.local: dict[int, Any] = {}  # id(path value) -> local rounding bound E_k
+        self.random: dict[int, tuple[Any, Any]] = {}  # id -> (sum of squares, deterministic)
+        self.inputs: list[tuple[Any, Any]] = []  # (path value, E) for rounded inputs/constants
+        self.has_event: set[int] = set()
+        self.interval_outs = interval_outs
+        self.probabilistic = probabilistic
+        self.poison = jnp.asarray(False)
+
+    def event_value(self, r: Real, E: Any) -> Real:
+        """The path value of a value whose deviation is bounded by ``E``."""
+        lo, hi = F.sub_dn(r.lo, E), F.add_up(r.hi, E)
+        p = Real(lo, hi, lo, hi, jnp.zeros_like(lo), r.value, exact=True)
+        self.local[id(p)] = E
+        self.has_event.add(id(p))
+        self.poison = self.poison | jnp.any(jnp.isinf(E))
+        return p
+
+
+def _to_path_input(tape: _Tape, r: Any) -> Any:
+    """An argument or constant of the interval domain as a path value (+ its event)."""
+    if not isinstance(r, Real) or r.exact:
+        return r
+    hlo, hhi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
+    base = Real(hlo, hhi, hlo, hhi, jnp.zeros_like(hlo), r.value, exact=True)
+    p = tape.event_value(base, r.err)
+    tape.inputs.append((p, r.err))
+    tape.local.pop(id(p))  # input events are accumulated from tape.inputs
+    return p
+
+
+def _path_domain(tape: _Tape, base: Domain) -> Domain:
+    def constant(val, aval, config):
+        return _to_path_input(tape, base.constant(val, aval, config))
+
+    def finalize(ctx, aval, out, invals):
+        out = base.finalize(ctx, aval, out, invals)
+        if not isinstance(out, Real):
+            return out
+        if out.exact:
+            return Real(out.lo, out.hi, out.lo, out.hi, jnp.zeros_like(out.lo), out.value,
+                        exact=True, point=out.point)
+        return tape.event_value(out, out.err)
+
+    def record(ctx, invals, outs):
+        tape.entries.append((ctx, list(invals), list(outs)))
+        if any(id(x) in tape.has_event for x in invals):
+            tape.has_event.update(id(o) for o in outs)
+        iv = tape.interval_outs.get(ctx.path)
+        if iv is not None and any(isinstance(o, Real) and not o.exact for o in iv):
+            tape.has_event.update(id(o) for o in outs)
+        if tape.probabilistic:
+            for o in outs:
+                if id(o) in tape.local:
+                    tape.random[id(o)] = _random_parts(ctx, invals, o, tape.local[id(o)])
+
+    return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record)
+
+
+def _random_parts(ctx, ins, out: Real, E: Any) -> tuple[Any, Any]:
+    """(sum of squared bounds of the independent elementary roundings, deterministic part)
+    of one equation's local error. A sum of ``n`` terms under an accumulation model of
+    depth ``d`` has at most ``d`` levels of roundings whose partial sums each total at
+    most ``S (1 + gamma_d)``: sum of squares ``<= d u^2 S^2 (1 + gamma_d)^2``."""
+    prim = ctx.eqn.primitive
+    adt = ctx.adt
+    if prim is P("dot_general") and all(isinstance(x, Real) for x in ins):
+        a, b = ins
+        (lc, _), _ = ctx.eqn.params["dimension_numbers"]
+        n = int(np.prod([jnp.shape(a.lo)[d] for d in lc]))
+        S = lax.dot_general(mag(a.lo, a.hi), mag(b.lo, b.hi), ctx.eqn.params["dimension_numbers"],
+                            precision=lax.Precision.HIGHEST, preferred_element_type=adt)
+        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+        S = F.add_up_nn(F.scale_up(S, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
+        return _sum_parts(ctx, n, True, S, out, E)
+    if prim is P("reduce_sum") and isinstance(ins[0], Real):
+        a = ins[0]
+        axes = ctx.eqn.params["axes"]
+        n = int(np.prod([jnp.shape(a.lo)[d] for d in axes])) if axes else 1
+        S = jnp.sum(mag(a.lo, a.hi), axis=axes)
+        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+        S = F.add_up_nn(F.scale_up(S, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
+        return _sum_parts(ctx, n, False, S, out, E)
+    # one rounding (or one budgeted function evaluation): bounded by E itself
+    return F.mul_up(E, E), jnp.zeros_like(E)
+
+
+def _sum_parts(ctx, n: int, products: bool, S: Any, out: Real, E: Any):
+    fmt, acc = ctx.fmt, ctx.acc
+    _, _, cc = acc.coefficients(n, fmt, products=products)
+    d = acc.depth(n, products)
+    if acc.kind == "wide":
+        u_in = acc.wide.unit_roundoff
+    else:
+        u_in = fmt.unit_roundoff
+    g = F.gamma(d, u_in)
+    if math.isinf(g):
+        inf = jnp.full_like(E, jnp.inf)
+        return inf, jnp.zeros_like(E)
+    coef = float(d) * (u_in * (1 + g)) ** 2 * (1 + 1e-6)
+    ss = F.scale_up(F.mul_up(S, S), coef)
+    if acc.kind == "wide":
+        # one final rounding to the narrow format of a value within E of the exact sum
+        y = F.add_up_nn(mag(out.lo, out.hi), E)
+        fin = F.scale_up(y, fmt.unit_roundoff)
+        ss = F.add_up_nn(ss, F.mul_up(fin, fin))
+    return ss, jnp.full_like(E, F.static_up(cc, E.dtype))
+
+
+def _sum_all(x: Any) -> Any:
+    """Upper bound of the sum of a nonnegative array."""
+    n = max(1, int(np.prod(jnp.shape(x))))
+    dt = x.dtype
+    gam = F.gamma(n, float(np.finfo(dt).eps) / 2)
+    s = jnp.sum(x)
+    return F.add_up_nn(F.scale_up(s, 1 + 2 * gam), F.static_up(2 * n * float(np.finfo(dt).tiny), dt))
+
+
+def _contrib(g: Cot, E: Any) -> Any:
+    """sum over elements of mag(g) * E (0 where E == 0, also against an infinite g)."""
+    m = g.mag()
+    t = F.where(E == 0, 0.0, F.mul_up(m, E))
+    t = F.where(jnp.isnan(t), jnp.inf, t)
+    return _sum_all(t.astype(g.mid.dtype))
+
+
+def first_order_errors(
+    jaxpr: Any,
+    consts: list[Any],
+    interval_inputs: list[Any],
+    interval_outs_by_path: dict[str, list[Any]],
+    interval_results: list[Any],
+    base: Domain,
+    config: Config,
+    probabilistic: float | None,
+    chunk: int | None = None,
+) -> tuple[list[Any], list[Any]]:
+    """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
+    tape = _Tape(interval_outs_by_path, probabilistic is not None)
+    dom = _path_domain(tape, base)
+    path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
+    diag = DiagnosticCollector()
+    outs = interpret(dom, jaxpr, consts, path_inputs, config, diag)
+
+    adt = config.adt
+    float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real)]
+    sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) if jnp.ndim(o.lo) else 1 for _, o in float_outs]
+    M = int(sum(sizes))
+    if M == 0:
+        return [None] * len(outs), [None] * len(outs)
+    offsets = np.cumsum([0] + sizes[:-1])
+
+    # which values need a cotangent: those with a rounding event upstream (or their own)
+    def needed(x):
+        return isinstance(x, Real) and id(x) in tape.has_event
+
+    def one_seed(i):
+        cots: dict[int, Cot] = {}
+        for (k, o), off, size in zip(float_outs, offsets, sizes):
+            if not needed(o):
+                continue
+            hot = (jnp.arange(size) + off == i).astype(adt).reshape(jnp.shape(o.lo))
+            g = Cot(hot, jnp.zeros_like(hot))
+            cots[id(o)] = C.add(cots.get(id(o)), g)
+        zero = jnp.zeros((), adt)
+        wc, ss, var, det = zero, zero, zero, zero
+        for ctx, ins, outs_ in reversed(tape.entries):
+            gs = [cots.pop(id(o), None) for o in outs_]
+            if all(g is None for g in gs):
+                continue
+            rule = sensitivity_rules.get(ctx.eqn.primitive)
+            need = [needed(x) for x in ins]
+            ctx.need = need
+            cut = None
+            in_cots: list[Any] = [None] * len(ins)
+            if rule is None:
+                cut = True
+            else:
+                in_cots, cut = rule(ctx, gs, ins, outs_, **ctx.eqn.params)
+            iv = tape.interval_outs.get(ctx.path)
+            for j, (o, g) in enumerate(zip(outs_, gs)):
+                if g is None or not isinstance(o, Real):
+                    continue
+                E = tape.local.get(id(o))
+                E = jnp.zeros_like(o.lo) if E is None else E
+                ss_k, det_k = tape.random.get(id(o), (None, None))
+                if cut is not None:
+                    E_cut = iv[j].err if iv is not None else jnp.full_like(o.lo, jnp.inf)
+                    cmask = jnp.broadcast_to(jnp.asarray(cut), jnp.shape(o.lo))
+                    E = F.where(cmask, E_cut, E)
+                    if ss_k is not None:
+                        ss_k = F.where(cmask, 0.0, ss_k)
+                        det_k = F.where(cmask, E_cut, det_k)
+                wc = F.add_up_nn(wc, _contrib(g, E))
+                if tape.probabilistic:
+                    if ss_k is None:
+                        ss_k, det_k = jnp.zeros_like(E), E
+                    m = g.mag()
+                    ss = F.add_up_nn(ss, _sum_all(F.where(ss_k == 0, 0.0, F.mul_up(F.mul_up(m, m), ss_k))))
+                    det = F.add_up_nn(det, _contrib(g, det_k))
+                    # the sensitivity varies by at most 2 rad along the segment
+                    var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)),
+                                                    F.where(ss_k == 0, 0.0, E)))
+            for x, c in zip(ins, in_cots):
+                if c is not None and needed(x):
+                    cots[id(x)] = C.add(cots.get(id(x)), c)
+        for p, E in tape.inputs:
+            g = cots.pop(id(p), None)
+            if g is None:
+                continue
+            wc = F.add_up_nn(wc, _contrib(g, E))
+            if tape.probabilistic:
+                m = g.mag()
+                ss = F.add_up_nn(ss, _sum_all(F.mul_up(F.mul_up(m, m), F.mul_up(E, E))))
+                var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)), E))
+        return jnp.stack([wc, ss, var, det])
+
+    idx = jnp.arange(M)
+    if chunk is None:
+        chunk = _default_chunk(tape, M)
+    if chunk >= M:
+        res = jax.vmap(one_seed)(idx)
+    else:
+        res = _compat.map_batched(one_seed, idx, chunk)
+    res = F.where(jnp.isnan(res), jnp.inf, res)
+    wc_all, ss_all, var_all, det_all = res[:, 0], res[:, 1], res[:, 2], res[:, 3]
+    # an operation whose bound is infinite may make values inf/NaN, which no
+    # derivative argument covers: there, keep the interval bound only
+    poison = tape.poison
+
+    wc_out: list[Any] = [None] * len(outs)
+    pr_out: list[Any] = [None] * len(outs)
+    for (k, o), off, size in zip(float_outs, offsets, sizes):
+        shape = jnp.shape(o.lo)
+        wc = wc_all[off:off + size].reshape(shape)
+        wc = F.where(poison, jnp.inf, wc)
+        wc_out[k] = wc
+        if probabilistic is not None:
+            lam = math.sqrt(2 * math.log(2 / probabilistic)) * (1 + 1e-12)
+            s = F.up(jnp.sqrt(F.up(ss_all[off:off + size])))
+            pb = F.add_up_nn(F.add_up_nn(F.scale_up(s, lam), var_all[off:off + size]), det_all[off:off + size])
+            pb = F.where(poison, jnp.inf, pb.reshape(shape))
+            pr_out[k] = jnp.minimum(pb, wc)
+    return wc_out, pr_out
+
+
+def _default_chunk(tape: _Tape, M: int) -> int:
+    """Seeds per vmapped batch: keep the largest cotangent batch around 2^24 elements."""
+    biggest = 1
+    for _, ins, outs in tape.entries:
+        for x in list(ins) + list(outs):
+            if isinstance(x, Real):
+                biggest = max(biggest, int(np.prod(jnp.shape(x.lo))))
+    return max(1, min(M, (1 << 24) // biggest))
