@@ -246,11 +246,35 @@ def _constant(val: Any, aval: Any, config: Config) -> Any:
         return Discrete(arr, arr, arr)
     if config.precision is None:
         r = I.point(arr, arr.astype(dtype), config.adt)
+    elif _representable(val, config):
+        # a constant the format holds exactly (0, 1, 2.0, -inf, ...): no rounding event
+        car = carrier_dtype(config)
+        r = I.point(arr, F.round_to(arr.astype(car), config.precision), config.adt)
     else:
         r = _rounded_input(arr, arr, config, point=True)
     if _has_subnormals(arr):
         r = _daz(r, config.adt)
     return r
+
+
+def _representable(val: Any, config: Config) -> bool:
+    """True if the concrete constant ``val`` is exactly a value of the override format
+    (decided in Python; False for traced values)."""
+    if _compat.is_tracer(val):
+        return False
+    try:
+        a = np.asarray(val, dtype=np.float64)
+    except Exception:
+        return False
+    if a.size > 4096:
+        return False
+    dt = config.precision.dtype
+    if dt is None:
+        return False
+    with np.errstate(all="ignore"):
+        r = a.astype(np.dtype(dt)).astype(np.float64)
+        same = (r == a) | (np.isnan(r) & np.isnan(a))
+    return bool(np.all(same)) and not _has_subnormals(a)
 
 
 def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:

@@ -47,7 +47,7 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Discrete, Real, mag
+from ._domains.interval import Real, mag
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
 from ._rules.sensitivity import sensitivity_rules
@@ -282,6 +282,7 @@ def first_order_errors(
     else:
         res = _compat.map_batched(one_seed, idx, chunk)
     res = F.where(jnp.isnan(res), jnp.inf, res)
+
     wc_all, ss_all, var_all, det_all = res[:, 0], res[:, 1], res[:, 2], res[:, 3]
     # an operation whose bound is infinite may make values inf/NaN, which no
     # derivative argument covers: there, keep the interval bound only

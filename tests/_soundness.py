@@ -60,6 +60,7 @@ def check(
     real_backend=True,
     jit=False,
     domain="interval",
+    probabilistic=None,
 ):
     """Return a list of violation strings (empty when sound)."""
     rng = np.random.default_rng(seed)
@@ -77,7 +78,8 @@ def check(
             args.append(jnp.asarray(c))
         los.append(lo)
         his.append(hi)
-    out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain)(*args)
+    out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain,
+                       probabilistic=probabilistic)(*args)
     bounds = _flat(out)
     B = [
         {k: np.asarray(getattr(b, k), dtype=np.float64) for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")}
