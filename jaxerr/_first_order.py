@@ -215,7 +215,7 @@ def first_order_errors(
 
     def one_seed(i):
         cots: dict[int, Cot] = {}
-        for (k, o), off, size in zip(float_outs, offsets, sizes):
+        for (_, o), off, size in zip(float_outs, offsets, sizes):
             if not needed(o):
                 continue
             hot = (jnp.arange(size) + off == i).astype(adt).reshape(jnp.shape(o.lo))

@@ -84,7 +84,7 @@ def _fit_all(cots: list[Any], ins: list[Any]) -> list[Any]:
 _SUMMING = {P("broadcast_in_dim"), P("gather")}
 
 
-def _linear_transpose(ctx, ins, params, n_sum_of):
+def _linear_transpose(ctx, ins, params):
     """Transposes of a primitive that is linear in its floating operands (the others
     fixed at their centre values), one per floating operand."""
     prim = ctx.eqn.primitive
@@ -118,7 +118,7 @@ def linear_rule(ctx, gs, ins, outs, **params):
         if isinstance(x, Discrete):
             c = _certain(x)
             cut = ~c if cut is None else cut | ~c
-    real_idx, T = _linear_transpose(ctx, ins, params, None)
+    real_idx, T = _linear_transpose(ctx, ins, params)
     out_size = max(1, int(np.prod(jnp.shape(outs[0].lo))))
     cots = [None] * len(ins)
     for k, i in enumerate(real_idx):
