@@ -65,11 +65,35 @@ class _Tape:
         self.interval_outs = interval_outs
         self.probabilistic = probabilistic
         self.poison = jnp.asarray(False)
+        self.sensitive: set[Any] = set()
+        self.refined: dict[int, Any] = {}  # id(path value) -> first-order bound of its deviation
+        self.n_refined = 0
+        self.adt: Any = None
+        # every object whose id() keys a table above stays alive for the whole analysis
+        # (a recycled id would attach one value's events to another)
+        self.keep: list[Any] = []
+
+    def kink_bound(self, ctx, ins) -> Any:
+        """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
+        operands with events all have refined deviation bounds: the largest of them,
+        which bounds the output's total deviation (else None)."""
+        if ctx.eqn.primitive not in _KINKS:
+            return None
+        b = None
+        for x in ins:
+            if not isinstance(x, Real) or id(x) not in self.has_event:
+                continue
+            r = self.refined.get(id(x))
+            if r is None:
+                return None
+            b = r if b is None else jnp.maximum(b, r)
+        return b
 
     def event_value(self, r: Real, E: Any) -> Real:
         """The path value of a value whose deviation is bounded by ``E``."""
         lo, hi = F.sub_dn(r.lo, E), F.add_up(r.hi, E)
         p = Real(lo, hi, lo, hi, jnp.zeros_like(lo), r.value, exact=True)
+        self.keep.append(p)
         self.local[id(p)] = E
         self.has_event.add(id(p))
         self.poison = self.poison | jnp.any(jnp.isinf(E))
@@ -102,6 +126,7 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         return tape.event_value(out, out.err)
 
     def record(ctx, invals, outs):
+        outs = _refine(tape, ctx, invals, list(outs))
         tape.entries.append((ctx, list(invals), list(outs)))
         if any(id(x) in tape.has_event for x in invals):
             tape.has_event.update(id(o) for o in outs)
@@ -113,7 +138,56 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
                 if id(o) in tape.local:
                     tape.random[id(o)] = _random_parts(ctx, invals, o, tape.local[id(o)])
 
+        return outs
+
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record)
+
+
+_KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
+
+
+def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
+    """Tighten the path range of outputs read by range-sensitive primitives with their own
+    first-order deviation bound ``B`` (a reverse pass over the tape so far):
+    every path state lies within ``B`` of the exact value, which lies in the interval
+    domain's exact range."""
+    if not tape.sensitive:
+        return outs
+    iv = tape.interval_outs.get(ctx.path)
+    new = list(outs)
+    for j, (v, o) in enumerate(zip(ctx.eqn.outvars, outs)):
+        if v not in tape.sensitive or not isinstance(o, Real) or iv is None or not isinstance(iv[j], Real):
+            continue
+        has_ev = id(o) in tape.has_event or any(id(x) in tape.has_event for x in invals)
+        size = max(1, int(np.prod(jnp.shape(o.lo))))
+        if not has_ev or size > MAX_REFINED_SIZE or tape.n_refined >= MAX_REFINED_VALUES:
+            continue
+        tape.n_refined += 1
+        # the deviation of o comes from events before this equation and its own
+        probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
+        tape.keep.extend((o, probe))
+        tape.has_event.add(id(probe))
+        entry = (ctx, list(invals), [probe])
+        E_own = tape.local.get(id(o))
+        if E_own is not None:
+            tape.local[id(probe)] = E_own
+        if id(o) in tape.random:
+            tape.random[id(probe)] = tape.random[id(o)]
+        res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt)
+        B = res[:, 0].reshape(jnp.shape(o.lo))
+        B = F.where(tape.poison, jnp.inf, B)
+        ex = iv[j]
+        lo = jnp.maximum(o.lo, F.sub_dn(ex.lo, B))
+        hi = jnp.minimum(o.hi, F.add_up(ex.hi, B))
+        r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
+        tape.keep.append(r)
+        for table in (tape.local, tape.random):
+            if id(o) in table:
+                table[id(r)] = table[id(o)]
+        tape.has_event.add(id(r))
+        tape.refined[id(r)] = B
+        new[j] = r
+    return new
 
 
 def _random_parts(ctx, ins, out: Real, E: Any) -> tuple[Any, Any]:
@@ -183,53 +257,35 @@ def _contrib(g: Cot, E: Any) -> Any:
     return _sum_all(t.astype(g.mid.dtype))
 
 
-def first_order_errors(
-    jaxpr: Any,
-    consts: list[Any],
-    interval_inputs: list[Any],
-    interval_outs_by_path: dict[str, list[Any]],
-    interval_results: list[Any],
-    base: Domain,
-    config: Config,
-    probabilistic: float | None,
-    chunk: int | None = None,
-) -> tuple[list[Any], list[Any]]:
-    """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
-    tape = _Tape(interval_outs_by_path, probabilistic is not None)
-    dom = _path_domain(tape, base)
-    path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
-    diag = DiagnosticCollector()
-    outs = interpret(dom, jaxpr, consts, path_inputs, config, diag)
-
-    adt = config.adt
-    float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real)]
-    sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) if jnp.ndim(o.lo) else 1 for _, o in float_outs]
+def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
+             chunk: int | None = None) -> Any:
+    """For every element of the ``seeds`` values (in order, flattened): the bounds
+    ``(worst case, sum of squares, sensitivity variation, deterministic part)`` of its
+    deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``."""
+    sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) for o in seeds]
     M = int(sum(sizes))
-    if M == 0:
-        return [None] * len(outs), [None] * len(outs)
     offsets = np.cumsum([0] + sizes[:-1])
 
-    # which values need a cotangent: those with a rounding event upstream (or their own)
     def needed(x):
         return isinstance(x, Real) and id(x) in tape.has_event
 
     def one_seed(i):
         cots: dict[int, Cot] = {}
-        for (_, o), off, size in zip(float_outs, offsets, sizes):
+        for o, off, size in zip(seeds, offsets, sizes):
             if not needed(o):
                 continue
             hot = (jnp.arange(size) + off == i).astype(adt).reshape(jnp.shape(o.lo))
-            g = Cot(hot, jnp.zeros_like(hot))
-            cots[id(o)] = C.add(cots.get(id(o)), g)
+            cots[id(o)] = C.add(cots.get(id(o)), Cot(hot, jnp.zeros_like(hot)))
         zero = jnp.zeros((), adt)
         wc, ss, var, det = zero, zero, zero, zero
-        for ctx, ins, outs_ in reversed(tape.entries):
+        for ctx, ins, outs_ in reversed(entries):
             gs = [cots.pop(id(o), None) for o in outs_]
             if all(g is None for g in gs):
                 continue
             rule = sensitivity_rules.get(ctx.eqn.primitive)
-            need = [needed(x) for x in ins]
-            ctx.need = need
+            ctx.need = [needed(x) for x in ins]
+            kink = tape.kink_bound(ctx, ins)
+            ctx.kink_cut = kink is not None
             cut = None
             in_cots: list[Any] = [None] * len(ins)
             if rule is None:
@@ -245,15 +301,20 @@ def first_order_errors(
                 ss_k, det_k = tape.random.get(id(o), (None, None))
                 if cut is not None:
                     E_cut = iv[j].err if iv is not None else jnp.full_like(o.lo, jnp.inf)
+                    if kink is not None:
+                        E_cut = jnp.minimum(E_cut, kink)
                     cmask = jnp.broadcast_to(jnp.asarray(cut), jnp.shape(o.lo))
                     E = F.where(cmask, E_cut, E)
                     if ss_k is not None:
                         ss_k = F.where(cmask, 0.0, ss_k)
                         det_k = F.where(cmask, E_cut, det_k)
+                    elif tape.probabilistic:
+                        ss_k = F.where(cmask, 0.0, F.mul_up(E, E))
+                        det_k = F.where(cmask, E_cut, 0.0)
                 wc = F.add_up_nn(wc, _contrib(g, E))
                 if tape.probabilistic:
                     if ss_k is None:
-                        ss_k, det_k = jnp.zeros_like(E), E
+                        ss_k, det_k = F.mul_up(E, E), jnp.zeros_like(E)
                     m = g.mag()
                     ss = F.add_up_nn(ss, _sum_all(F.where(ss_k == 0, 0.0, F.mul_up(F.mul_up(m, m), ss_k))))
                     det = F.add_up_nn(det, _contrib(g, det_k))
@@ -263,7 +324,7 @@ def first_order_errors(
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
                     cots[id(x)] = C.add(cots.get(id(x)), c)
-        for p, E in tape.inputs:
+        for p, E in inputs:
             g = cots.pop(id(p), None)
             if g is None:
                 continue
@@ -276,38 +337,100 @@ def first_order_errors(
 
     idx = jnp.arange(M)
     if chunk is None:
-        chunk = _default_chunk(tape, M)
-    if chunk >= M:
-        res = jax.vmap(one_seed)(idx)
-    else:
-        res = _compat.map_batched(one_seed, idx, chunk)
-    res = F.where(jnp.isnan(res), jnp.inf, res)
+        chunk = _default_chunk(entries, M)
+    res = jax.vmap(one_seed)(idx) if chunk >= M else _compat.map_batched(one_seed, idx, chunk)
+    return F.where(jnp.isnan(res), jnp.inf, res)
 
-    wc_all, ss_all, var_all, det_all = res[:, 0], res[:, 1], res[:, 2], res[:, 3]
+
+def first_order_errors(
+    jaxpr: Any,
+    consts: list[Any],
+    interval_inputs: list[Any],
+    interval_outs_by_path: dict[str, list[Any]],
+    interval_results: list[Any],
+    base: Domain,
+    config: Config,
+    probabilistic: float | None,
+    chunk: int | None = None,
+    refine: bool = True,
+) -> tuple[list[Any], list[Any]]:
+    """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
+    tape = _Tape(interval_outs_by_path, probabilistic is not None)
+    if refine:
+        tape.sensitive = _sensitive_vars(jaxpr)
+    tape.adt = config.adt
+    dom = _path_domain(tape, base)
+    path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
+    diag = DiagnosticCollector()
+    outs = interpret(dom, jaxpr, consts, path_inputs, config, diag)
+
+    float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real)]
+    if not float_outs:
+        return [None] * len(outs), [None] * len(outs)
+    seeds = [o for _, o in float_outs]
+    res = _reverse(tape, tape.entries, tape.inputs, seeds, config.adt, chunk)
     # an operation whose bound is infinite may make values inf/NaN, which no
     # derivative argument covers: there, keep the interval bound only
     poison = tape.poison
-
     wc_out: list[Any] = [None] * len(outs)
     pr_out: list[Any] = [None] * len(outs)
-    for (k, o), off, size in zip(float_outs, offsets, sizes):
+    off = 0
+    for k, o in float_outs:
         shape = jnp.shape(o.lo)
-        wc = wc_all[off:off + size].reshape(shape)
-        wc = F.where(poison, jnp.inf, wc)
+        size = max(1, int(np.prod(shape)))
+        part = res[off:off + size]
+        off += size
+        wc = F.where(poison, jnp.inf, part[:, 0].reshape(shape))
         wc_out[k] = wc
         if probabilistic is not None:
             lam = math.sqrt(2 * math.log(2 / probabilistic)) * (1 + 1e-12)
-            s = F.up(jnp.sqrt(F.up(ss_all[off:off + size])))
-            pb = F.add_up_nn(F.add_up_nn(F.scale_up(s, lam), var_all[off:off + size]), det_all[off:off + size])
+            s = F.up(jnp.sqrt(F.up(part[:, 1])))
+            pb = F.add_up_nn(F.add_up_nn(F.scale_up(s, lam), part[:, 2]), part[:, 3])
             pb = F.where(poison, jnp.inf, pb.reshape(shape))
             pr_out[k] = jnp.minimum(pb, wc)
     return wc_out, pr_out
 
 
-def _default_chunk(tape: _Tape, M: int) -> int:
+#: primitives whose sensitivity does not depend on the operands' ranges
+_LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce_sum", "dot_general",
+                          "copy", "copy_p", "stop_gradient", "optimization_barrier", "sharding_constraint",
+                          "device_put", "name", "reduce_precision")}
+#: refine at most this many values, each of at most this many elements (cost control)
+MAX_REFINED_VALUES = 64
+MAX_REFINED_SIZE = 1 << 14
+
+
+def _sensitive_vars(jaxpr: Any) -> set[Any]:
+    """Variables read by a primitive whose derivative enclosure depends on the operand
+    ranges (everything but linear and data-movement primitives), or passed into a
+    call body (conservatively)."""
+    from ._rules.structural import STRUCTURAL
+
+    out: set[Any] = set()
+
+    def walk(j):
+        for eqn in j.eqns:
+            prim = eqn.primitive
+            sub = _compat.call_subjaxpr(eqn)
+            if sub is not None:
+                out.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
+                walk(sub[0])
+                continue
+            if prim in _LINEAR or prim in STRUCTURAL:
+                continue
+            if prim is P("convert_element_type") and eqn.params.get("new_dtype") is not None and \
+                    jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
+                continue
+            out.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
+
+    walk(jaxpr)
+    return out
+
+
+def _default_chunk(entries: list[Any], M: int) -> int:
     """Seeds per vmapped batch: keep the largest cotangent batch around 2^24 elements."""
     biggest = 1
-    for _, ins, outs in tape.entries:
+    for _, ins, outs in entries:
         for x in list(ins) + list(outs):
             if isinstance(x, Real):
                 biggest = max(biggest, int(np.prod(jnp.shape(x.lo))))

@@ -224,8 +224,9 @@ class Domain:
     constant: Callable[[Any, Any, Config], Any]  # (numpy/jax value, aval, config) -> domain value
     finalize: Callable[[Ctx, Any, Any, list[Any]], Any]  # (ctx, outvar aval, out value, invals)
     # optional: called once per (non-call) equation after finalize, with
-    # (ctx, invals, outs); analyses that need a tape (first-order sensitivities) use it
-    record: Callable[[Ctx, list[Any], list[Any]], None] | None = None
+    # (ctx, invals, outs); analyses that need a tape (first-order sensitivities) use
+    # it. A returned list replaces the equation's outputs.
+    record: Callable[[Ctx, list[Any], list[Any]], list[Any] | None] | None = None
 
 
 def interpret(
@@ -271,7 +272,7 @@ def interpret(
                 outs = [outs]
             outs = [domain.finalize(ctx, v.aval, o, invals) for v, o in zip(eqn.outvars, outs)]
             if domain.record is not None:
-                domain.record(ctx, invals, outs)
+                outs = domain.record(ctx, invals, outs) or outs
         for v, o in zip(eqn.outvars, outs):
             write(v, o)
     return [read(v) for v in jaxpr.outvars]

@@ -252,6 +252,13 @@ def _extreme(ctx, gs, ins, outs, bigger):
     a_wins = bigger(a, b)  # a certainly selected
     b_wins = bigger(b, a)
     tie = ~(a_wins | b_wins)
+    if getattr(ctx, "kink_cut", False):
+        # the driver knows a first-order bound of this output's deviation: where the
+        # branch is uncertain, that bound is one event and nothing flows back
+        return _fit_all([
+            C.mask(g, a_wins) if ctx.need[0] else None,
+            C.mask(g, b_wins) if ctx.need[1] else None,
+        ], ins), tie
     return _fit_all([
         C.unit_interval(g, a_wins, tie) if ctx.need[0] else None,
         C.unit_interval(g, b_wins, tie) if ctx.need[1] else None,
