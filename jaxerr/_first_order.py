@@ -47,7 +47,7 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Real, mag
+from ._domains.interval import Discrete, Real, mag
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
 from ._rules.sensitivity import sensitivity_rules
@@ -72,6 +72,9 @@ class _Tape:
         # every object whose id() keys a table above stays alive for the whole analysis
         # (a recycled id would attach one value's events to another)
         self.keep: list[Any] = []
+        self.single_use: set[int] = set()  # ids of rounded inputs read by one primitive only
+        self.input_E: dict[int, Any] = {}  # id(path input) -> its rounding bound
+        self.folded: set[int] = set()  # inputs whose events a dot_general absorbed
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -108,13 +111,18 @@ def _to_path_input(tape: _Tape, r: Any) -> Any:
     base = Real(hlo, hhi, hlo, hhi, jnp.zeros_like(hlo), r.value, exact=True)
     p = tape.event_value(base, r.err)
     tape.inputs.append((p, r.err))
+    tape.input_E[id(p)] = r.err
     tape.local.pop(id(p))  # input events are accumulated from tape.inputs
     return p
 
 
 def _path_domain(tape: _Tape, base: Domain) -> Domain:
     def constant(val, aval, config):
-        return _to_path_input(tape, base.constant(val, aval, config))
+        if isinstance(val, (Real, Discrete)):  # a constvar converted in first_order_errors
+            return val
+        p = _to_path_input(tape, base.constant(val, aval, config))
+        tape.single_use.add(id(p))  # a literal: one object per read
+        return p
 
     def finalize(ctx, aval, out, invals):
         out = base.finalize(ctx, aval, out, invals)
@@ -126,24 +134,76 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         return tape.event_value(out, out.err)
 
     def record(ctx, invals, outs):
-        outs = _refine(tape, ctx, invals, list(outs))
-        tape.entries.append((ctx, list(invals), list(outs)))
+        outs = list(outs)
+        if tape.probabilistic:
+            for o in outs:
+                if id(o) in tape.local:
+                    tape.random[id(o)] = _random_parts(ctx, invals, o, tape.local[id(o)])
+        _fold_input_events(tape, ctx, invals, outs)
         if any(id(x) in tape.has_event for x in invals):
             tape.has_event.update(id(o) for o in outs)
         iv = tape.interval_outs.get(ctx.path)
         if iv is not None and any(isinstance(o, Real) and not o.exact for o in iv):
             tape.has_event.update(id(o) for o in outs)
-        if tape.probabilistic:
-            for o in outs:
-                if id(o) in tape.local:
-                    tape.random[id(o)] = _random_parts(ctx, invals, o, tape.local[id(o)])
-
+        outs = _refine(tape, ctx, invals, outs)
+        tape.entries.append((ctx, list(invals), list(outs)))
+        tape.has_event.update(id(o) for o in outs if isinstance(o, Real) and id(o) in tape.local)
         return outs
 
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record)
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
+
+
+def _fold_input_events(tape: _Tape, ctx, invals, outs) -> None:
+    """A rounded input (a weight matrix) read once, by a dot_general: its rounding events
+    ``e_W`` reach the output only through this product, and
+    ``sum |d out/d W| E_W = sum_i |g_i| (|x|·E_W)_i``: fold them into the product's own
+    event (``E += |x|·E_W``; sum of squares ``+= x^2·E_W^2``) instead of forming a
+    weight-sized cotangent per output element."""
+    if ctx.eqn.primitive is not P("dot_general") or len(outs) != 1 or not isinstance(outs[0], Real):
+        return
+    out = outs[0]
+    dn = ctx.eqn.params["dimension_numbers"]
+    adt = tape.adt
+    for k, x in enumerate(invals):
+        if not (isinstance(x, Real) and id(x) in tape.input_E and id(x) in tape.single_use):
+            continue
+        other = invals[1 - k]
+        if not isinstance(other, Real):
+            continue
+        # worth it (a weight-sized cotangent per output element), and nearly lossless: each
+        # element of x reaches the output through few products (the other operand's free
+        # size), so folding gives up little cancellation between them
+        (lc2, rc2), (lb2, rb2) = dn
+        ocontr, obatch = (rc2, rb2) if k == 0 else (lc2, lb2)
+        oshape = jnp.shape(other.lo)
+        other_free = int(np.prod([oshape[d] for d in range(len(oshape)) if d not in ocontr and d not in obatch]))
+        if other_free > 8 or int(np.prod(jnp.shape(x.lo))) < 1024:
+            continue
+        E_x = tape.input_E[id(x)]
+        om = mag(other.lo, other.hi)
+        (lc, _), _ = dn
+        n = int(np.prod([jnp.shape(invals[0].lo)[d] for d in lc]))
+        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+        slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
+
+        def dot_up(a, b):
+            lhs, rhs = (a, b) if k == 1 else (b, a)
+            r = lax.dot_general(lhs, rhs, dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
+            return F.add_up_nn(F.scale_up(r, 1 + 2 * gam), slack)
+
+        V = dot_up(om, E_x)
+        E_old = tape.local.get(id(out))
+        tape.local[id(out)] = V if E_old is None else F.add_up_nn(E_old, V)
+        if tape.probabilistic:
+            ss_old, det_old = tape.random.get(id(out), (jnp.zeros_like(V), jnp.zeros_like(V)))
+            tape.random[id(out)] = (F.add_up_nn(ss_old, dot_up(F.mul_up(om, om), F.mul_up(E_x, E_x))), det_old)
+        tape.has_event.add(id(out))
+        # the input's events are accounted for here; nothing else reads it
+        tape.has_event.discard(id(x))
+        tape.folded.add(id(x))
 
 
 def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
@@ -326,7 +386,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                     cots[id(x)] = C.add(cots.get(id(x)), c)
         for p, E in inputs:
             g = cots.pop(id(p), None)
-            if g is None:
+            if g is None or id(p) in tape.folded:
                 continue
             wc = F.add_up_nn(wc, _contrib(g, E))
             if tape.probabilistic:
@@ -361,8 +421,13 @@ def first_order_errors(
     tape.adt = config.adt
     dom = _path_domain(tape, base)
     path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
+    path_consts = [_to_path_input(tape, base.constant(c, v.aval, config)) for v, c in zip(jaxpr.constvars, consts)]
+    uses = _use_counts(jaxpr)
+    for v, p in list(zip(jaxpr.invars, path_inputs)) + list(zip(jaxpr.constvars, path_consts)):
+        if uses.get(v, 0) == 1:
+            tape.single_use.add(id(p))
     diag = DiagnosticCollector()
-    outs = interpret(dom, jaxpr, consts, path_inputs, config, diag)
+    outs = interpret(dom, jaxpr, path_consts, path_inputs, config, diag)
 
     float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real)]
     if not float_outs:
@@ -398,6 +463,38 @@ _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14
+
+
+def _use_counts(jaxpr: Any) -> dict[Any, int]:
+    """How many primitive operand slots read each variable (call bodies expanded: a
+    variable passed into a call counts the uses of the body's variable). Output
+    variables count as a use."""
+    counts: dict[Any, int] = {}
+
+    def walk(j, alias):
+        def add(v, c=1):
+            if isinstance(v, _compat.Literal):
+                return
+            v = alias.get(v, v)
+            counts[v] = counts.get(v, 0) + c
+
+        for eqn in j.eqns:
+            sub = _compat.call_subjaxpr(eqn)
+            if sub is not None:
+                body = sub[0]
+                inner = {}
+                for bv, ov in zip(body.invars, eqn.invars):
+                    if not isinstance(ov, _compat.Literal):
+                        inner[bv] = alias.get(ov, ov)
+                walk(body, inner)
+                continue
+            for v in eqn.invars:
+                add(v)
+        for v in j.outvars:
+            add(v)
+
+    walk(jaxpr, {})
+    return counts
 
 
 def _sensitive_vars(jaxpr: Any) -> set[Any]:
