@@ -20,9 +20,17 @@ except ImportError:  # pragma: no cover
     from tests.test_soundness import MLP, OP_IDS, OPS, REDUCING, _centres, _fmt_params
 
 
+# the default run covers one op per sensitivity rule family; the rest run under -m slow
+_POINT_FAST = {"mul", "div", "max", "abs", "exp", "log", "tanh", "logistic", "erf", "sqrt", "rsqrt",
+               "integer_pow3", "pow", "floor", "relu", "clip", "where", "max_reduce", "matmul",
+               "dense_bias_tanh", "structural", "softmax", "layernorm", "gather_const_idx",
+               "dynamic_update_slice", "float_to_int", "custom_vjp", "clamp"}
+
+
 @pytest.mark.parametrize("precision", _fmt_params([None, "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"],
                                                   {"bfloat16"}))
-@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+@pytest.mark.parametrize("op", [pytest.param(o, id=o[0], marks=() if o[0] in _POINT_FAST else (pytest.mark.slow,))
+                                for o in OPS])
 def test_first_order_sound_at_point(op, precision):
     name, fn, gens, _ = op
     v = check(fn, _centres(gens, 1), precision=precision, n_samples=1, domain="first_order")
