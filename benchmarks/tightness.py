@@ -14,8 +14,7 @@ point input and over a box ``Interval.around(x, 1e-3)``, this prints one table:
   ``domain="interval"``, ``domain="first_order"`` and ``domain="first_order",
   probabilistic=1e-6``, as ``median / max``: the median over elements (with
   ``observed > 0``) of ``abs_err / observed``, and ``max(abs_err) / max(observed)``.
-  1 would be a bound that is attained; every value must be >= 1 for the guaranteed
-  domains.
+  1 would be a bound that is attained; every value must be >= 1.
 * ``FO/limit`` (point inputs): ``first_order abs_err / L`` elementwise (median /
   max), with ``L`` the first-order limit ``sum_k |dy/de_k| E_k`` of the standard
   model (``benchmarks/_first_order_limit.py``, a float32 reference value);
@@ -28,12 +27,21 @@ point input and over a box ``Interval.around(x, 1e-3)``, this prints one table:
   ``compile [s]``: trace + lower + XLA compile of ``jit(bound(f))`` for interval /
   first_order, and the (eager) probabilistic call including its compile.
 * ``viol``: elements where ``observed > abs_err`` for any of the three domains
-  (must be 0; the script exits 1 otherwise, 2 if some row raised).
+  (must be 0: the script exits 1 otherwise).
+
+Compiling the analyses dominates the run time (tens of seconds to minutes per
+program on a 2-core CPU), so every row runs in its own process, on a snapshot of
+``jaxerr/`` and the simulator taken at the start, with a time limit
+(``--row-timeout``) and an address-space limit (``--mem-gb``). A row that hits a
+limit keeps the stages it finished (simulation, interval, limit, first_order,
+probabilistic, timing, in that order); the others show ``×`` and a note says
+why. The script exits 2 if a row failed (exception, memory limit) and there was
+no violation; rows stopped by the time limit only get a note.
 
 Usage::
 
-    python benchmarks/tightness.py             # the table (see the README for its run time)
-    python benchmarks/tightness.py --quick     # mlp-relu + transformer, bf16 and f32, fewer runs
+    python benchmarks/tightness.py             # every model, format and input kind
+    python benchmarks/tightness.py --quick     # mlp-relu + transformer, bf16 and f32, points
     python benchmarks/tightness.py --markdown  # markdown table
     python benchmarks/tightness.py --selftest  # check the first-order limit on x @ w and exit
     python benchmarks/tightness.py --models mlp-relu,cnn --formats bf16,f32 --inputs point
@@ -43,10 +51,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import warnings
@@ -257,70 +268,181 @@ def _ratios(bound: np.ndarray, obs: np.ndarray) -> tuple[float, float]:
     return med, mx
 
 
-def measure_row(model: str, fkey: str, kind: str, cfg) -> dict:
-    t_row = time.perf_counter()
+def measure_row(model: str, fkey: str, kind: str, cfg, emit) -> None:
+    """Measure one row; ``emit(dict)`` is called after every stage with its results, so
+    that a row killed by the time or memory limit still reports what it had."""
     build, _ = MODELS[model]
     f, x = build()
     prec, acc, sim_fmt, sim_acc = FORMAT_SPECS[fkey]
-    row = {"model": model, "format": FORMAT_LABEL[fkey], "acc": acc, "input": kind}
     rng = np.random.default_rng(zlib.crc32(f"{model}/{fkey}/{kind}".encode()))
 
     # --- observed errors ------------------------------------------------------
-    runs = 1 if sim_acc in DETERMINISTIC_SIM else cfg.runs
+    emit({"stage": "simulate"})
+    det = sim_acc in DETERMINISTIC_SIM
     if kind == "point":
         arg = jnp.asarray(x)
         points = [x]
+        runs = 1 if det else cfg.runs
     else:
         arg = jaxerr.Interval.around(x, RADIUS)
-        lo, hi = np.asarray(arg.lo), np.asarray(arg.hi)
-        pts = S.sample_box(lo, hi, cfg.box_points, rng, fmt="float32")
+        pts = S.sample_box(np.asarray(arg.lo), np.asarray(arg.hi), cfg.box_points, rng, fmt="float32")
         points = [p.astype(np.float32) for p in pts]
-        if runs > 1:
-            runs = cfg.box_runs
+        runs = 1 if det else cfg.box_runs
     obs, nsim = _observe(f, points, sim_fmt, sim_acc, runs, rng)
-    row["sims"] = f"{nsim}{'d' if sim_acc in DETERMINISTIC_SIM else ''}"
-    row["obs_max"] = float(np.max(obs))
+    emit({"sims": f"{nsim}{'d' if det else ''}", "obs_max": float(np.max(obs))})
 
-    # --- bounds (the jit programs are also the ones timed) --------------------
     def jb(**kw):
         return jax.jit(jaxerr.bound(f, prec, accumulation=acc, warn=False, **kw))
 
-    c_f, _ = _compile(jax.jit(f), (jnp.asarray(x),))
-    c_iv, t_iv = _compile(jb(domain="interval"), (arg,))
-    c_fo, t_fo = _compile(jb(domain="first_order"), (arg,))
-    iv = np.asarray(c_iv(arg).abs_err, np.float64)
-    fo = np.asarray(c_fo(arg).abs_err, np.float64)
-    t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        bp = jaxerr.bound(f, prec, accumulation=acc, domain="first_order", probabilistic=DELTA,
-                          warn=False)(arg)
-    fp = np.asarray(bp.abs_err, np.float64)
-    t_fp = time.perf_counter() - t0
-    row["compile"] = (t_iv, t_fo, t_fp)
-    row["iv"] = _ratios(iv, obs)
-    row["fo"] = _ratios(fo, obs)
-    row["fp"] = _ratios(fp, obs)
-    row["inf"] = tuple(int(np.isinf(b).sum()) for b in (iv, fo, fp))
-    row["viol"] = tuple(int(np.sum(obs > b)) for b in (iv, fo, fp))
+    def bound_stats(key: str, b: np.ndarray, compile_s: float) -> dict:
+        return {key: _ratios(b, obs), f"compile_{key}": compile_s,
+                f"inf_{key}": int(np.isinf(b).sum()), f"viol_{key}": int(np.sum(obs > b))}
 
-    # --- first-order limit (point inputs) ---------------------------------------
+    # --- bounds: the jit programs that are timed below give the values -----------
+    emit({"stage": "interval"})
+    c_iv, t_iv = _compile(jb(domain="interval"), (arg,))
+    iv = np.asarray(c_iv(arg).abs_err, np.float64)
+    emit(bound_stats("iv", iv, t_iv))
+
+    L = None
     if kind == "point":
+        emit({"stage": "limit"})
         (L,) = first_order_limit(f, (x,), prec, acc)
+        mo = (L > 0) & (obs > 0)
+        emit({"lim_obs": float(np.median(L[mo] / obs[mo])) if mo.any() else float("nan"),
+              "lim_below_obs": int(np.sum(obs > L))})
+
+    emit({"stage": "first_order"})
+    c_fo, t_fo = _compile(jb(domain="first_order"), (arg,))
+    fo = np.asarray(c_fo(arg).abs_err, np.float64)
+    upd = bound_stats("fo", fo, t_fo)
+    if L is not None:
         m = L > 0
         r = fo[m] / L[m]
-        row["fo_lim"] = (float(np.median(r)), float(np.max(r)), float(np.min(r)))
-        mo = m & (obs > 0)
-        row["lim_obs"] = float(np.median(L[mo] / obs[mo])) if mo.any() else float("nan")
-        row["lim_below_obs"] = int(np.sum(obs > L))
+        upd["fo_lim"] = (float(np.median(r)), float(np.max(r)), float(np.min(r)))
+    emit(upd)
 
-    # --- cost ---------------------------------------------------------------------
-    t = _time_interleaved({"f": (c_f, (jnp.asarray(x),)), "iv": (c_iv, (arg,)),
-                           "fo": (c_fo, (arg,))}, cfg.blocks, cfg.block_s)
-    row["t"] = t
-    row["cost"] = (t["iv"] / t["f"], t["fo"] / t["f"])
-    row["secs"] = time.perf_counter() - t_row
+    if cfg.prob:
+        emit({"stage": "first_order probabilistic"})
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bp = jaxerr.bound(f, prec, accumulation=acc, domain="first_order",
+                              probabilistic=DELTA, warn=False)(arg)
+        fp = np.asarray(bp.abs_err, np.float64)
+        emit(bound_stats("fp", fp, time.perf_counter() - t0))
+
+    if cfg.timing:
+        emit({"stage": "timing"})
+        c_f, _ = _compile(jax.jit(f), (jnp.asarray(x),))
+        t = _time_interleaved({"f": (c_f, (jnp.asarray(x),)), "iv": (c_iv, (arg,)),
+                               "fo": (c_fo, (arg,))}, cfg.blocks, cfg.block_s)
+        emit({"t": t, "cost": (t["iv"] / t["f"], t["fo"] / t["f"])})
+    emit({"stage": "done"})
+
+
+def _set_memory_limit(gb: float, pid: int) -> None:
+    """Cap the address space of the row's process (Linux; best effort elsewhere)."""
+    if gb <= 0:
+        return
+    try:
+        import resource
+
+        n = int(gb * 2**30)
+        resource.prlimit(pid, resource.RLIMIT_AS, (n, n))
+    except (ImportError, AttributeError, OSError, ValueError):  # pragma: no cover
+        pass
+
+
+def run_row(job, a, cfg, snapshot: str | None) -> dict:
+    """One row in a child process (own time and memory limits) that runs the code in
+    ``snapshot``; the partial results it wrote survive a timeout or a crash."""
+    m, fk, kind = job
+    row = {"model": m, "format": FORMAT_LABEL[fk], "acc": FORMAT_SPECS[fk][1], "input": kind}
+    t0 = time.perf_counter()
+    if a.in_process:
+        def emit(d):
+            row.update(d)
+        try:
+            measure_row(m, fk, kind, cfg, emit)
+        except Exception as e:
+            row["status"] = _exc_summary(e)
+        row["secs"] = time.perf_counter() - t0
+        return row
+    with tempfile.TemporaryDirectory() as d:
+        out, err = os.path.join(d, "row.jsonl"), os.path.join(d, "stderr")
+        cmd = [sys.executable, os.path.join(snapshot, "benchmarks", "tightness.py"),
+               "--_row", f"{m},{fk},{kind}", "--_out", out]
+        cmd += ["--quick"] if a.quick else []
+        cmd += ["--runs", str(a.runs)] if a.runs is not None else []
+        cmd += ["--no-prob"] if not cfg.prob else []
+        cmd += ["--no-timing"] if not cfg.timing else []
+        with open(err, "w") as ef:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join([snapshot] + [q for q in [env.get("PYTHONPATH")] if q])
+            p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=ef, env=env)
+            _set_memory_limit(a.mem_gb, p.pid)
+            try:
+                rc = p.wait(timeout=cfg.row_timeout)
+                status = None
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                rc, status = None, f"time limit {cfg.row_timeout:.0f} s"
+        if os.path.exists(out):
+            with open(out) as fh:
+                for line in fh:
+                    row.update(json.loads(line))
+        if status is not None:
+            row["timeout"] = True
+        elif row.get("stage") != "done":
+            with open(err, errors="replace") as fh:
+                lines = [ln.strip() for ln in fh if ln.strip() and not ln.startswith(("E1", "*", "["))]
+            status = (f"exit code {rc}: " + (lines[-1] if lines else "no message"))[:300]
+            if "bad_alloc" in status or "MemoryError" in status or rc in (-6, -9):
+                status += f" (memory limit {a.mem_gb:g} GiB)"
+        if status:
+            row["status"] = f"{status} during {row.get('stage', 'startup')}"
+    row["secs"] = time.perf_counter() - t0
     return row
+
+
+def _snapshot() -> str:
+    """Copy jaxerr/, tests/_simulator.py and these benchmark files to a temporary directory,
+    so that every row of a long run uses the same code even if the checkout changes."""
+    d = tempfile.mkdtemp(prefix="jaxerr-tightness-")
+    pkg = os.path.dirname(os.path.abspath(jaxerr.__file__))
+    shutil.copytree(pkg, os.path.join(d, "jaxerr"), ignore=shutil.ignore_patterns("__pycache__"))
+    os.makedirs(os.path.join(d, "tests"))
+    shutil.copy2(os.path.abspath(S.__file__), os.path.join(d, "tests", "_simulator.py"))
+    os.makedirs(os.path.join(d, "benchmarks"))
+    for name in ("tightness.py", "_first_order_limit.py"):
+        shutil.copy2(os.path.join(_HERE, name), os.path.join(d, "benchmarks", name))
+    return d
+
+
+def _exc_summary(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    where = next((fr for fr in reversed(tb) if "jaxerr" in fr.filename), tb[-1] if tb else None)
+    msg = str(e).splitlines()[0] if str(e) else ""
+    loc = f" [{where.filename}:{where.lineno} in {where.name}]" if where else ""
+    return f"{type(e).__name__}: {msg}{loc}"
+
+
+def _child(a, cfg) -> int:
+    m, fk, kind = a._row.split(",")
+    with open(a._out, "w") as fh:
+        def emit(d):
+            fh.write(json.dumps(d) + "\n")
+            fh.flush()
+
+        emit({"jaxerr_file": os.path.abspath(jaxerr.__file__)})
+        try:
+            measure_row(m, fk, kind, cfg, emit)
+        except Exception as e:
+            print(_exc_summary(e), file=sys.stderr, flush=True)
+            return 3
+    return 0
 
 
 # ---------------------------------------------------------------------------
@@ -352,17 +474,22 @@ HEADER = ["model", "format", "acc", "input", "sims", "max obs", "interval", "fir
 
 
 def _cells(r: dict) -> list[str]:
-    if "error" in r:
-        return [r["model"], r["format"], r["acc"], r["input"]] + ["ERROR"] + [""] * (len(HEADER) - 6) \
-            + [f"{r['secs']:.0f}"]
+    miss = "×" if "status" in r else ""  # a stage that did not finish (see the notes)
+
+    def get(key, fmt):
+        return fmt(r[key]) if key in r else miss
+
+    comp = [f"{r[k]:.1f}" if k in r else miss for k in ("compile_iv", "compile_fo", "compile_fp")]
+    viol = [r[k] for k in ("viol_iv", "viol_fo", "viol_fp") if k in r]
     return [
-        r["model"], r["format"], r["acc"], r["input"], r["sims"], f"{r['obs_max']:.2e}",
-        _pair(r["iv"]), _pair(r["fo"]), _pair(r["fp"]),
-        _pair(r["fo_lim"][:2]) if "fo_lim" in r else "",
-        _num(r["lim_obs"]) if "lim_obs" in r else "",
-        _num(r["cost"][0]), _num(r["cost"][1]),
-        "/".join(f"{c:.1f}" for c in r["compile"]),
-        str(sum(r["viol"])), f"{r['secs']:.0f}",
+        r["model"], r["format"], r["acc"], r["input"],
+        get("sims", str), get("obs_max", lambda v: f"{v:.2e}"),
+        get("iv", _pair), get("fo", _pair), get("fp", _pair),
+        (get("fo_lim", lambda v: _pair(v[:2])) if r["input"] == "point" else ""),
+        (get("lim_obs", _num) if r["input"] == "point" else ""),
+        get("cost", lambda v: _num(v[0])), get("cost", lambda v: _num(v[1])),
+        "/".join(comp),
+        str(sum(viol)) if viol else miss, f"{r['secs']:.0f}",
     ]
 
 
@@ -407,12 +534,16 @@ class _Cfg:
         self.box_runs = max(1, -(-self.runs // self.box_points))  # >= runs executions in all
         self.blocks = 3 if a.quick else 5
         self.block_s = (10.0 if a.quick else 20.0) / 1e3
+        self.prob = not (a.no_prob or a.quick)
+        self.timing = not a.no_timing
+        self.row_timeout = a.row_timeout if a.row_timeout is not None else (45.0 if a.quick else 300.0)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="mlp-relu and transformer, bf16 and f32, 5 simulated runs, short timing")
+                    help="smoke test: mlp-relu and transformer, bf16 and f32, point inputs, "
+                         "5 simulated runs, no probabilistic bound, short timing, 45 s per row")
     ap.add_argument("--markdown", action="store_true", help="print a markdown table")
     ap.add_argument("--selftest", action="store_true",
                     help="check the first-order limit against gamma_n |x||w| for x @ w and exit")
@@ -421,24 +552,39 @@ def main(argv=None) -> int:
     ap.add_argument("--models", type=str, default=None, help=f"comma-separated, from {','.join(MODELS)}")
     ap.add_argument("--formats", type=str, default=None,
                     help=f"comma-separated, from {','.join(FORMAT_SPECS)} (each model has its own list)")
-    ap.add_argument("--inputs", type=str, default="point,box", help="point,box")
+    ap.add_argument("--inputs", type=str, default=None, help="point,box (quick: point)")
+    ap.add_argument("--no-prob", action="store_true", help="skip the probabilistic first_order bound")
+    ap.add_argument("--no-timing", action="store_true", help="skip the cost columns")
+    ap.add_argument("--row-timeout", type=float, default=None,
+                    help="seconds per row before it is stopped (default 300, quick 45)")
+    ap.add_argument("--mem-gb", type=float, default=10.0,
+                    help="address-space limit of each row's process in GiB (default 10; 0: none)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="run the rows in this process (no time or memory limit; for debugging)")
+    ap.add_argument("--_row", type=str, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--_out", type=str, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-
+    cfg = _Cfg(a)
+    if a._row:
+        return _child(a, cfg)
     if a.selftest:
         selftest()
         return 0
-    cfg = _Cfg(a)
     models = (a.models or ("mlp-relu,transformer" if a.quick else ",".join(MODELS))).split(",")
     fsel = (a.formats or ("bf16,f32" if a.quick else ",".join(FORMAT_SPECS))).split(",")
-    kinds = a.inputs.split(",")
+    kinds = (a.inputs or ("point" if a.quick else "point,box")).split(",")
     for m in models:
         if m not in MODELS:
             ap.error(f"unknown model {m!r}")
     for k in fsel:
         if k not in FORMAT_SPECS:
             ap.error(f"unknown format {k!r}")
+    for k in kinds:
+        if k not in ("point", "box"):
+            ap.error(f"unknown input kind {k!r}")
     jobs = [(m, fk, kind) for m in models for fk in MODELS[m][1] if fk in fsel for kind in kinds]
 
+    snapshot = None if a.in_process else _snapshot()
     try:
         ncpu_aff = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover
@@ -448,49 +594,52 @@ def main(argv=None) -> int:
     print(f"backend: {jax.default_backend()} {jax.devices()}; CPUs: os.cpu_count()={os.cpu_count()}, "
           f"usable={ncpu_aff}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"simulated executions per row: {cfg.runs} at a point, {cfg.box_points} points x "
-          f"{cfg.box_runs} at a box (Interval.around(x, {RADIUS:g})); order='random'; "
+          f"{cfg.box_runs} in a box (Interval.around(x, {RADIUS:g})); order='random'; "
           f"probabilistic delta = {DELTA:g}")
     print(f"timing: min over {cfg.blocks} interleaved blocks of >= {cfg.block_s * 1e3:.0f} ms "
           "(at least one call), block_until_ready after every call; compile excluded")
+    print(f"each row runs in its own process on a snapshot of jaxerr/ and the simulator taken "
+          f"now: limit {cfg.row_timeout:.0f} s, {a.mem_gb:g} GiB address space"
+          if not a.in_process else "rows run in this process")
     for m in models:
         print(f"  {m}: {MODEL_NOTES[m]}")
     print(flush=True)
 
     t_start = time.perf_counter()
     rows = []
-    for i, (m, fk, kind) in enumerate(jobs):
-        t0 = time.perf_counter()
-        try:
-            r = measure_row(m, fk, kind, cfg)
-        except Exception as e:  # report, keep going
-            tb = traceback.extract_tb(e.__traceback__)
-            where = next((fr for fr in reversed(tb) if "jaxerr" in fr.filename), tb[-1])
-            r = {"model": m, "format": FORMAT_LABEL[fk], "acc": FORMAT_SPECS[fk][1], "input": kind,
-                 "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-                          f"[{os.path.relpath(where.filename)}:{where.lineno} in {where.name}]",
-                 "secs": time.perf_counter() - t0}
-        rows.append(r)
-        print(f"  [{i + 1}/{len(jobs)}] {m} {fk} {kind}: {r['secs']:.0f} s "
-              f"(total {time.perf_counter() - t_start:.0f} s)"
-              + (f"  ERROR {r['error']}" if "error" in r else ""), file=sys.stderr, flush=True)
-
+    try:
+        for i, job in enumerate(jobs):
+            r = run_row(job, a, cfg, snapshot)
+            if "jaxerr_file" in r and not r["jaxerr_file"].startswith(snapshot):
+                r["status"] = f"the row imported jaxerr from {r['jaxerr_file']}, not from the snapshot"
+            rows.append(r)
+            print(f"  [{i + 1}/{len(jobs)}] {' '.join(job)}: {r['secs']:.0f} s "
+                  f"(total {time.perf_counter() - t_start:.0f} s)"
+                  + (f"  STOPPED: {r['status']}" if "status" in r else ""), file=sys.stderr, flush=True)
+    finally:
+        if snapshot is not None:
+            shutil.rmtree(snapshot, ignore_errors=True)
     _print_table(HEADER, [_cells(r) for r in rows], a.markdown)
     print()
     print("interval / first_order / FO prob: median over elements of abs_err/observed / "
-          "max(abs_err)/max(observed). FO/limit: median / max over elements of "
-          "first_order abs_err / first-order limit. cost: time of jit(bound(f)) / time of jit(f).")
+          "max(abs_err)/max(observed). FO/limit: median / max over elements of first_order "
+          "abs_err / first-order limit; limit/obs: median of limit/observed. cost: time of "
+          "jit(bound(f)) / time of jit(f). compile: trace + lower + XLA compile of jit(bound(f)) "
+          "(prob: eager call, compile included). sims: simulated executions (d: deterministic "
+          "summation tree). ×: stage not reached (see notes).")
     notes = []
     for r in rows:
         tag = f"{r['model']} {r['format']} {r['acc']} {r['input']}"
-        if "error" in r:
-            notes.append(f"{tag}: {r['error']}")
-            continue
-        if any(r["inf"]):
-            notes.append(f"{tag}: infinite abs_err elements (interval/first_order/prob): "
-                         f"{'/'.join(map(str, r['inf']))}")
-        if any(r["viol"]):
-            notes.append(f"{tag}: VIOLATIONS observed > abs_err (interval/first_order/prob): "
-                         f"{'/'.join(map(str, r['viol']))}")
+        if "status" in r:
+            notes.append(f"{tag}: STOPPED: {r['status']}")
+        infs = [r.get(k, 0) for k in ("inf_iv", "inf_fo", "inf_fp")]
+        if any(infs):
+            notes.append(f"{tag}: elements with infinite abs_err (interval/first_order/prob): "
+                         f"{'/'.join(map(str, infs))}")
+        viol = [r.get(k, 0) for k in ("viol_iv", "viol_fo", "viol_fp")]
+        if any(viol):
+            notes.append(f"{tag}: VIOLATIONS, observed > abs_err (interval/first_order/prob): "
+                         f"{'/'.join(map(str, viol))}")
         if "fo_lim" in r and r["fo_lim"][2] < 0.999:
             notes.append(f"{tag}: first_order abs_err below the first-order limit somewhere "
                          f"(min ratio {r['fo_lim'][2]:.4f})")
@@ -501,11 +650,12 @@ def main(argv=None) -> int:
         print("notes:")
         for n in notes:
             print(f"  - {n}")
-    n_viol = sum(sum(r["viol"]) for r in rows if "viol" in r)
-    n_err = sum(1 for r in rows if "error" in r)
-    print(f"violations: {n_viol}; rows with errors: {n_err}; "
-          f"total wall time: {time.perf_counter() - t_start:.0f} s")
-    return 1 if n_viol else (2 if n_err else 0)
+    n_viol = sum(r.get(k, 0) for r in rows for k in ("viol_iv", "viol_fo", "viol_fp"))
+    n_time = sum(1 for r in rows if r.get("timeout"))
+    n_fail = sum(1 for r in rows if "status" in r and not r.get("timeout"))
+    print(f"violations: {n_viol}; rows stopped by the time limit: {n_time}; rows that failed "
+          f"(exception, memory limit): {n_fail}; total wall time: {time.perf_counter() - t_start:.0f} s")
+    return 1 if n_viol else (2 if n_fail else 0)
 
 
 if __name__ == "__main__":
