@@ -504,6 +504,7 @@ def _sensitive_vars(jaxpr: Any) -> set[Any]:
     from ._rules.structural import STRUCTURAL
 
     out: set[Any] = set()
+    consts = set(jaxpr.constvars)
 
     def walk(j):
         for eqn in j.eqns:
@@ -517,6 +518,16 @@ def _sensitive_vars(jaxpr: Any) -> set[Any]:
                 continue
             if prim is P("convert_element_type") and eqn.params.get("new_dtype") is not None and \
                     jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
+                continue
+            if prim in (P("mul"), P("div")):
+                # x * c, x / c with c a constant: the derivative in x does not depend on
+                # x's range; only an operand paired with a varying one (and a divisor) does
+                a, b = eqn.invars
+                const = [isinstance(v, _compat.Literal) or v in consts for v in (a, b)]
+                if prim is P("mul"):
+                    out.update(v for v, oc in ((a, const[1]), (b, const[0])) if not oc and not isinstance(v, _compat.Literal))
+                elif not const[1]:
+                    out.add(b)
                 continue
             out.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
 
