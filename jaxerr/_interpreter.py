@@ -87,6 +87,16 @@ class Ctx:
     # True: evaluate the rule as if the operation were exact (format EXACT, no rounding);
     # the per-layer report uses it to bound the error an equation inherits
     exact_ops: bool = False
+    # name stack of the call equations this equation is nested in ("" at top level)
+    scope: str = ""
+
+    @property
+    def name(self) -> str:
+        """The equation's full name stack (Flax module path, named scopes)."""
+        own = _compat.name_stack(self.eqn)
+        if not self.scope:
+            return own
+        return f"{self.scope}/{own}" if own else self.scope
 
     @property
     def adt(self) -> np.dtype:
@@ -103,7 +113,7 @@ class Ctx:
             return EXACT
         prec = self.config.precision
         if isinstance(prec, LayerPrecision):
-            return prec.resolve(_compat.name_stack(self.eqn))
+            return prec.resolve(self.name)
         if prec is not None:
             return prec
         for v in list(self.eqn.outvars) + list(self.eqn.invars):
@@ -259,6 +269,7 @@ def interpret(
     config: Config,
     diag: DiagnosticCollector,
     path: str = "",
+    scope: str = "",
 ) -> list[Any]:
     env: dict[Any, Any] = {}
 
@@ -283,11 +294,13 @@ def interpret(
         if sub is not None:
             body, body_consts = sub
             name = eqn.params.get("name", eqn.primitive.name)
+            own = _compat.name_stack(eqn)
             outs = interpret(
-                domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/"
+                domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/",
+                scope=f"{scope}/{own}" if (scope and own) else (scope or own),
             )
         else:
-            ctx = Ctx(config, eqn, f"{path}{i}", diag)
+            ctx = Ctx(config, eqn, f"{path}{i}", diag, scope=scope)
             rule = domain.rules[eqn.primitive]
             ins = invals if domain.convert is None else domain.convert(ctx, invals)
             outs = rule(ctx, *ins, **eqn.params)

@@ -764,6 +764,7 @@ class _Interp:
         # are unchanged by that). Inputs and constants are stored in ``fmt``.
         self.layer_fmt = layer_fmt if mode == "sim" else None
         self.storage_fmt = self.fmt
+        self.scope = ""  # name stack of the enclosing call equations
         self.acc = _parse_accumulation(accumulation, order)
         if self.acc.wide is not None:
             self.acc = replace(self.acc, wide=self._flushed(self.acc.wide))
@@ -1005,10 +1006,13 @@ class _Interp:
         for v, x in zip(jaxpr.invars, args):
             env[v] = x
         for eqn in jaxpr.eqns:
+            saved_scope = self.scope
             if self.layer_fmt is not None:
-                self.fmt = self._flushed(as_format(self.layer_fmt(str(eqn.source_info.name_stack))))
+                own = str(eqn.source_info.name_stack)
+                self.scope = f"{saved_scope}/{own}" if (saved_scope and own) else (saved_scope or own)
+                self.fmt = self._flushed(as_format(self.layer_fmt(self.scope)))
             invals = [read(a) for a in eqn.invars]
-            if self.layer_fmt is not None:
+            if self.layer_fmt is not None and not _has_subjaxpr(eqn):
                 invals = [round_to(x, self.fmt) if _is_float(a.aval.dtype) else x
                           for x, a in zip(invals, eqn.invars)]
             name = eqn.primitive.name
@@ -1017,6 +1021,7 @@ class _Interp:
                 raise NotImplementedError(f"simulator: primitive {name!r} is not supported")
             with np.errstate(all="ignore"):
                 outs = rule(self, eqn, *invals)
+            self.scope = saved_scope
             if not eqn.primitive.multiple_results:
                 outs = [outs]
             for v, o in zip(eqn.outvars, outs):
@@ -1045,6 +1050,16 @@ class _Interp:
 # ---------------------------------------------------------------------------
 # Primitive rules.  Each takes (interp, eqn, *invals).
 # ---------------------------------------------------------------------------
+
+
+def _has_subjaxpr(eqn: Any) -> bool:
+    """True for call / control-flow equations (operands pass to a body unchanged)."""
+    def sub(v: Any) -> bool:
+        if isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+            return True
+        return isinstance(v, (tuple, list)) and any(sub(x) for x in v)
+
+    return any(sub(v) for v in eqn.params.values())
 
 
 def _isf(eqn: Any) -> bool:
