@@ -6,12 +6,12 @@ enclosure of the exact real result and a rigorous bound on the error of running
 ``f`` in a chosen floating-point format.
 """
 
+from . import testing  # noqa: E402
 from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
 from ._domains.interval import Discrete, Real
 from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
-from . import testing  # noqa: E402
 from .report import Report, report
 from .tune import Target, TuneResult, tune
 

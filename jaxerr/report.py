@@ -67,7 +67,13 @@ from ._bound import (
     make_domain,
 )
 from ._domains.interval import Discrete, Real, mig
-from ._interpreter import Config, Ctx, DiagnosticCollector, check_supported, interpret, is_float_dtype
+from ._interpreter import (
+    Config,
+    Ctx,
+    DiagnosticCollector,
+    check_supported,
+    interpret,
+)
 from ._rules import interval_rules
 from ._rules.structural import STRUCTURAL
 
@@ -186,7 +192,7 @@ class Report:
             if any(s.bits is not None for s in self.stages) or self.target:
                 t.add_column("bits needed", justify="right")
             for s in self.stages:
-                row = [s.label, _ops_summary(s.primitives), s.format, f"[{_g(s.lo)}, {_g(s.hi)}]",
+                row = [s.label, _ops_summary(s.primitives), _short(s.format), f"[{_g(s.lo)}, {_g(s.hi)}]",
                        _g(s.abs_err), f"{_g(s.rel_err_median)} / {_g(s.rel_err)}", _g(s.created),
                        _g(s.inherited), _cond(s.cond_median, s.cond_max)]
                 if len(t.columns) > 9:
@@ -196,16 +202,14 @@ class Report:
             for e in self.equations:
                 if e.structural:
                     continue
-                t.add_row(f"{e.path} {e.name}", e.primitive, e.format, f"[{_g(e.lo)}, {_g(e.hi)}]",
+                t.add_row(f"{e.path} {e.name}", e.primitive, _short(e.format), f"[{_g(e.lo)}, {_g(e.hi)}]",
                           _g(e.abs_err), f"{_g(e.rel_err_median)} / {_g(e.rel_err)}", _g(e.created),
                           _g(e.inherited), _cond(e.cond_median, e.cond_max))
         return t
 
     def print(self, level: str = "stages", console: Any = None) -> None:
         """Print :meth:`table` with rich."""
-        from rich.console import Console
-
-        (console or Console()).print(self.table(level))
+        (console or _console()).print(self.table(level))
 
     def __str__(self) -> str:
         from rich.console import Console
@@ -273,6 +277,19 @@ class Report:
 # ---------------------------------------------------------------------------
 # Formatting helpers
 # ---------------------------------------------------------------------------
+
+
+def _console() -> Any:
+    """A rich console at least 150 columns wide when not writing to a terminal."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=max(c.width, 150))
+
+
+def _short(fmt: str) -> str:
+    return {"bfloat16": "bf16", "float16": "f16", "float32": "f32", "float64": "f64",
+            "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2"}.get(fmt, fmt)
 
 
 def _f(x: Any) -> Any:
@@ -592,7 +609,8 @@ def report(
                 continue
             last = rec.stage_last[s]
             m, st = rec.meta[last], stats[last]
-            prims = [rec.meta[k]["primitive"] for k in idx]
+            prims = [rec.meta[k]["primitive"] for k in idx if not rec.meta[k]["structural"]] or \
+                [rec.meta[k]["primitive"] for k in idx]
             conds = [(stats[k].get("cond_median"), stats[k].get("cond_max")) for k in idx
                      if stats[k].get("cond_median") is not None and not rec.meta[k]["structural"]]
             cm = max((c[0] for c in conds if c[0] == c[0]), default=None)
