@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from fractions import Fraction
 from typing import Any
 
@@ -135,11 +134,11 @@ _ALIASES = {"f64": "float64", "f32": "float32", "bf16": "bfloat16", "f16": "floa
 
 
 #: A "format" without rounding (unit roundoff 0, no underflow, no overflow below
-#: float64's largest value). Used by the per-layer report to bound the error an
+#: float32's largest value, so its bounds fit any analysis dtype). Used by the per-layer report to bound the error an
 #: equation *inherits* from its operands (its rule evaluated as if the operation
 #: were exact: no rounding is one of the roundings every format's model allows)
 #: and by the per-layer search as "this layer in infinite precision".
-EXACT = Format("exact", 1100, -1_000_000, sys.float_info.max, True, None)
+EXACT = Format("exact", 1100, -1_000_000, float(np.finfo(np.float32).max), True, None)
 
 
 def is_exact_format(fmt: Any) -> bool:

@@ -508,7 +508,8 @@ def _op_count(eqn: Any) -> int:
     return out_size
 
 
-def _run(f: Callable[..., Any], precision: Any, accumulation: Any, args: tuple, kwargs: dict):
+def _run(f: Callable[..., Any], precision: Any, accumulation: Any, args: tuple, kwargs: dict,
+         jit: bool = True):
     fmt = F.as_precision(precision)
     acc = F.Accumulation.parse(accumulation)
     leaves, treedef = jax.tree_util.tree_flatten((args, kwargs), is_leaf=lambda x: isinstance(x, Interval))
@@ -553,7 +554,7 @@ def _run(f: Callable[..., Any], precision: Any, accumulation: Any, args: tuple, 
         flags = jnp.stack(diag.flags) if diag.flags else jnp.zeros((0,), bool)
         return parts, rec.stats, flags
 
-    parts, stats, flags = jax.jit(analyse)(dyn)
+    parts, stats, flags = (jax.jit(analyse) if jit else analyse)(dyn)
     rec: _Recorder = holder["rec"]
     d = Diagnostics(holder["messages"], flags)
     bounds = [Bound(*p, d) for p in parts]
@@ -571,6 +572,7 @@ def report(
     target: Any = None,
     candidates: Sequence[Any] | None = None,
     progress: bool = False,
+    jit: bool = True,
 ) -> Callable[..., Report]:
     """Per-equation and per-stage error report of ``f`` (see the module docstring).
 
@@ -579,6 +581,8 @@ def report(
     - `target`: optional accuracy target (``1e-3`` = max abs_err, ``{"rel": 1e-2}``,
       ``"argmax"``; see :func:`jaxerr.tune`): adds the bits each layer needs.
     - `progress`: show a progress bar while searching the bits (rich).
+    - `jit`: compile the recording analysis into one XLA program (``False``: op by
+      op, which starts faster for small models and shares compilations between calls).
 
     Only ``domain="interval"`` is supported (created/inherited are interval bounds).
 
@@ -590,7 +594,7 @@ def report(
                          "domain='first_order') for first-order output bounds")
 
     def wrapped(*args: Any, **kwargs: Any) -> Report:
-        rec, stats, outputs, fmt, acc = _run(f, precision, accumulation, args, kwargs)
+        rec, stats, outputs, fmt, acc = _run(f, precision, accumulation, args, kwargs, jit)
         eqs = []
         for m, st in zip(rec.meta, stats):
             eqs.append(EquationRecord(
