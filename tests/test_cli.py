@@ -67,6 +67,7 @@ def test_analyze_table_box(target, capsys):
     assert "box radius 0.001" in out and "max abs_err" in out
 
 
+@pytest.mark.slow
 def test_report_plot_json(target, tmp_path, capsys):
     png, js = tmp_path / "r.png", tmp_path / "r.json"
     assert cli.main(["report", f"{target}:predict", "--precision", "bfloat16", "--plot", str(png),

@@ -102,6 +102,7 @@ def test_flax_mlp_box_bound_holds(capsys):
         assert np.all(by[f, "wide:float32"] <= by[f, "recursive"])
 
 
+@pytest.mark.slow
 def test_cli_target_example(capsys):
     from jaxerr import cli
 
