@@ -6,11 +6,14 @@ enclosure of the exact real result and a rigorous bound on the error of running
 ``f`` in a chosen floating-point format.
 """
 
+from . import testing  # noqa: E402
 from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
 from ._domains.interval import Discrete, Real
-from ._formats import FORMATS, Accumulation, Format, as_format, gamma
+from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
+from .report import Report, report
+from .tune import Target, TuneResult, tune
 
 __all__ = [
     "Accumulation",
@@ -21,13 +24,20 @@ __all__ = [
     "Format",
     "Interval",
     "JaxerrWarning",
+    "LayerPrecision",
     "Real",
+    "Report",
+    "Target",
+    "TuneResult",
     "UnsupportedPrimitiveError",
     "as_format",
     "bound",
     "gamma",
     "interval_rules",
     "register_rule",
+    "report",
+    "testing",
+    "tune",
 ]
 
 __version__ = "0.1.0"
