@@ -131,7 +131,10 @@ def _known_shift(r: Real, adt: Any) -> tuple[Any, Any]:
     interval bound, ``D = 0`` and ``e`` is the whole bound."""
     tiny = float(np.finfo(adt).tiny)
     D = r.clo - r.lo
-    ok = (jnp.abs(D) <= r.err) & ((r.lo == 0) | (jnp.abs(r.lo) >= tiny)) & \
+    # a float64 input is rounded through the float32 carrier (double rounding): use the
+    # shift only where the input is a float32 number (one rounding, to nearest)
+    f32 = r.lo.astype(np.float32).astype(r.lo.dtype) == r.lo
+    ok = f32 & (jnp.abs(D) <= r.err) & ((r.lo == 0) | (jnp.abs(r.lo) >= tiny)) & \
         ((r.clo == 0) | (jnp.abs(r.clo) >= tiny)) & jnp.isfinite(D)
     e = F.add_up_nn(F.scale_up(jnp.abs(D), float(np.finfo(adt).eps)), F.static_up(tiny, adt))
     return F.where(ok, D, 0.0), F.where(ok, e, r.err)
