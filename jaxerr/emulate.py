@@ -174,11 +174,7 @@ def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any) -> Any:
     fmt, ov = ar.precision, ar.overflow
 
     def block_sum(x, w):
-        if bsz <= 16:
-            s = zeros
-            for j in range(bsz):
-                s = _step(ar, s, x[j], None if w is None else w[j])
-            return s
+        # a nested scan: unrolled steps let XLA fuse (and recompute) the whole chain
         return _recursive(ar, _Terms(x, w), zeros)
 
     def body(total, xw):
@@ -195,7 +191,8 @@ def _tree(ar: Arithmetic, v: Any) -> Any:
     """Balanced pairwise sum over the leading axis (length a power of two)."""
     fmt, ov = ar.precision, ar.overflow
     while v.shape[0] > 1:
-        v = X.add(v[0::2], v[1::2], fmt, ov)
+        h = v.reshape((v.shape[0] // 2, 2) + v.shape[1:])
+        v = X.add(h[:, 0], h[:, 1], fmt, ov)
     return v[0]
 
 
@@ -296,7 +293,7 @@ def emulated_conv(lhs: Any, rhs: Any, params: dict, ar: Arithmetic) -> Any:
     if params.get("feature_group_count", 1) != 1 or params.get("batch_group_count", 1) != 1:
         raise NotImplementedError("jaxerr.emulate: grouped convolutions are not supported")
     dn = params["dimension_numbers"]
-    lhs_spec, rhs_spec, out_spec = dn.lhs_spec, dn.rhs_spec, dn.out_spec
+    rhs_spec, out_spec = dn.rhs_spec, dn.out_spec
     filt_spatial = tuple(rhs.shape[d] for d in rhs_spec[2:])
     patches = lax.conv_general_dilated_patches(
         lhs, filt_spatial, params["window_strides"], params["padding"],

@@ -59,7 +59,7 @@ __all__ = ["mixed_dot_general", "mixed_precision", "ACTIVATIONS"]
 P = _compat.prim
 
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
-CRITERIA = ("activation", "condition", "bound")
+CRITERIA = ("activation", "condition", "bound", "never", "always")
 
 
 def _arith(spec: Any, default_acc: str) -> Arithmetic | None:
@@ -139,14 +139,21 @@ def _gamma_est(ar: Arithmetic, n: int, kind: str) -> float:
     raise ValueError(f"gamma must be 'sqrt', 'linear' or 'worst', got {kind!r}")
 
 
-def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma):
-    v = y_low if bias is None else y_low + bias
+def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale):
+    sy = y_low if scale is None else y_low * scale
+    v = sy if bias is None else sy + bias
+    if criterion == "never":
+        return jnp.zeros(v.shape, bool)
+    if criterion == "always":
+        return jnp.ones(v.shape, bool)
     if criterion == "activation":
         phi, dphi = _phi(act, v)
         # |phi'/phi| > tol  <=>  |phi'| > tol |phi|; phi = 0 with phi' = 0: keep
         return jnp.abs(dphi) > tol * jnp.abs(phi)
     S = _abs_dot_up(lhs, rhs, dn, K) if low is None else _abs_dot_up(
         low.round(lhs.astype(low.carrier)), low.round(rhs.astype(low.carrier)), dn, K)
+    if scale is not None:
+        S = F.mul_up(S, jnp.abs(scale))
     if bias is not None:
         S = F.add_up_nn(S, jnp.abs(bias))
     if criterion == "condition":
@@ -155,11 +162,11 @@ def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma):
         # kappa_v kappa_phi gamma = S |phi'| gamma / |phi|  > tol
         return (dphi != 0) & (S * jnp.abs(dphi) * g > tol * jnp.abs(phi))
     if criterion == "bound":
-        return ~_certified(low, act, lhs, rhs, dn, K, y_low, v, S, bias, tol)
+        return ~_certified(low, act, lhs, rhs, dn, K, y_low, v, S, scale, tol)
     raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
 
 
-def _certified(low, act, lhs, rhs, dn, K, y_low, v, S, bias, tol):
+def _certified(low, act, lhs, rhs, dn, K, y_low, v, S, scale, tol):
     """True where the low-precision activated output is certified within tol·|phi(v^)|."""
     if low is None:
         a, b, c = 0.0, 0.0, 0.0
@@ -181,6 +188,9 @@ def _certified(low, act, lhs, rhs, dn, K, y_low, v, S, bias, tol):
             if b:
                 e = F.add_up_nn(e, F.scale_up(jnp.abs(y_low), b))
             e = F.add_up_nn(e, F.static_up(c, S.dtype))
+    if scale is not None:
+        # S already includes |scale|; the dot's own error terms scale too
+        e = F.add_up_nn(F.mul_up(e, jnp.abs(scale)), F.scale_up(jnp.abs(v), 2.0**-24))
     # the bias addition in float32
     e = F.add_up_nn(e, F.add_up_nn(F.scale_up(jnp.abs(v), 2.0**-24), F.static_up(float(np.finfo(np.float32).tiny), S.dtype)))
     ok = jnp.isfinite(e) & (F.scale_up(S, 1.0 + (0.0 if math.isinf(a) else a)) < fmt_max) & jnp.isfinite(y_low)
@@ -203,6 +213,7 @@ def mixed_dot_general(
     activation: str | None = None,
     criterion: str = "activation",
     bias: Any = None,
+    scale: Any = None,
     mode: str = "masked",
     capacity: int | float | None = None,
     gamma: str = "sqrt",
@@ -221,7 +232,9 @@ def mixed_dot_general(
     - `activation`: ``"relu"``, ``"tanh"``, ``"sigmoid"`` or None (identity) applied to
       ``y + bias`` after the product.
     - `criterion`: ``"activation"``, ``"condition"`` or ``"bound"`` (module docstring).
-    - `bias`: broadcastable to the result; used by the criteria only (not added).
+    - `bias`, `scale`: the pre-activation is ``scale * y + bias`` (both broadcastable to
+      the result, used by the criteria only: neither is applied to the returned ``y``).
+    - `criterion` may also be ``"never"`` / ``"always"`` (uniform low / high baselines).
     - `mode`: ``"masked"`` or ``"compacted"``; `capacity`: static number (or fraction of
       the output size when < 1) of components the compacted mode recomputes before it
       falls back to the masked computation (default: a quarter).
@@ -248,7 +261,10 @@ def mixed_dot_general(
     y_low = _dot(low_a, lhs, rhs, dn).astype(jnp.float32)
     if bias is not None:
         bias = jnp.broadcast_to(jnp.asarray(bias, jnp.float32), y_low.shape)
-    flags = _flags(criterion, float(tol), act, low_a, lhs, rhs, dn, K, y_low, bias, gamma)
+    if scale is not None:
+        scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), y_low.shape)
+    tol = jnp.asarray(tol, jnp.float32)
+    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale)
     total = flags.size
     count = jnp.sum(flags.astype(jnp.int32))
 
@@ -279,7 +295,8 @@ def mixed_dot_general(
         y = lax.cond(fallback, masked, compacted)
     y = y.reshape(out_shape)
     if return_stats:
-        return y, {"recomputed": count / total, "count": count, "fallback": fallback}
+        return y, {"recomputed": count / total, "count": count, "total": jnp.asarray(total),
+                   "length": jnp.asarray(K), "fallback": fallback}
     return y
 
 
@@ -327,28 +344,37 @@ def _uses(jaxpr):
 
 
 def _patterns(jaxpr):
-    """For each float dot/conv equation index: (bias add index or None, bias operand pos,
-    activation name or None)."""
+    """For each float dot/conv equation index: ``(chain, act)`` where ``chain`` lists the
+    equations ``(index, operand position, "scale"|"bias")`` that follow the product
+    (an optional ``mul`` by an operand independent of it, then an optional ``add``), and
+    ``act`` the activation applied to the result, if recognisable."""
     uses = _uses(jaxpr)
     out = {}
     dots = (P("dot_general"), P("conv_general_dilated"))
+
+    def single_use(v, prim):
+        u = uses.get(v, [])
+        if len(u) == 1 and u[0] >= 0 and jaxpr.eqns[u[0]].primitive is prim:
+            e = jaxpr.eqns[u[0]]
+            if e.outvars[0].aval.shape == v.aval.shape and e.invars[0] is not e.invars[1]:
+                return u[0], (1 if e.invars[0] is v else 0)
+        return None
+
     for i, e in enumerate(jaxpr.eqns):
         if e.primitive not in dots or not jnp.issubdtype(e.outvars[0].aval.dtype, jnp.floating):
             continue
-        y = e.outvars[0]
-        add_i, bpos, act = None, None, None
-        cur = y
-        u = uses.get(y, [])
-        if len(u) == 1 and u[0] >= 0 and jaxpr.eqns[u[0]].primitive is P("add"):
-            a = jaxpr.eqns[u[0]]
-            if a.outvars[0].aval.shape == y.aval.shape:
-                add_i = u[0]
-                bpos = 1 if a.invars[0] is y else 0
-                cur = a.outvars[0]
+        cur = e.outvars[0]
+        chain = []
+        for prim, kind in ((P("mul"), "scale"), (P("add"), "bias")):
+            hit = single_use(cur, prim)
+            if hit is not None:
+                chain.append((hit[0], hit[1], kind))
+                cur = jaxpr.eqns[hit[0]].outvars[0]
+        act = None
         u = uses.get(cur, [])
         if len(u) == 1 and u[0] >= 0:
             act = _activation_of(jaxpr.eqns[u[0]])
-        out[i] = (add_i, bpos, act)
+        out[i] = (chain, act)
     return out
 
 
@@ -371,24 +397,32 @@ class _Mixed:
         for v, a in zip(jaxpr.invars, args):
             env[v] = a
         pats = _patterns(jaxpr)
-        deferred: dict = {}  # add eqn index -> dot eqn index
-        for dot_i, (add_i, _, _) in pats.items():
-            if add_i is not None:
-                deferred[add_i] = dot_i
+        skip = set()
+        at_last: dict = {}  # eqn index where the product is computed -> dot index
+        for dot_i, (chain, _) in pats.items():
+            if chain:
+                skip.add(dot_i)
+                skip.update(j for j, _, _ in chain[:-1])
+                at_last[chain[-1][0]] = dot_i
         for i, eqn in enumerate(jaxpr.eqns):
-            if i in pats and pats[i][0] is not None:
-                continue  # computed at its bias addition, where the bias is known
-            if i in deferred:
-                d = deferred[i]
-                _, bpos, act = pats[d]
-                bias = read(eqn.invars[bpos])
+            if i in skip:
+                continue  # computed at the end of its chain, where scale and bias are known
+            if i in at_last:
+                d = at_last[i]
+                chain, act = pats[d]
+                extra = {kind: jnp.asarray(read(jaxpr.eqns[j].invars[pos])) for j, pos, kind in chain}
                 deqn = jaxpr.eqns[d]
-                y = self.product(deqn, [read(a) for a in deqn.invars], bias, act)
-                env[eqn.outvars[0]] = eqn.primitive.bind(*([y, bias] if bpos == 1 else [bias, y]), **eqn.params)
+                y = self.product(deqn, [read(a) for a in deqn.invars], extra.get("bias"),
+                                 extra.get("scale"), act)
+                for j, pos, _ in chain:  # apply the chain as written
+                    ce = jaxpr.eqns[j]
+                    other = read(ce.invars[pos])
+                    y = ce.primitive.bind(*([y, other] if pos == 1 else [other, y]), **ce.params)
+                env[eqn.outvars[0]] = y
                 continue
             ins = [read(a) for a in eqn.invars]
             if i in pats:
-                outs = [self.product(eqn, ins, None, pats[i][2])]
+                outs = [self.product(eqn, ins, None, None, pats[i][1])]
             else:
                 sub = _compat.call_subjaxpr(eqn)
                 if sub is not None:
@@ -403,7 +437,7 @@ class _Mixed:
                     env[v] = o
         return [read(a) for a in jaxpr.outvars]
 
-    def product(self, eqn, ins, bias, act):
+    def product(self, eqn, ins, bias, scale, act):
         k = len(self.stats)
         if self.activation is not None:
             a = self.activation
@@ -412,15 +446,15 @@ class _Mixed:
         lhs, rhs = ins
         odt = eqn.outvars[0].aval.dtype
         if eqn.primitive is P("dot_general"):
-            y, st = mixed_dot_general(lhs, rhs, eqn.params["dimension_numbers"], bias=bias,
+            y, st = mixed_dot_general(lhs, rhs, eqn.params["dimension_numbers"], bias=bias, scale=scale,
                                       activation=act, return_stats=True, **self.kw)
         else:
-            y, st = _mixed_conv(lhs, rhs, eqn.params, bias, act, self.kw)
+            y, st = _mixed_conv(lhs, rhs, eqn.params, bias, scale, act, self.kw)
         self.stats.append((f"{k}: {eqn.primitive.name} -> {act or 'identity'}", st))
         return y.astype(odt)
 
 
-def _mixed_conv(lhs, rhs, params, bias, act, kw):
+def _mixed_conv(lhs, rhs, params, bias, scale, act, kw):
     if params.get("feature_group_count", 1) != 1 or params.get("batch_group_count", 1) != 1:
         raise NotImplementedError("mixed_precision: grouped convolutions are not supported")
     dn = params["dimension_numbers"]
@@ -438,12 +472,13 @@ def _mixed_conv(lhs, rhs, params, bias, act, kw):
     inv = [0] * nd
     for a, j in enumerate(perm):
         inv[j] = a
-    b = None
-    if bias is not None:
-        out_shape = tuple(patches.shape[d] if d != fdim else w.shape[0] for d in range(nd))
-        b = jnp.transpose(jnp.broadcast_to(bias, out_shape), inv)
-    y, st = mixed_dot_general(patches, w, (((fdim,), (1,)), ((), ())), bias=b, activation=act,
-                              return_stats=True, **kw)
+    out_shape = tuple(patches.shape[d] if d != fdim else w.shape[0] for d in range(nd))
+
+    def to_dot(t):
+        return None if t is None else jnp.transpose(jnp.broadcast_to(t, out_shape), inv)
+
+    y, st = mixed_dot_general(patches, w, (((fdim,), (1,)), ((), ())), bias=to_dot(bias),
+                              scale=to_dot(scale), activation=act, return_stats=True, **kw)
     return jnp.transpose(y, perm), st
 
 
