@@ -73,7 +73,7 @@ def mlp(params, x, act="relu", scales=None):
         z = h @ p["w"]
         if scales is not None:
             z = z * scales[i]
-        z = z + p["b"]
+        z = z + p["b"].reshape((1,) * (z.ndim - 1) + (-1,))
         h = phi(z) if i < len(params) - 1 else z
     return h
 

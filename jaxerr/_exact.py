@@ -99,8 +99,9 @@ def round_exact(x: Any, fmt: Format, overflow: Overflow = "inf") -> Any:
     """Round ``x`` (float32 or float64) to the nearest value of ``fmt``, ties to even.
 
     Rounding is to ``fmt.precision`` bits with gradual underflow below ``2**fmt.emin``
-    (quantum ``2**(emin - p + 1)``); if ``fmt.subnormals`` is False, results whose
-    rounded magnitude is below ``2**emin`` are then flushed to a zero of the same sign.
+    (quantum ``2**(emin - p + 1)``); if ``fmt.subnormals`` is False, rounding is to
+    ``p`` bits with an unbounded exponent range and results whose rounded magnitude is
+    below ``2**emin`` are then flushed to a zero of the same sign.
     A finite ``x`` whose rounding exceeds ``max_finite`` (with an unbounded exponent
     range) becomes ``+-inf`` (``overflow="inf"``) or ``+-max_finite``
     (``overflow="saturate"``). Infinities stay infinite and NaN stays NaN. The result
@@ -122,7 +123,10 @@ def round_exact(x: Any, fmt: Format, overflow: Overflow = "inf") -> Any:
     normal = E > 0
     Eeff = jnp.maximum(E, 1)
     e = Eeff - c.bias  # unbiased exponent of the leading bit position of a normal
-    sh = (c.P - p) + jnp.maximum(fmt.emin - e, 0)
+    if fmt.subnormals:
+        sh = (c.P - p) + jnp.maximum(fmt.emin - e, 0)
+    else:  # p bits at any exponent, then flush (a result below 2**emin is zero)
+        sh = jnp.full_like(e, c.P - p)
     sh = jnp.clip(sh, 0, c.P + 1)
     sig = mant | jnp.where(normal, _u(c, 1 << mbits), _u(c, 0))
     shc = jnp.maximum(sh, 1).astype(c.uint)
@@ -141,7 +145,13 @@ def round_exact(x: Any, fmt: Format, overflow: Overflow = "inf") -> Any:
     r = lax.bitcast_convert_type(ra | sign, c.dtype)
     ar = jnp.abs(r)
     if not fmt.subnormals:
-        r = jnp.where(ar < fmt.smallest_normal, lax.bitcast_convert_type(sign, c.dtype), r)
+        zero = lax.bitcast_convert_type(sign, c.dtype)
+        r = jnp.where(ar < fmt.smallest_normal, zero, r)
+        # carrier subnormals (below every normal of the format): p-bit rounding reaches
+        # 2**emin only from 2**emin (1 - 2**-(p+1)) up; compared as integers (no DAZ)
+        thr = np.asarray(fmt.smallest_normal * (1 - 2.0 ** -(p + 1)), c.dtype).view(c.uint)
+        tiny = jnp.where(sign == U(0), 1.0, -1.0).astype(c.dtype) * fmt.smallest_normal
+        r = jnp.where(E == 0, jnp.where(a >= thr, tiny, zero), r)
     if fmt.max_finite < float(np.finfo(c.dtype).max) or overflow == "saturate":
         big = jnp.asarray(fmt.max_finite if overflow == "saturate" else np.inf, c.dtype)
         r = jnp.where((ar > fmt.max_finite) & ~special, jnp.where(sign == U(0), big, -big), r)

@@ -65,11 +65,13 @@ def test_round_exact_matches_ml_dtypes_and_simulator(name, x64):
             continue
         with np.errstate(all="ignore"):
             ref = xc.astype(fmt.dtype).astype(np.float64)
-        if not fmt.subnormals:
-            ref = np.where(np.abs(ref) < fmt.smallest_normal, np.copysign(0.0, ref), ref)
+        keep = np.ones(xc.shape, bool)
+        if not fmt.subnormals:  # flushing formats: below 2**emin the simulator defines it
+            keep = ~(np.abs(xc) < fmt.smallest_normal)
         if name == "float8_e4m3fn":  # no infinity in the dtype: ml_dtypes gives NaN on overflow
             ref = np.where(np.isnan(ref) & ~np.isnan(xc), np.copysign(np.inf, xc), ref)
-        assert np.all(_same(got, ref)), (name, carrier, xc[~_same(got, ref)][:5])
+        bad = keep & ~_same(got, ref)
+        assert not bad.any(), (name, carrier, xc[bad][:5])
 
 
 def test_round_exact_saturates():
@@ -92,15 +94,18 @@ def _tie_or_value(draw, fmt):
     return float(np.ldexp(2 * m + 1, q - 1)) * draw(st.sampled_from([-1.0, 1.0]))
 
 
-@pytest.mark.parametrize("name", NARROW + ["float32"])
+@pytest.mark.parametrize("name", ["float8_e4m3fn", "bfloat16"] + [
+    pytest.param(n, marks=pytest.mark.slow) for n in ("float8_e5m2", "float16", "float32")])
 def test_round_exact_hypothesis(name, x64):
     fmt = jaxerr.FORMATS[name]
     sat = name == "float8_e4m3fn"
 
-    @given(st.lists(_tie_or_value(fmt), min_size=1, max_size=64))
+    rnd = jax.jit(lambda v: round_exact(v, fmt, "saturate" if sat else "inf"))
+
+    @given(st.lists(_tie_or_value(fmt), min_size=64, max_size=64))
     def check(vals):
         x = np.asarray(vals, np.float64)
-        got = np.asarray(round_exact(jnp.asarray(x), fmt, "saturate" if sat else "inf"))
+        got = np.asarray(rnd(jnp.asarray(x)))
         ref = S.round_to(x, _sim_fmt(fmt, saturate=sat))
         assert np.all(_same(got, ref)), x[~_same(got, ref)]
 
@@ -129,6 +134,7 @@ def test_float8_basic_ops_exhaustive(name):
         assert np.all(_same(g, r)), (op, a[~_same(g, r)][:3], b[~_same(g, r)][:3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
 def test_wider_basic_ops_random_bits(name):
     rng = np.random.default_rng(2)
@@ -158,7 +164,7 @@ _ACCS = [
 ]
 
 
-@pytest.mark.parametrize("name", NARROW)
+@pytest.mark.parametrize("name", ["float8_e4m3fn"] + [pytest.param(n, marks=pytest.mark.slow) for n in NARROW[1:]])
 @pytest.mark.parametrize("acc,fma,sim_acc", _ACCS, ids=[a[2] for a in _ACCS])
 def test_dot_and_sum_orders_match_simulator(name, acc, fma, sim_acc):
     rng = np.random.default_rng(3)
@@ -182,6 +188,7 @@ def test_dot_and_sum_orders_match_simulator(name, acc, fma, sim_acc):
     assert np.all(_same(got[1], ref_sum))
 
 
+@pytest.mark.slow
 def test_pairwise_pads_to_a_power_of_two():
     rng = np.random.default_rng(4)
     x = rng.normal(size=(2, 21)).astype(np.float32)
@@ -211,6 +218,7 @@ def test_conv_is_a_dot_of_patches():
     assert got.shape == conv(x, w).shape
 
 
+@pytest.mark.slow
 def test_control_flow_and_calls_match_simulator():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(5,)).astype(np.float32)
@@ -228,19 +236,22 @@ def test_control_flow_and_calls_match_simulator():
     assert np.all(np.abs(np.asarray(got[1], np.float64) - ref[1]) <= S.ulp(ref[1], "bfloat16"))
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_compose():
     rng = np.random.default_rng(7)
-    x = rng.normal(size=(6, 16)).astype(np.float32)
-    w = rng.normal(size=(16, 3)).astype(np.float32)
+    x = rng.normal(size=(4, 8)).astype(np.float32)
+    w = rng.normal(size=(8, 3)).astype(np.float32)
     g = emulate(lambda x: jnp.tanh(x @ w), "float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
     a = np.asarray(jax.jit(g)(x))
     b = np.asarray(jax.vmap(g)(x))
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name,acc", [("float16", "recursive"), ("bfloat16", "blocked:8"),
-                                      ("float8_e4m3fn", "pairwise"), ("float8_e5m2", "blocked:4"),
-                                      ("bfloat16", "wide:float32")])
+@pytest.mark.slow
+@pytest.mark.parametrize("name,acc", [("bfloat16", "blocked:8")] + [
+    pytest.param(*a, marks=pytest.mark.slow) for a in (
+        ("float16", "recursive"), ("float8_e4m3fn", "pairwise"), ("float8_e5m2", "blocked:4"),
+        ("bfloat16", "wide:float32"))])
 def test_emulated_error_within_bound(name, acc):
     """Soundness cross-check: the emulated error of a dot never exceeds jaxerr.bound's abs_err."""
     rng = np.random.default_rng(8)
