@@ -4,6 +4,7 @@ orders against the simulator, and soundness of jaxerr.bound against the emulatio
 
 import dataclasses
 
+import _simulator as S
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -12,7 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import _simulator as S
 import jaxerr
 from jaxerr._exact import round_exact
 from jaxerr.emulate import emulate
