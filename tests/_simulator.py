@@ -759,10 +759,17 @@ class _Interp:
         flush: bool = False,
         check: bool = False,
         round_inputs: bool = True,
+        layer_fmt: Callable[[str], Any] | None = None,
     ):
         self.mode = mode
         self.flush = flush
         self.fmt = None if fmt is None else self._flushed(as_format(fmt))
+        # per-layer formats: layer_fmt(name_stack) -> format of that equation; its
+        # floating operands are rounded into it first (values of a narrower format
+        # are unchanged by that). Inputs and constants are stored in ``fmt``.
+        self.layer_fmt = layer_fmt if mode == "sim" else None
+        self.storage_fmt = self.fmt
+        self.scope = ""  # name stack of the enclosing call equations
         self.acc = _parse_accumulation(accumulation, order)
         if self.acc.wide is not None:
             self.acc = replace(self.acc, wide=self._flushed(self.acc.wide))
@@ -988,9 +995,11 @@ class _Interp:
         if isinstance(j, jcore.ClosedJaxpr):
             key = id(j)
             if key not in self._consts:
+                cur, self.fmt = self.fmt, self.storage_fmt
                 consts = [
                     self.convert_in(c, v.aval) for c, v in zip(j.consts, j.jaxpr.constvars)
                 ]
+                self.fmt = cur
                 self._consts[key] = (j, consts)
             return self.eval(j.jaxpr, self._consts[key][1], args)
         if j.constvars:
@@ -1012,13 +1021,22 @@ class _Interp:
         for v, x in zip(jaxpr.invars, args):
             env[v] = x
         for eqn in jaxpr.eqns:
+            saved_scope = self.scope
+            if self.layer_fmt is not None:
+                own = str(eqn.source_info.name_stack)
+                self.scope = f"{saved_scope}/{own}" if (saved_scope and own) else (saved_scope or own)
+                self.fmt = self._flushed(as_format(self.layer_fmt(self.scope)))
             invals = [read(a) for a in eqn.invars]
+            if self.layer_fmt is not None and not _has_subjaxpr(eqn):
+                invals = [round_to(x, self.fmt) if _is_float(a.aval.dtype) else x
+                          for x, a in zip(invals, eqn.invars)]
             name = eqn.primitive.name
             rule = _RULES.get(name)
             if rule is None:
                 raise NotImplementedError(f"simulator: primitive {name!r} is not supported")
             with np.errstate(all="ignore"):
                 outs = rule(self, eqn, *invals)
+            self.scope = saved_scope
             if not eqn.primitive.multiple_results:
                 outs = [outs]
             for v, o in zip(eqn.outvars, outs):
@@ -1047,6 +1065,16 @@ class _Interp:
 # ---------------------------------------------------------------------------
 # Primitive rules.  Each takes (interp, eqn, *invals).
 # ---------------------------------------------------------------------------
+
+
+def _has_subjaxpr(eqn: Any) -> bool:
+    """True for call / control-flow equations (operands pass to a body unchanged)."""
+    def sub(v: Any) -> bool:
+        if isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+            return True
+        return isinstance(v, (tuple, list)) and any(sub(x) for x in v)
+
+    return any(sub(v) for v in eqn.params.values())
 
 
 def _isf(eqn: Any) -> bool:
@@ -1742,9 +1770,10 @@ def simulate_jaxpr(
     flush: bool = False,
     *,
     check: bool = False,
+    layer_fmt: Callable[[str], Any] | None = None,
 ) -> list[np.ndarray]:
     """:func:`simulate` for an already traced ClosedJaxpr and flat arguments."""
-    I = _Interp("sim", fmt, accumulation, order, rng, flush, check)
+    I = _Interp("sim", fmt, accumulation, order, rng, flush, check, layer_fmt=layer_fmt)
     jaxpr = closed.jaxpr
     args = [I.convert_in(a, v.aval, is_input=True) for a, v in zip(flat_args, jaxpr.invars)]
     with np.errstate(all="ignore"):
@@ -1763,6 +1792,7 @@ def simulate(
     *,
     as_tree: bool = False,
     check: bool = False,
+    layer_fmt: Callable[[str], Any] | None = None,
 ) -> Any:
     """Evaluate ``f(*args)`` with every floating-point operation rounded.
 
@@ -1799,6 +1829,10 @@ def simulate(
       as_tree: return f's output pytree instead of a flat list.
       check: assert after every equation that floating results are values of
         their format (self-test of the simulator).
+      layer_fmt: per-layer formats: a callable from an equation's name stack
+        (e.g. "MLP/Dense_0") to its format. Each equation rounds its floating
+        operands into its format, then computes in it; inputs and constants are
+        stored in ``fmt`` (required with layer_fmt).
 
     Returns:
       A flat list (``jax.tree_util.tree_leaves`` order) of NumPy arrays:
@@ -1813,7 +1847,8 @@ def simulate(
     """
     closed, treedef = trace(f, args)
     flat = jax.tree_util.tree_leaves(_positional(args))
-    outs = simulate_jaxpr(closed, flat, fmt, accumulation, order, rng, flush, check=check)
+    outs = simulate_jaxpr(closed, flat, fmt, accumulation, order, rng, flush, check=check,
+                          layer_fmt=layer_fmt)
     return unflatten(treedef, outs) if as_tree else outs
 
 
