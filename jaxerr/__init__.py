@@ -12,11 +12,14 @@ from ._domains.interval import Discrete, Real
 from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
+from .emulate import Arithmetic, emulate
+from .mixed import mixed_dot_general, mixed_precision
 from .report import Report, report
 from .tune import Target, TuneResult, tune
 
 __all__ = [
     "Accumulation",
+    "Arithmetic",
     "Bound",
     "Diagnostics",
     "Discrete",
@@ -32,8 +35,11 @@ __all__ = [
     "UnsupportedPrimitiveError",
     "as_format",
     "bound",
+    "emulate",
     "gamma",
     "interval_rules",
+    "mixed_dot_general",
+    "mixed_precision",
     "register_rule",
     "report",
     "testing",

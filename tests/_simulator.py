@@ -653,6 +653,11 @@ def _parse_accumulation(accumulation: str, order: str) -> _Accum:
         if order == "pairwise":
             raise ValueError("accumulation='fma' needs a sequential/reverse/random order")
         return _Accum("fma", order)
+    if accumulation.startswith("fma_blocked:"):
+        block = int(accumulation.split(":", 1)[1])
+        if block < 1 or order == "pairwise":
+            raise ValueError("fma_blocked:B needs B >= 1 and a sequential/reverse/random order")
+        return _Accum("fma_blocked", order, block=block)
     if accumulation.startswith("blocked:"):
         block = int(accumulation.split(":", 1)[1])
         if block < 1:
@@ -882,7 +887,7 @@ class _Interp:
         if fmt is None:
             return self._compensated(src, out_shape)
         acc = self.acc
-        if acc.scheme == "fma" and not prod_exact:
+        if acc.scheme in ("fma", "fma_blocked") and not prod_exact:
             raise NotImplementedError(
                 "simulator: accumulation='fma' needs products exact in float64 "
                 "(operand precisions summing to <= 53 bits)"
@@ -939,6 +944,16 @@ class _Interp:
                 prod = x if w is None else np.multiply(x, w)  # exact in float64
                 s = _rn_add(s, prod, fmt)
             return np.asarray(s)
+        if acc.scheme == "fma_blocked":
+            total = None
+            for lo in range(0, K, acc.block):
+                s = term(lo)
+                for pos in range(lo + 1, min(lo + acc.block, K)):
+                    x, w = get(pos)
+                    prod = x if w is None else np.multiply(x, w)  # exact in float64
+                    s = _rn_add(s, prod, fmt)
+                total = s if total is None else _rn_add(total, s, fmt)
+            return np.asarray(total)
         if acc.scheme == "blocked":
             total = None
             for lo in range(0, K, acc.block):
@@ -1801,7 +1816,9 @@ def simulate(
         additions rounded to FMT, the final sum rounded once to the equation's
         format); "fma" (``acc = round(acc + x_k*w_k)`` with a single rounding
         per step; requires products exact in float64, i.e. operand precisions
-        adding to <= 53 bits).
+        adding to <= 53 bits); "fma_blocked:B" (consecutive blocks of B terms, each
+        accumulated with single-rounding FMA from its rounded first product, the block
+        sums then added left to right with a rounding each).
       order: "sequential" (increasing contraction index; several reduced axes
         are flattened row-major), "reverse", "random" (an independent random
         permutation per output element drawn from ``rng`` with
