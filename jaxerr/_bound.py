@@ -284,18 +284,25 @@ def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
     car = carrier_dtype(config)
     lo_a = jnp.asarray(lo).astype(adt)
     hi_a = jnp.asarray(hi).astype(adt)
-    rlo = F.round_to(jnp.asarray(lo).astype(car), fmt).astype(adt)
-    rhi = F.round_to(jnp.asarray(hi).astype(car), fmt).astype(adt)
+    rlo = F.round_to(_to_carrier(lo, car), fmt).astype(adt)
+    rhi = F.round_to(_to_carrier(hi, car), fmt).astype(adt)
     if point:
         err = F.up(jnp.abs(rlo - lo_a))
     else:
         m = jnp.maximum(jnp.abs(lo_a), jnp.abs(hi_a))
         err = F.add_up(F.scale_up(m, fmt.unit_roundoff), F.static_up(fmt.underflow, adt))
         err = F.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
-    centre = _centre(jnp.asarray(lo).astype(car), jnp.asarray(hi).astype(car))
-    value = F.round_to(centre, fmt)
+    centre = _centre(_to_carrier(lo, car), _to_carrier(hi, car))
+    value = F.round_to(centre, fmt).astype(car)
     exact = False
     return Real(lo_a, hi_a, rlo, rhi, err, value, exact=exact, point=point)
+
+
+def _to_carrier(x: Any, car: Any) -> Any:
+    """``x`` for rounding into a format held in ``car``: a wider (float64) value stays
+    float64, so that it is rounded once, not first to float32."""
+    x = jnp.asarray(x)
+    return x if np.dtype(x.dtype).itemsize > np.dtype(car).itemsize else x.astype(car)
 
 
 def _centre(lo: Any, hi: Any) -> Any:
@@ -425,8 +432,8 @@ def round_into(ctx: Ctx, v: Real, dst: F.Format) -> Real:
     ``u |c| + eta`` (by ``|fl(c) - c| + eta`` at a single point)."""
     adt = ctx.adt
     car = ctx.carrier
-    rlo = F.round_to(v.clo.astype(car), dst).astype(adt)
-    rhi = F.round_to(v.chi.astype(car), dst).astype(adt)
+    rlo = F.round_to(_to_carrier(v.clo, car), dst).astype(adt)
+    rhi = F.round_to(_to_carrier(v.chi, car), dst).astype(adt)
     eta = F.static_up(dst.underflow, adt)
     if v.point:
         rho = F.add_up_nn(F.up(jnp.abs(rlo - v.clo)), eta)

@@ -653,6 +653,11 @@ def round_to(x: Any, fmt: Format) -> Any:
     carrier = x.dtype
     if np.dtype(carrier).itemsize * 8 >= 64 and fmt.precision == 53:
         return x
+    if np.dtype(carrier) == np.float64:
+        # XLA converts float64 to a narrow dtype through float32 (double rounding)
+        from ._exact import round_exact
+
+        return round_exact(x, fmt)
     if fmt.dtype is not None and fmt.name != "float8_e4m3fn":
         return x.astype(fmt.dtype).astype(carrier)
     m, e = jnp.frexp(x)
