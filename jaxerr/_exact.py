@@ -260,3 +260,40 @@ def sqrt(a: Any, fmt: Format, overflow: Overflow = "inf") -> Any:
 
 def float32_format() -> Format:
     return FORMATS["float32"]
+
+
+def rounding_error_bound(y: Any, fmt: Format, overflow: Overflow = "inf") -> Any:
+    """A bound, computable from the *result* alone, on ``|y - z|`` for every real ``z`` with
+    ``y = RN(z)`` (``y`` a value of ``fmt`` in a float32/float64 carrier, as returned by
+    :func:`round_exact` and the operations of this module).
+
+    - ``y`` finite, ``|y| >= 2**emin``: half an ulp of ``y``, ``2**(e - p)`` with
+      ``e = floor(log2 |y|)``. (If ``z`` lies above ``2**e`` the spacing there is
+      ``2**(e-p+1)``; if ``y = 2**e`` and ``z`` lies below it, the spacing below is half
+      that; either way ``|y - z| <= 2**(e-p)``.) This is at most ``u |y|`` (Higham's
+      ``fl(z) = z / (1 + delta)``) and up to twice smaller.
+    - ``|y| < 2**emin`` with gradual underflow: the spacing is the subnormal quantum
+      ``2**(emin-p+1)``, so ``|y - z| <= 2**(emin - p)``.
+    - flushing formats (``subnormals=False``): ``y = 0`` may come from any
+      ``|z| < 2**emin``: the bound is ``2**emin``; a nonzero ``y`` is normal.
+    - ``y`` infinite or NaN, or ``|y| = max_finite`` under saturation (``z`` may be any
+      larger number): ``+inf``.
+
+    The result is a power of two (or inf), at least the carrier's smallest normal (so
+    that a flush-to-zero carrier cannot lose it), and exact in the carrier.
+    """
+    y = jnp.asarray(y)
+    c = _carrier_of(y.dtype)
+    mbits = c.P - 1
+    b = lax.bitcast_convert_type(jnp.abs(y), c.uint)
+    E = (b >> _u(c, mbits)).astype(np.int32) - c.bias  # floor(log2|y|) for carrier normals
+    p, emin = fmt.precision, fmt.emin
+    k = jnp.maximum(E, emin) - p
+    if not fmt.subnormals:
+        k = jnp.where(y == 0, emin, k)
+    k = jnp.clip(k, 1 - c.bias, c.bias)  # >= the carrier's smallest normal: rounding up
+    r = lax.bitcast_convert_type((k + c.bias).astype(c.uint) << _u(c, mbits), c.dtype)
+    bad = ~jnp.isfinite(y)
+    if overflow == "saturate":
+        bad = bad | (jnp.abs(y) >= fmt.max_finite)
+    return jnp.where(bad, jnp.asarray(np.inf, c.dtype), r)

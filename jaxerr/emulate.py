@@ -59,9 +59,11 @@ import numpy as np
 
 from . import _compat
 from . import _exact as X
+from . import _formats as F
 from ._formats import Accumulation, Format, as_format
 
-__all__ = ["Arithmetic", "emulate", "emulated_dot_general", "emulated_sum", "round_exact"]
+__all__ = ["Arithmetic", "emulate", "emulated_dot_general", "emulated_dot_general_with_bound", "emulated_sum",
+           "round_exact"]
 
 round_exact = X.round_exact
 P = _compat.prim
@@ -154,11 +156,46 @@ def _step(ar: Arithmetic, s: Any, x: Any, w: Any) -> Any:
     return X.add(s, X.mul(x, w, fmt, ov), fmt, ov)
 
 
-def _recursive(ar: Arithmetic, t: _Terms, init: Any) -> Any:
+def _rerr(ar: Arithmetic, y: Any, exact: Any) -> Any:
+    """Bound on one rounding that produced ``y`` (0 where ``exact`` says it was exact)."""
+    r = X.rounding_error_bound(y, ar.precision, ar.overflow)
+    return jnp.where(exact, jnp.zeros_like(r), r)
+
+
+def _add_e(ar: Arithmetic, a: Any, b: Any) -> tuple[Any, Any]:
+    """``RN(a + b)`` and the bound on its rounding (an addition of a zero is exact)."""
+    s = X.add(a, b, ar.precision, ar.overflow)
+    return s, _rerr(ar, s, (a == 0) | (b == 0))
+
+
+def _step_e(ar: Arithmetic, s: Any, x: Any, w: Any) -> tuple[Any, Any]:
+    """:func:`_step` and the bound on the roundings it made."""
+    fmt, ov = ar.precision, ar.overflow
+    if w is None:
+        return _add_e(ar, s, x)
+    zero = (x == 0) | (w == 0)  # the exact product is zero: exact term
+    if ar.fma:
+        r = X.fma(x, w, s, fmt, ov)
+        return r, _rerr(ar, r, zero)
+    p = X.mul(x, w, fmt, ov)
+    r, e = _add_e(ar, s, p)
+    return r, e + _rerr(ar, p, zero)
+
+
+def _recursive(ar: Arithmetic, t: _Terms, init: Any, track: bool = False) -> Any:
     if t.w is None:
         xs = (t.x,)
     else:
         xs = (t.x, t.w)
+
+    if track:
+        def body_e(c, xw):
+            s, e = c
+            s, r = _step_e(ar, s, xw[0], xw[1] if len(xw) > 1 else None)
+            return (s, e + r), None
+
+        c, _ = lax.scan(body_e, (init, jnp.zeros_like(init)), xs)
+        return c
 
     def body(s, xw):
         return _step(ar, s, xw[0], xw[1] if len(xw) > 1 else None), None
@@ -167,7 +204,7 @@ def _recursive(ar: Arithmetic, t: _Terms, init: Any) -> Any:
     return s
 
 
-def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any) -> Any:
+def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any, track: bool = False) -> Any:
     bsz = min(bsz, t.K)
     nb = -(-t.K // bsz)
     tb = t.pad_to(nb * bsz).split(nb, bsz)
@@ -175,63 +212,88 @@ def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any) -> Any:
 
     def block_sum(x, w):
         # a nested scan: unrolled steps let XLA fuse (and recompute) the whole chain
-        return _recursive(ar, _Terms(x, w), zeros)
+        return _recursive(ar, _Terms(x, w), zeros, track)
+
+    xs = (tb.x,) if tb.w is None else (tb.x, tb.w)
+    if track:
+        def body_e(c, xw):
+            total, e = c
+            bs, be = block_sum(xw[0], xw[1] if len(xw) > 1 else None)
+            total, r = _add_e(ar, total, bs)
+            return (total, e + (be + r)), None
+
+        c, _ = lax.scan(body_e, (zeros, jnp.zeros_like(zeros)), xs)
+        return c
 
     def body(total, xw):
         x = xw[0]
         w = xw[1] if len(xw) > 1 else None
         return X.add(total, block_sum(x, w), fmt, ov), None
 
-    xs = (tb.x,) if tb.w is None else (tb.x, tb.w)
     total, _ = lax.scan(body, zeros, xs)
     return total
 
 
-def _tree(ar: Arithmetic, v: Any) -> Any:
-    """Balanced pairwise sum over the leading axis (length a power of two)."""
+def _tree(ar: Arithmetic, v: Any, e: Any = None) -> Any:
+    """Balanced pairwise sum over the leading axis (length a power of two); with ``e``
+    (the leaves' error bounds) also the bound of the sum's error."""
     fmt, ov = ar.precision, ar.overflow
     while v.shape[0] > 1:
         h = v.reshape((v.shape[0] // 2, 2) + v.shape[1:])
-        v = X.add(h[:, 0], h[:, 1], fmt, ov)
-    return v[0]
+        if e is None:
+            v = X.add(h[:, 0], h[:, 1], fmt, ov)
+        else:
+            he = e.reshape(h.shape)
+            v, r = _add_e(ar, h[:, 0], h[:, 1])
+            e = he[:, 0] + he[:, 1] + r
+    return v[0] if e is None else (v[0], e[0])
 
 
-def _pairwise(ar: Arithmetic, t: _Terms) -> Any:
+def _pairwise(ar: Arithmetic, t: _Terms, track: bool = False) -> Any:
     K2 = 1 << max(0, math.ceil(math.log2(max(t.K, 1))))
     t = t.pad_to(K2)
     fmt, ov = ar.precision, ar.overflow
 
     def leaves(x, w):
-        return x if w is None else X.mul(x, w, fmt, ov)
+        if not track:
+            return x if w is None else X.mul(x, w, fmt, ov)
+        if w is None:
+            return x, jnp.zeros_like(x)
+        p = X.mul(x, w, fmt, ov)
+        return p, _rerr(ar, p, (x == 0) | (w == 0))
+
+    def tree(xw):
+        lv = leaves(xw[0], xw[1] if len(xw) > 1 else None)
+        return _tree(ar, *lv) if track else _tree(ar, lv)
 
     out_size = math.prod(t.out_shape)
     # chunks of at most ~2**22 leaf elements evaluated at a time
     chunk = 1 << max(1, min(int(math.log2(K2)), int(math.log2(max(1, (1 << 22) // max(out_size, 1))))))
     chunk = min(chunk, K2)
     if chunk == K2:
-        return _tree(ar, leaves(t.x, t.w))
+        return tree((t.x,) if t.w is None else (t.x, t.w))
     nb = K2 // chunk
     tb = t.split(nb, chunk)
     xs = (tb.x,) if tb.w is None else (tb.x, tb.w)
 
     def body(_, xw):
-        return None, _tree(ar, leaves(xw[0], xw[1] if len(xw) > 1 else None))
+        return None, tree(xw)
 
     _, sums = lax.scan(body, None, xs)
-    return _tree(ar, sums)
+    return _tree(ar, *sums) if track else _tree(ar, sums)
 
 
-def _accumulate(ar: Arithmetic, t: _Terms, dtype: Any) -> Any:
+def _accumulate(ar: Arithmetic, t: _Terms, dtype: Any, track: bool = False) -> Any:
     acc = ar.accumulation
     zeros = jnp.zeros(t.out_shape, dtype)
     if t.K == 0:
-        return zeros
+        return (zeros, zeros) if track else zeros
     if acc.kind == "recursive":
-        return _recursive(ar, t, zeros)
+        return _recursive(ar, t, zeros, track)
     if acc.kind == "blocked":
-        return _blocked(ar, t, acc.block, zeros)
+        return _blocked(ar, t, acc.block, zeros, track)
     if acc.kind == "pairwise":
-        return _pairwise(ar, t)
+        return _pairwise(ar, t, track)
     if acc.kind == "wide":
         raise AssertionError("wide accumulation is handled by the callers")
     raise ValueError(f"unsupported accumulation {acc}")
@@ -285,6 +347,57 @@ def emulated_dot_general(lhs: Any, rhs: Any, dimension_numbers: Any, ar: Arithme
     else:
         y = _accumulate(ar, terms, dt)
     return y.reshape(bshape + lfs + rfs)
+
+
+def emulated_dot_general_with_bound(lhs: Any, rhs: Any, dimension_numbers: Any, ar: Arithmetic) -> tuple[Any, Any]:
+    """:func:`emulated_dot_general` and an *a-posteriori* (running-error) bound on its
+    rounding error, computed alongside it from the intermediate results.
+
+    Returns ``(y, e)`` with, componentwise, ``|y - sum_k lhs_k rhs_k| <= e`` (the exact
+    real inner product of the given format values), for the ``"recursive"``,
+    ``"blocked:B"`` and ``"pairwise"`` models, with or without FMA, ``overflow`` either
+    way.
+
+    **Proof.** Every operation the model performs is ``c = RN(z)`` with ``z`` the exact
+    result on the *computed* operands: ``z = a + b`` (addition), ``z = x w`` (a rounded
+    product) or ``z = s + x w`` (FMA). Write ``c = z + d``. Unrolling the summation tree
+    (each operand is a term, an exact product inside an FMA, or an earlier result),
+    ``y = sum_k x_k w_k + sum_ops d_op`` exactly, because every operation is linear in its
+    operands; so ``|y - sum_k x_k w_k| <= sum_ops |d_op|``. Each ``|d_op|`` is bounded
+    from the computed ``c`` alone by :func:`jaxerr._exact.rounding_error_bound` (half an
+    ulp of ``c``, the underflow quantum, ``2**emin`` for a flushed zero, ``inf`` for
+    overflow or saturation), and ``d_op = 0`` when an operand of an addition is zero or
+    the exact product is zero (the result is then a format value, returned exactly).
+    This needs no ``n u < 1``: it sums the roundings that actually happened. The bounds
+    are powers of two (at least the carrier's smallest normal, or 0 or inf) added in the
+    carrier along a tree of depth at most ``m = 3K + 8``; every partial sum of
+    nonnegative numbers rounded to nearest is at least ``(1 - u_c)^m`` times the exact
+    one, so the exact sum is at most the computed one times ``1 + gamma_m(u_c)``, which
+    is applied rounded up (``_formats.scale_up``).
+
+    Cost: one extra carrier addition and exponent extraction per operation (no second
+    pass over the data). ``"wide:"`` accumulations are not supported (their order is
+    XLA's); use the a-priori bound there.
+    """
+    (lc, rc), (lb, rb) = dimension_numbers
+    lc, rc, lb, rb = (tuple(int(d) for d in t) for t in (lc, rc, lb, rb))
+    lf = tuple(d for d in range(lhs.ndim) if d not in lc and d not in lb)
+    rf = tuple(d for d in range(rhs.ndim) if d not in rc and d not in rb)
+    if ar.accumulation.kind == "wide":
+        raise NotImplementedError("running-error bounds need an explicit order: not 'wide:' accumulation")
+    dt = lhs.dtype
+    bshape = tuple(lhs.shape[d] for d in lb)
+    lfs = tuple(lhs.shape[d] for d in lf)
+    rfs = tuple(rhs.shape[d] for d in rf)
+    K = math.prod(lhs.shape[d] for d in lc)
+    B, M, N = math.prod(bshape), math.prod(lfs), math.prod(rfs)
+    lk = jnp.transpose(lhs, lc + lb + lf).reshape(K, B, M, 1)
+    rk = jnp.transpose(rhs, rc + rb + rf).reshape(K, B, 1, N)
+    y, e = _accumulate(ar, _Terms(lk, rk), dt, track=True)
+    uc = 2.0 ** -X._carrier_of(dt).P
+    e = F.scale_up(e, 1.0 + F.gamma(3 * K + 8, uc))
+    shape = bshape + lfs + rfs
+    return y.reshape(shape), e.reshape(shape)
 
 
 def emulated_conv(lhs: Any, rhs: Any, params: dict, ar: Arithmetic) -> Any:

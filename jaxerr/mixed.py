@@ -20,15 +20,23 @@ activation, ``S = |x^|·|w^| + |b|``):
   worst-case ``gamma_d = d u / (1 - d u)`` (``"worst"``; infinite when ``d u >= 1``).
   Where ``phi' = 0`` (ReLU, ``v^ < 0``) the output does not depend on ``v`` locally and
   the component is kept.
-- ``"bound"``: recompute unless the certified bound on the error of the *activated*
-  low-precision output is at most ``tol · |phi(v^)|``. The bound on ``|v^ - v|`` is
-  rigorous: input rounding ``|x - x^|·|w|`` plus the accumulation model's
-  ``a·|x^|·|w^| + b·|y^| + c`` (:meth:`jaxerr.Accumulation.coefficients`, products
-  rounded) plus the bias addition, every term rounded upward; it is pushed through
-  ``phi`` with its Lipschitz constant on ``[v^ - e, v^ + e]`` (ReLU: zero error where
-  ``v^ + e <= 0``). A component whose low result may have overflowed is recomputed.
-  For long float8 inner products the worst-case constant is infinite (``d u >= 1``)
-  and the criterion then recomputes everything: rigorous, and honest about it.
+- ``"bound"``: recompute unless a *certified* bound on the error of the activated
+  low-precision output is at most ``tol · |phi(v^)|``. With ``bound="running"``
+  (default, for the ``recursive`` / ``blocked`` / ``pairwise`` low models) the bound is
+  a-posteriori: the low product is computed together with its running-error bound
+  (:func:`jaxerr.emulate.emulated_dot_general_with_bound`: the sum over the operations
+  actually performed of half an ulp of each computed intermediate, zero for exact
+  steps, infinite if any intermediate overflowed or saturated), which needs no
+  ``n u < 1``. With ``bound="apriori"`` (and always for native float32 or ``wide:``
+  low arithmetics) it is the worst-case ``a·|x^|·|w^| + c`` of
+  :meth:`jaxerr.Accumulation.coefficients`, infinite when ``d u >= 1`` (long float8
+  sums: then everything is recomputed). Either way the input rounding
+  ``|x - x^|·|w| + |x^|·|w - w^|`` is added, then ``|scale|`` times it plus the float32
+  roundings of ``y^·scale`` and ``+ bias`` (every term rounded upward), giving
+  ``|v^ - v| <= e`` for the exact ``v = scale·(x·w) + bias`` of the float32 operands;
+  ``e`` is pushed through ``phi`` with its Lipschitz constant on ``[v^ - e, v^ + e]``
+  (ReLU: zero error where ``v^ + e <= 0``, as both outputs are then 0). ``phi``
+  itself is taken as exact (its float32 evaluation is common to both precisions).
 
 Two implementations with identical results (tested):
 
@@ -52,7 +60,7 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
-from .emulate import Arithmetic, emulated_dot_general
+from .emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound
 
 __all__ = ["mixed_dot_general", "mixed_precision", "ACTIVATIONS"]
 
@@ -139,7 +147,7 @@ def _gamma_est(ar: Arithmetic, n: int, kind: str) -> float:
     raise ValueError(f"gamma must be 'sqrt', 'linear' or 'worst', got {kind!r}")
 
 
-def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale):
+def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err=None):
     sy = y_low if scale is None else y_low * scale
     v = sy if bias is None else sy + bias
     if criterion == "never":
@@ -150,8 +158,11 @@ def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale)
         phi, dphi = _phi(act, v)
         # |phi'/phi| > tol  <=>  |phi'| > tol |phi|; phi = 0 with phi' = 0: keep
         return jnp.abs(dphi) > tol * jnp.abs(phi)
-    S = _abs_dot_up(lhs, rhs, dn, K) if low is None else _abs_dot_up(
+    if criterion == "bound" and acc_err is not None:
+        return ~_certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, bias is not None, acc_err, tol)
+    S0 = _abs_dot_up(lhs, rhs, dn, K) if low is None else _abs_dot_up(
         low.round(lhs.astype(low.carrier)), low.round(rhs.astype(low.carrier)), dn, K)
+    S = S0
     if scale is not None:
         S = F.mul_up(S, jnp.abs(scale))
     if bias is not None:
@@ -162,25 +173,67 @@ def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale)
         # kappa_v kappa_phi gamma = S |phi'| gamma / |phi|  > tol
         return (dphi != 0) & (S * jnp.abs(dphi) * g > tol * jnp.abs(phi))
     if criterion == "bound":
-        return ~_certified(low, act, lhs, rhs, dn, K, y_low, v, S, scale, tol)
+        return ~_certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S0, scale, bias is not None, tol)
     raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
 
 
-def _certified(low, act, lhs, rhs, dn, K, y_low, v, S, scale, tol):
-    """True where the low-precision activated output is certified within tol·|phi(v^)|."""
+_U32 = 2.0**-24
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def _input_rounding(low, lhs, rhs, dn, K):
+    """Upper bound of ``|x·w - x^·w^|`` (``x^, w^`` the operands rounded to ``low``'s
+    format): ``|x - x^|·|w| + |x^|·|w - w^|`` (the differences are exact in float32)."""
+    xr = low.round(lhs.astype(low.carrier))
+    wr = low.round(rhs.astype(low.carrier))
+    return F.add_up_nn(_abs_dot_up(lhs - xr, rhs, dn, K), _abs_dot_up(xr, rhs - wr, dn, K))
+
+
+def _pre_activation_error(e, sy, v, scale, has_bias):
+    """Push a bound ``e`` on the product's error through ``v^ = fl(fl(y^ s) + b)``:
+    ``|v^ - (s·y + b)| <= |s| e + |fl(y^ s) - y^ s| + |v^ - (fl(y^ s) + b)|``, each float32
+    rounding bounded by ``2**-24`` times its result plus the smallest normal (flush)."""
+    if scale is not None:
+        e = F.add_up_nn(F.mul_up(e, jnp.abs(scale)),
+                        F.add_up_nn(F.scale_up(jnp.abs(sy), _U32), F.static_up(_TINY32, sy.dtype)))
+    if has_bias:
+        e = F.add_up_nn(e, F.add_up_nn(F.scale_up(jnp.abs(v), _U32), F.static_up(_TINY32, v.dtype)))
+    return e
+
+
+def _activated_ok(act, v, e, tol):
+    """True where ``|phi(v^) - phi(v)| <= tol |phi(v^)|`` for every ``v`` with ``|v - v^| <= e``
+    (``phi`` evaluated exactly): the Lipschitz constant of ``phi`` on ``[v^ - e, v^ + e]``
+    times ``e``; for ReLU the error is zero where ``v^ + e <= 0`` (both outputs are 0)."""
+    phi, _ = _phi(act, v)
+    L = _lipschitz(act, v, e)
+    eo = F.mul_up(L, e)
+    if act == "relu":
+        eo = jnp.where(F.add_up(v, e) <= 0, 0.0, eo)
+    return jnp.isfinite(e) & (eo <= tol * jnp.abs(phi))
+
+
+def _certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, has_bias, acc_err, tol):
+    """The a-posteriori certificate: ``acc_err`` is the running-error bound of the low
+    accumulation (:func:`jaxerr.emulate.emulated_dot_general_with_bound`), which is
+    infinite wherever an intermediate overflowed or saturated."""
+    e = F.add_up_nn(_input_rounding(low, lhs, rhs, dn, K), acc_err)
+    e = _pre_activation_error(e, sy, v, scale, has_bias)
+    return jnp.isfinite(y_low) & _activated_ok(act, v, e, tol)
+
+
+def _certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S, scale, has_bias, tol):
+    """True where the low-precision activated output is certified within tol·|phi(v^)|
+    by the a-priori (worst-case ``gamma``) bound."""
     if low is None:
-        a, b, c = 0.0, 0.0, 0.0
+        a = 0.0
         fmt_max = float(np.finfo(np.float32).max)
-        e = F.scale_up(S, F.gamma(K + 1, 2.0**-24))
-        xr = lhs
+        e = F.add_up_nn(F.scale_up(S, F.gamma(K + 1, _U32)), F.static_up(2 * (K + 1) * _TINY32, S.dtype))
     else:
         fmt = low.precision
         a, b, c = low.accumulation.coefficients(K, fmt, products=True)
         fmt_max = fmt.max_finite
-        xr = low.round(lhs.astype(low.carrier))
-        wr = low.round(rhs.astype(low.carrier))
-        # input rounding |x - x^|·|w| + |x^|·|w - w^|
-        e = F.add_up_nn(_abs_dot_up(lhs - xr, rhs, dn, K), _abs_dot_up(xr, rhs - wr, dn, K))
+        e = _input_rounding(low, lhs, rhs, dn, K)
         if math.isinf(a):
             e = jnp.full_like(S, jnp.inf)
         else:
@@ -188,18 +241,9 @@ def _certified(low, act, lhs, rhs, dn, K, y_low, v, S, scale, tol):
             if b:
                 e = F.add_up_nn(e, F.scale_up(jnp.abs(y_low), b))
             e = F.add_up_nn(e, F.static_up(c, S.dtype))
-    if scale is not None:
-        # S already includes |scale|; the dot's own error terms scale too
-        e = F.add_up_nn(F.mul_up(e, jnp.abs(scale)), F.scale_up(jnp.abs(v), 2.0**-24))
-    # the bias addition in float32
-    e = F.add_up_nn(e, F.add_up_nn(F.scale_up(jnp.abs(v), 2.0**-24), F.static_up(float(np.finfo(np.float32).tiny), S.dtype)))
-    ok = jnp.isfinite(e) & (F.scale_up(S, 1.0 + (0.0 if math.isinf(a) else a)) < fmt_max) & jnp.isfinite(y_low)
-    phi, _ = _phi(act, v)
-    L = _lipschitz(act, v, e)
-    eo = F.mul_up(L, e)
-    if act == "relu":
-        eo = jnp.where(F.add_up(v, e) <= 0, 0.0, eo)
-    return ok & (eo <= tol * jnp.abs(phi))
+    e = _pre_activation_error(e, sy, v, scale, has_bias)
+    ok = (F.scale_up(S, 1.0 + (0.0 if math.isinf(a) else a)) < fmt_max) & jnp.isfinite(y_low)
+    return ok & _activated_ok(act, v, e, tol)
 
 
 def mixed_dot_general(
@@ -217,6 +261,7 @@ def mixed_dot_general(
     mode: str = "masked",
     capacity: int | float | None = None,
     gamma: str = "sqrt",
+    bound: str = "running",
     return_stats: bool = False,
 ) -> Any:
     """``lax.dot_general(lhs, rhs, dimension_numbers)`` computed in ``low`` precision, with
@@ -238,12 +283,15 @@ def mixed_dot_general(
     - `mode`: ``"masked"`` or ``"compacted"``; `capacity`: static number (or fraction of
       the output size when < 1) of components the compacted mode recomputes before it
       falls back to the masked computation (default: a quarter).
+    - `bound`: ``"running"`` (a-posteriori running-error bound, default) or ``"apriori"``
+      (worst-case constants) for ``criterion="bound"``.
     - `return_stats`: also return ``{"recomputed": fraction, "count": n, "fallback": bool}``.
 
     **Guarantee:** a recomputed component equals the ``high`` result bit for bit; a kept
     one equals the ``low`` result. With ``criterion="bound"``, every kept component's
-    activated error is certified ``<= tol·|phi(y^ + b)|`` (under the error model of
-    ``low``'s accumulation, products rounded).
+    activated error is certified ``<= tol·|phi(scale·y^ + b)|`` against the exact
+    ``phi(scale·(lhs·rhs) + b)`` of the given float32 operands (``low``'s accumulation
+    performed exactly as :mod:`jaxerr.emulate` models it; ``phi`` evaluated exactly).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -258,13 +306,25 @@ def mixed_dot_general(
     rhs = jnp.asarray(rhs, jnp.float32)
     dn = dimension_numbers
     l3, r3, K, out_shape = _canon(lhs, rhs, dn)
-    y_low = _dot(low_a, lhs, rhs, dn).astype(jnp.float32)
+    if bound not in ("running", "apriori"):
+        raise ValueError(f"bound must be 'running' or 'apriori', got {bound!r}")
+    acc_err = None
+    if (criterion == "bound" and bound == "running" and low_a is not None
+            and low_a.accumulation.kind != "wide"):
+        dt = low_a.carrier
+        y_low, acc_err = emulated_dot_general_with_bound(
+            low_a.round(lhs.astype(dt)), low_a.round(rhs.astype(dt)), dn, low_a)
+        if acc_err.dtype != jnp.float32:  # a float64 carrier: convert upward
+            acc_err = F.up_nn(acc_err.astype(jnp.float32))
+        y_low = y_low.astype(jnp.float32)
+    else:
+        y_low = _dot(low_a, lhs, rhs, dn).astype(jnp.float32)
     if bias is not None:
         bias = jnp.broadcast_to(jnp.asarray(bias, jnp.float32), y_low.shape)
     if scale is not None:
         scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), y_low.shape)
     tol = jnp.asarray(tol, jnp.float32)
-    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale)
+    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err)
     total = flags.size
     count = jnp.sum(flags.astype(jnp.int32))
 
@@ -493,6 +553,7 @@ def mixed_precision(
     mode: str = "masked",
     capacity: int | float | None = None,
     gamma: str = "sqrt",
+    bound: str = "running",
     return_stats: bool = False,
 ) -> Callable[..., Any]:
     """Transform ``f`` so that every floating ``dot_general`` and ``conv_general_dilated``
@@ -506,7 +567,8 @@ def mixed_precision(
     program order: ``{"recomputed": fraction, "count": n, "fallback": bool}``. Composes
     with ``jax.jit`` and ``jax.vmap``.
     """
-    kw = dict(low=low, high=high, tol=tol, criterion=criterion, mode=mode, capacity=capacity, gamma=gamma)
+    kw = dict(low=low, high=high, tol=tol, criterion=criterion, mode=mode, capacity=capacity, gamma=gamma,
+              bound=bound)
 
     def wrapped(*args):
         closed, out_shape = jax.make_jaxpr(f, return_shape=True)(*args)
