@@ -62,7 +62,8 @@ from . import _exact as X
 from . import _formats as F
 from ._formats import Accumulation, Format, as_format
 
-__all__ = ["Arithmetic", "emulate", "emulated_dot_general", "emulated_dot_general_with_bound", "emulated_sum",
+__all__ = ["Arithmetic", "emulate", "emulated_dot_general", "emulated_dot_general_with_bound", "emulated_gathered_dot",
+           "emulated_sum",
            "round_exact"]
 
 round_exact = X.round_exact
@@ -119,15 +120,24 @@ class _Terms:
     """The terms of a sum: ``x`` of shape (K, *out) for a plain sum, or ``x`` (K, B, M, 1)
     and ``w`` (K, B, 1, N) whose products are the terms of a dot."""
 
-    def __init__(self, x: Any, w: Any = None):
+    def __init__(self, x: Any, w: Any = None, il: Any = None, ir: Any = None):
         self.x, self.w = x, w
+        self.il, self.ir = il, ir  # gathered terms: x (K, P), w (K, Q), term j = x[:, il[j]] w[:, ir[j]]
         self.K = x.shape[0]
 
     @property
     def out_shape(self) -> tuple[int, ...]:
+        if self.il is not None:
+            return tuple(self.il.shape)
         if self.w is None:
             return tuple(self.x.shape[1:])
         return tuple(max(a, b) for a, b in zip(self.x.shape[1:], self.w.shape[1:]))
+
+    def take(self, x: Any, w: Any) -> tuple[Any, Any]:
+        """The terms of slices ``x``, ``w`` (gathered when the terms are indexed)."""
+        if self.il is None:
+            return x, w
+        return jnp.take(x, self.il, axis=-1), jnp.take(w, self.ir, axis=-1)
 
     def pad_to(self, K: int) -> _Terms:
         if K == self.K:
@@ -137,13 +147,13 @@ class _Terms:
             cfg = [(0, K - self.K)] + [(0, 0)] * (a.ndim - 1)
             return jnp.pad(a, cfg)
 
-        return _Terms(pad(self.x), None if self.w is None else pad(self.w))
+        return _Terms(pad(self.x), None if self.w is None else pad(self.w), self.il, self.ir)
 
     def split(self, nb: int, bsz: int) -> _Terms:
         def rs(a):
             return a.reshape((nb, bsz) + a.shape[1:])
 
-        return _Terms(rs(self.x), None if self.w is None else rs(self.w))
+        return _Terms(rs(self.x), None if self.w is None else rs(self.w), self.il, self.ir)
 
 
 def _step(ar: Arithmetic, s: Any, x: Any, w: Any) -> Any:
@@ -157,9 +167,10 @@ def _step(ar: Arithmetic, s: Any, x: Any, w: Any) -> Any:
 
 
 def _rerr(ar: Arithmetic, y: Any, exact: Any) -> Any:
-    """Bound on one rounding that produced ``y`` (0 where ``exact`` says it was exact)."""
+    """Bound on one rounding that produced ``y`` (0 where ``exact`` says it was exact and
+    ``y`` is finite: an infinite operand times zero is NaN, never certified)."""
     r = X.rounding_error_bound(y, ar.precision, ar.overflow)
-    return jnp.where(exact, jnp.zeros_like(r), r)
+    return jnp.where(exact & jnp.isfinite(y), jnp.zeros_like(r), r)
 
 
 def _add_e(ar: Arithmetic, a: Any, b: Any) -> tuple[Any, Any]:
@@ -191,14 +202,14 @@ def _recursive(ar: Arithmetic, t: _Terms, init: Any, track: bool = False) -> Any
     if track:
         def body_e(c, xw):
             s, e = c
-            s, r = _step_e(ar, s, xw[0], xw[1] if len(xw) > 1 else None)
+            s, r = _step_e(ar, s, *t.take(xw[0], xw[1] if len(xw) > 1 else None))
             return (s, e + r), None
 
         c, _ = lax.scan(body_e, (init, jnp.zeros_like(init)), xs)
         return c
 
     def body(s, xw):
-        return _step(ar, s, xw[0], xw[1] if len(xw) > 1 else None), None
+        return _step(ar, s, *t.take(xw[0], xw[1] if len(xw) > 1 else None)), None
 
     s, _ = lax.scan(body, init, xs)
     return s
@@ -218,7 +229,7 @@ def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any, track: bool = Fals
     if track:
         def body_e(c, xw):
             total, e = c
-            bs, be = block_sum(xw[0], xw[1] if len(xw) > 1 else None)
+            bs, be = block_sum(*t.take(xw[0], xw[1] if len(xw) > 1 else None))
             total, r = _add_e(ar, total, bs)
             return (total, e + (be + r)), None
 
@@ -226,8 +237,7 @@ def _blocked(ar: Arithmetic, t: _Terms, bsz: int, zeros: Any, track: bool = Fals
         return c
 
     def body(total, xw):
-        x = xw[0]
-        w = xw[1] if len(xw) > 1 else None
+        x, w = t.take(xw[0], xw[1] if len(xw) > 1 else None)
         return X.add(total, block_sum(x, w), fmt, ov), None
 
     total, _ = lax.scan(body, zeros, xs)
@@ -263,7 +273,7 @@ def _pairwise(ar: Arithmetic, t: _Terms, track: bool = False) -> Any:
         return p, _rerr(ar, p, (x == 0) | (w == 0))
 
     def tree(xw):
-        lv = leaves(xw[0], xw[1] if len(xw) > 1 else None)
+        lv = leaves(*t.take(xw[0], xw[1] if len(xw) > 1 else None))
         return _tree(ar, *lv) if track else _tree(ar, lv)
 
     out_size = math.prod(t.out_shape)
@@ -347,6 +357,19 @@ def emulated_dot_general(lhs: Any, rhs: Any, dimension_numbers: Any, ar: Arithme
     else:
         y = _accumulate(ar, terms, dt)
     return y.reshape(bshape + lfs + rfs)
+
+
+def emulated_gathered_dot(lt: Any, rt: Any, il: Any, ir: Any, ar: Arithmetic) -> Any:
+    """``y[j] = sum_k lt[k, il[j]] * rt[k, ir[j]]`` under ``ar``'s accumulation, gathering
+    each step's (or block's) terms from the tables instead of materialising the ``(K,
+    len(il))`` operands: the same order and roundings as :func:`emulated_dot_general` on
+    those rows and columns, at a cost proportional to ``len(il)``. ``lt``, ``rt`` hold
+    values of the format; ``wide:`` accumulation is done by XLA on the gathered operands."""
+    acc = ar.accumulation
+    if acc.kind == "wide":
+        xs, ws = jnp.take(lt, il, axis=1), jnp.take(rt, ir, axis=1)
+        return emulated_dot_general(xs, ws, (((0,), (0,)), ((1,), (1,))), ar)
+    return _accumulate(ar, _Terms(lt, rt, il, ir), lt.dtype)
 
 
 def emulated_dot_general_with_bound(lhs: Any, rhs: Any, dimension_numbers: Any, ar: Arithmetic) -> tuple[Any, Any]:

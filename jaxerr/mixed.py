@@ -60,14 +60,15 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
-from .emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound
+from .emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound, emulated_gathered_dot
 
 __all__ = ["mixed_dot_general", "mixed_precision", "ACTIVATIONS"]
 
 P = _compat.prim
 
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "identity", "exp")
 CRITERIA = ("activation", "condition", "bound", "never", "always")
+MODES = ("masked", "compacted", "columns")
 
 
 def _arith(spec: Any, default_acc: str) -> Arithmetic | None:
@@ -112,6 +113,9 @@ def _abs_dot_up(a, b, dn, n: int):
 
 
 def _phi(act: str, v):
+    if act == "exp":
+        e = jnp.exp(v)
+        return e, e
     if act == "relu":
         return jnp.maximum(v, 0.0), jnp.where(v > 0, 1.0, 0.0).astype(v.dtype)
     if act == "tanh":
@@ -147,33 +151,38 @@ def _gamma_est(ar: Arithmetic, n: int, kind: str) -> float:
     raise ValueError(f"gamma must be 'sqrt', 'linear' or 'worst', got {kind!r}")
 
 
-def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err=None):
-    sy = y_low if scale is None else y_low * scale
+def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err=None, divide=False):
+    sy = y_low if scale is None else (y_low / scale if divide else y_low * scale)
     v = sy if bias is None else sy + bias
     if criterion == "never":
         return jnp.zeros(v.shape, bool)
     if criterion == "always":
         return jnp.ones(v.shape, bool)
     if criterion == "activation":
+        if act == "exp":  # |phi'/phi| = 1 everywhere: the seed rule cannot discriminate
+            return jnp.broadcast_to(tol < 1.0, v.shape)
         phi, dphi = _phi(act, v)
         # |phi'/phi| > tol  <=>  |phi'| > tol |phi|; phi = 0 with phi' = 0: keep
         return jnp.abs(dphi) > tol * jnp.abs(phi)
     if criterion == "bound" and acc_err is not None:
-        return ~_certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, bias is not None, acc_err, tol)
+        return ~_certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, bias is not None, acc_err, tol,
+                                   divide)
     S0 = _abs_dot_up(lhs, rhs, dn, K) if low is None else _abs_dot_up(
         low.round(lhs.astype(low.carrier)), low.round(rhs.astype(low.carrier)), dn, K)
     S = S0
     if scale is not None:
-        S = F.mul_up(S, jnp.abs(scale))
+        S = F.div_up(S, jnp.abs(scale)) if divide else F.mul_up(S, jnp.abs(scale))
     if bias is not None:
         S = F.add_up_nn(S, jnp.abs(bias))
     if criterion == "condition":
         g = _gamma_est(low, K, gamma) if low is not None else 2.0**-24
+        if act == "exp":  # kappa_v kappa_exp = (S / |v|) |v| = S: an absolute error of the score
+            return S * g > tol
         phi, dphi = _phi(act, v)
         # kappa_v kappa_phi gamma = S |phi'| gamma / |phi|  > tol
         return (dphi != 0) & (S * jnp.abs(dphi) * g > tol * jnp.abs(phi))
     if criterion == "bound":
-        return ~_certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S0, scale, bias is not None, tol)
+        return ~_certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S0, scale, bias is not None, tol, divide)
     raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
 
 
@@ -189,12 +198,14 @@ def _input_rounding(low, lhs, rhs, dn, K):
     return F.add_up_nn(_abs_dot_up(lhs - xr, rhs, dn, K), _abs_dot_up(xr, rhs - wr, dn, K))
 
 
-def _pre_activation_error(e, sy, v, scale, has_bias):
+def _pre_activation_error(e, sy, v, scale, has_bias, divide=False):
     """Push a bound ``e`` on the product's error through ``v^ = fl(fl(y^ s) + b)``:
     ``|v^ - (s·y + b)| <= |s| e + |fl(y^ s) - y^ s| + |v^ - (fl(y^ s) + b)|``, each float32
-    rounding bounded by ``2**-24`` times its result plus the smallest normal (flush)."""
+    rounding bounded by ``2**-24`` times its result plus the smallest normal (flush); with
+    ``divide``, ``y^ / s`` and ``e / |s|`` instead."""
     if scale is not None:
-        e = F.add_up_nn(F.mul_up(e, jnp.abs(scale)),
+        es = F.div_up(e, jnp.abs(scale)) if divide else F.mul_up(e, jnp.abs(scale))
+        e = F.add_up_nn(es,
                         F.add_up_nn(F.scale_up(jnp.abs(sy), _U32), F.static_up(_TINY32, sy.dtype)))
     if has_bias:
         e = F.add_up_nn(e, F.add_up_nn(F.scale_up(jnp.abs(v), _U32), F.static_up(_TINY32, v.dtype)))
@@ -205,6 +216,8 @@ def _activated_ok(act, v, e, tol):
     """True where ``|phi(v^) - phi(v)| <= tol |phi(v^)|`` for every ``v`` with ``|v - v^| <= e``
     (``phi`` evaluated exactly): the Lipschitz constant of ``phi`` on ``[v^ - e, v^ + e]``
     times ``e``; for ReLU the error is zero where ``v^ + e <= 0`` (both outputs are 0)."""
+    if act == "exp":  # |exp(v) - exp(v^)| <= exp(v^) expm1(e): relative, independent of v^
+        return jnp.isfinite(e) & (jnp.expm1(e) * (1 + 2.0**-20) <= tol)
     phi, _ = _phi(act, v)
     L = _lipschitz(act, v, e)
     eo = F.mul_up(L, e)
@@ -213,16 +226,16 @@ def _activated_ok(act, v, e, tol):
     return jnp.isfinite(e) & (eo <= tol * jnp.abs(phi))
 
 
-def _certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, has_bias, acc_err, tol):
+def _certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, has_bias, acc_err, tol, divide=False):
     """The a-posteriori certificate: ``acc_err`` is the running-error bound of the low
     accumulation (:func:`jaxerr.emulate.emulated_dot_general_with_bound`), which is
     infinite wherever an intermediate overflowed or saturated."""
     e = F.add_up_nn(_input_rounding(low, lhs, rhs, dn, K), acc_err)
-    e = _pre_activation_error(e, sy, v, scale, has_bias)
+    e = _pre_activation_error(e, sy, v, scale, has_bias, divide)
     return jnp.isfinite(y_low) & _activated_ok(act, v, e, tol)
 
 
-def _certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S, scale, has_bias, tol):
+def _certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S, scale, has_bias, tol, divide=False):
     """True where the low-precision activated output is certified within tol·|phi(v^)|
     by the a-priori (worst-case ``gamma``) bound."""
     if low is None:
@@ -241,9 +254,72 @@ def _certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S, scale, has_bias, tol)
             if b:
                 e = F.add_up_nn(e, F.scale_up(jnp.abs(y_low), b))
             e = F.add_up_nn(e, F.static_up(c, S.dtype))
-    e = _pre_activation_error(e, sy, v, scale, has_bias)
+    e = _pre_activation_error(e, sy, v, scale, has_bias, divide)
     ok = (F.scale_up(S, 1.0 + (0.0 if math.isinf(a) else a)) < fmt_max) & jnp.isfinite(y_low)
     return ok & _activated_ok(act, v, e, tol)
+
+
+def _compacted(high, l3, r3, flags, y_low, cap):
+    """Recompute the first ``cap`` flagged components (row-major), one inner product each.
+
+    Emulated ``high``: :func:`jaxerr.emulate.emulated_gathered_dot` gathers each step's
+    terms from the (rounded) operand tables, so the cost is ``cap·K`` emulated
+    multiply-adds and no ``(cap, K)`` operand copy. Native float32 ``high``: the rows and
+    columns are gathered and contracted by XLA (a batch of ``cap`` vector products)."""
+    total = flags.size
+    Bd, Md, K = l3.shape
+    Nd = r3.shape[2]
+    (idx,) = jnp.nonzero(flags.reshape(-1), size=cap, fill_value=total)
+    safe = jnp.minimum(idx, total - 1)
+    b, rest = jnp.divmod(safe, Md * Nd)
+    m, n = jnp.divmod(rest, Nd)
+    if high is None:
+        xs = l3[b, m, :]
+        ws = r3[b, :, n]
+        vals = lax.dot_general(xs, ws, (((1,), (1,)), ((0,), (0,))), precision=lax.Precision.HIGHEST,
+                               preferred_element_type=jnp.float32)
+    else:
+        dt = high.carrier
+        lt = high.round(jnp.transpose(l3, (2, 0, 1)).reshape(K, Bd * Md).astype(dt))
+        rt = high.round(jnp.transpose(r3, (1, 0, 2)).reshape(K, Bd * Nd).astype(dt))
+        vals = emulated_gathered_dot(lt, rt, b * Md + m, b * Nd + n, high).astype(jnp.float32)
+    return y_low.reshape(-1).at[idx].set(vals, mode="drop").reshape(y_low.shape)
+
+
+def _columns(high, l3, r3, flags, colflags, y_low, cap):
+    """Compaction by output component across the batch: the columns ``(b, n)`` with any
+    flagged example (at most ``cap``) are recomputed for the whole batch ``m`` as one
+    product ``l3[b] @ r3[b][:, cols]`` (a dense matrix product, keeping its data reuse);
+    only the flagged entries are taken from it."""
+    Bd, Md, K = l3.shape
+    Nd = r3.shape[2]
+    (cols,) = jnp.nonzero(colflags, size=cap, fill_value=Bd * Nd)
+    safe = jnp.minimum(cols, Bd * Nd - 1)
+    b, n = jnp.divmod(safe, Nd)
+    ws = r3[b, :, n]  # (cap, K)
+    if Bd == 1:
+        vals = _dot(high, l3[0], ws, (((1,), (1,)), ((), ())))  # (M, cap)
+        vals = vals.astype(jnp.float32)[None]  # (1, M, cap)
+        bsel = jnp.zeros_like(b)
+    else:
+        xs = l3[b]  # (cap, M, K)
+        vals = _dot(high, xs, ws, (((2,), (1,)), ((0,), (0,)))).astype(jnp.float32)  # (cap, M)
+        vals = jnp.transpose(vals, (1, 0))[None]
+        bsel = b
+    y3 = y_low.reshape(Bd, Md, Nd)
+    f3 = flags.reshape(Bd, Md, Nd)
+    # the recomputed columns, scattered back where flagged
+    mi = jnp.arange(Md)
+    real = cols < Bd * Nd
+    nd = jnp.where(real, n, Nd)  # padding entries point out of range: dropped by the scatter
+    if Bd == 1:
+        upd = jnp.where(f3[0][:, n], vals[0], y3[0][:, n])
+        return y3[0].at[:, nd].set(upd, mode="drop").reshape(y_low.shape)
+    cur = y3[bsel[None, :], mi[:, None], n[None, :]]  # (M, cap)
+    fl = f3[bsel[None, :], mi[:, None], n[None, :]]
+    upd = jnp.where(fl, vals[0], cur)
+    y3 = y3.at[bsel[None, :], mi[:, None], nd[None, :]].set(upd, mode="drop")
+    return y3.reshape(y_low.shape)
 
 
 def mixed_dot_general(
@@ -262,6 +338,7 @@ def mixed_dot_general(
     capacity: int | float | None = None,
     gamma: str = "sqrt",
     bound: str = "running",
+    divide: bool = False,
     return_stats: bool = False,
 ) -> Any:
     """``lax.dot_general(lhs, rhs, dimension_numbers)`` computed in ``low`` precision, with
@@ -277,8 +354,9 @@ def mixed_dot_general(
     - `activation`: ``"relu"``, ``"tanh"``, ``"sigmoid"`` or None (identity) applied to
       ``y + bias`` after the product.
     - `criterion`: ``"activation"``, ``"condition"`` or ``"bound"`` (module docstring).
-    - `bias`, `scale`: the pre-activation is ``scale * y + bias`` (both broadcastable to
-      the result, used by the criteria only: neither is applied to the returned ``y``).
+    - `bias`, `scale`: the pre-activation is ``scale * y + bias`` (``y / scale + bias``
+      with ``divide=True``; both broadcastable to the result, used by the criteria only:
+      neither is applied to the returned ``y``).
     - `criterion` may also be ``"never"`` / ``"always"`` (uniform low / high baselines).
     - `mode`: ``"masked"`` or ``"compacted"``; `capacity`: static number (or fraction of
       the output size when < 1) of components the compacted mode recomputes before it
@@ -296,10 +374,11 @@ def mixed_dot_general(
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     act = activation or "identity"
+    act = "exp" if act == "softmax" else act
     if act not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS} or None, got {activation!r}")
-    if mode not in ("masked", "compacted"):
-        raise ValueError(f"mode must be 'masked' or 'compacted', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     low_a = _arith(low, "blocked:8")
     high_a = _arith(high, "recursive")
     lhs = jnp.asarray(lhs, jnp.float32)
@@ -324,7 +403,7 @@ def mixed_dot_general(
     if scale is not None:
         scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), y_low.shape)
     tol = jnp.asarray(tol, jnp.float32)
-    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err)
+    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err, divide)
     total = flags.size
     count = jnp.sum(flags.astype(jnp.int32))
 
@@ -336,22 +415,23 @@ def mixed_dot_general(
     if mode == "masked":
         y = masked()
     else:
+        Bd, Md, Nd = l3.shape[0], l3.shape[1], r3.shape[2]
+        units = total if mode == "compacted" else Bd * Nd
         cap = capacity if capacity is not None else 0.25
-        cap = int(math.ceil(cap * total)) if isinstance(cap, float) and cap < 1 else int(cap)
-        cap = max(1, min(cap, total))
+        cap = int(math.ceil(cap * units)) if isinstance(cap, float) and cap < 1 else int(cap)
+        cap = max(1, min(cap, units))
+        if mode == "compacted":
+            def compacted():
+                return _compacted(high_a, l3, r3, flags, y_low, cap)
 
-        def compacted():
-            flat = flags.reshape(-1)
-            (idx,) = jnp.nonzero(flat, size=cap, fill_value=total)
-            safe = jnp.minimum(idx, total - 1)
-            b, rest = jnp.divmod(safe, l3.shape[1] * r3.shape[2])
-            m, n = jnp.divmod(rest, r3.shape[2])
-            xs = l3[b, m, :]  # (cap, K)
-            ws = r3[b, :, n]  # (cap, K)
-            vals = _dot(high_a, xs, ws, (((1,), (1,)), ((0,), (0,)))).astype(jnp.float32)
-            return y_low.reshape(-1).at[idx].set(vals, mode="drop").reshape(y_low.shape)
+            fallback = count > cap
+        else:
+            colflags = jnp.any(flags.reshape(Bd, Md, Nd), axis=1).reshape(-1)  # (B*N,)
 
-        fallback = count > cap
+            def compacted():
+                return _columns(high_a, l3, r3, flags, colflags, y_low, cap)
+
+            fallback = jnp.sum(colflags.astype(jnp.int32)) > cap
         y = lax.cond(fallback, masked, compacted)
     y = y.reshape(out_shape)
     if return_stats:
@@ -379,6 +459,8 @@ def _activation_of(eqn) -> str | None:
     p = eqn.primitive
     if p is P("tanh"):
         return "tanh"
+    if p is P("exp"):
+        return "exp"
     if p is P("logistic"):
         return "sigmoid"
     if p is P("max") and (_is_zero_literal(eqn.invars[1]) or _is_zero_literal(eqn.invars[0])):
@@ -425,17 +507,39 @@ def _patterns(jaxpr):
             continue
         cur = e.outvars[0]
         chain = []
-        for prim, kind in ((P("mul"), "scale"), (P("add"), "bias")):
-            hit = single_use(cur, prim)
-            if hit is not None:
-                chain.append((hit[0], hit[1], kind))
-                cur = jaxpr.eqns[hit[0]].outvars[0]
+        for prims, kind in (((P("mul"), P("div")), "scale"), ((P("add"),), "bias")):
+            for prim in prims:
+                hit = single_use(cur, prim)
+                if hit is not None and prim is P("div") and hit[1] != 1:
+                    hit = None  # c / y is not a scaling of y
+                if hit is not None:
+                    chain.append((hit[0], hit[1], "divide" if prim is P("div") else kind))
+                    cur = jaxpr.eqns[hit[0]].outvars[0]
+                    break
         act = None
         u = uses.get(cur, [])
         if len(u) == 1 and u[0] >= 0:
             act = _activation_of(jaxpr.eqns[u[0]])
+        if act is None and _feeds_softmax(jaxpr, uses, cur):
+            act = "exp"
         out[i] = (chain, act)
     return out
+
+
+def _feeds_softmax(jaxpr, uses, v) -> bool:
+    """``v`` is used by ``sub`` (of its running maximum) whose only use is ``exp``: the
+    max-shifted softmax ``jax.nn.softmax`` writes (the shift is exact enough and common
+    to all components, so the criterion treats the product as feeding ``exp``)."""
+    u = [j for j in uses.get(v, []) if j >= 0]
+    subs = [j for j in u if jaxpr.eqns[j].primitive is P("sub") and jaxpr.eqns[j].invars[0] is v]
+    if not subs or not any(jaxpr.eqns[j].primitive is P("reduce_max") for j in u):
+        return False
+    for j in subs:
+        w = jaxpr.eqns[j].outvars[0]
+        wu = uses.get(w, [])
+        if len(wu) == 1 and wu[0] >= 0 and jaxpr.eqns[wu[0]].primitive is P("exp"):
+            return True
+    return False
 
 
 class _Mixed:
@@ -471,9 +575,10 @@ class _Mixed:
                 d = at_last[i]
                 chain, act = pats[d]
                 extra = {kind: jnp.asarray(read(jaxpr.eqns[j].invars[pos])) for j, pos, kind in chain}
+                divide = "divide" in extra
                 deqn = jaxpr.eqns[d]
                 y = self.product(deqn, [read(a) for a in deqn.invars], extra.get("bias"),
-                                 extra.get("scale"), act)
+                                 extra.get("divide", extra.get("scale")), act, divide)
                 for j, pos, _ in chain:  # apply the chain as written
                     ce = jaxpr.eqns[j]
                     other = read(ce.invars[pos])
@@ -497,7 +602,7 @@ class _Mixed:
                     env[v] = o
         return [read(a) for a in jaxpr.outvars]
 
-    def product(self, eqn, ins, bias, scale, act):
+    def product(self, eqn, ins, bias, scale, act, divide=False):
         k = len(self.stats)
         if self.activation is not None:
             a = self.activation
@@ -507,9 +612,9 @@ class _Mixed:
         odt = eqn.outvars[0].aval.dtype
         if eqn.primitive is P("dot_general"):
             y, st = mixed_dot_general(lhs, rhs, eqn.params["dimension_numbers"], bias=bias, scale=scale,
-                                      activation=act, return_stats=True, **self.kw)
+                                      activation=act, divide=divide, return_stats=True, **self.kw)
         else:
-            y, st = _mixed_conv(lhs, rhs, eqn.params, bias, scale, act, self.kw)
+            y, st = _mixed_conv(lhs, rhs, eqn.params, bias, scale, act, dict(self.kw, divide=divide))
         self.stats.append((f"{k}: {eqn.primitive.name} -> {act or 'identity'}", st))
         return y.astype(odt)
 
