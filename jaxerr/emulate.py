@@ -137,7 +137,8 @@ class _Terms:
         """The terms of slices ``x``, ``w`` (gathered when the terms are indexed)."""
         if self.il is None:
             return x, w
-        return jnp.take(x, self.il, axis=-1), jnp.take(w, self.ir, axis=-1)
+        return (jnp.take(x, self.il, axis=-1, mode="clip"),
+                None if w is None else jnp.take(w, self.ir, axis=-1, mode="clip"))
 
     def pad_to(self, K: int) -> _Terms:
         if K == self.K:
@@ -193,7 +194,29 @@ def _step_e(ar: Arithmetic, s: Any, x: Any, w: Any) -> tuple[Any, Any]:
     return r, e + _rerr(ar, p, zero)
 
 
+_GATHER_CHUNK = 32
+
+
 def _recursive(ar: Arithmetic, t: _Terms, init: Any, track: bool = False) -> Any:
+    if t.il is not None and t.K > 1:
+        # gathered terms: one gather per chunk of steps (zero-padded: adding an exact zero
+        # term changes nothing), then a plain scan over the gathered chunk
+        C = min(_GATHER_CHUNK, t.K)
+        nc = -(-t.K // C)
+        tc = t.pad_to(nc * C).split(nc, C)
+        xs = (tc.x,) if tc.w is None else (tc.x, tc.w)
+
+        def chunk(c, xw):
+            x, w = t.take(xw[0], xw[1] if len(xw) > 1 else None)
+            sub = _Terms(x, w)
+            if track:
+                s, e = _recursive(ar, sub, c[0], True)
+                return (s, c[1] + e), None
+            return _recursive(ar, sub, c, False), None
+
+        c0 = (init, jnp.zeros_like(init)) if track else init
+        c, _ = lax.scan(chunk, c0, xs)
+        return c
     if t.w is None:
         xs = (t.x,)
     else:

@@ -127,3 +127,67 @@ def test_example_smoke(capsys):
     assert "uniform fp8" in out and "activation" in out
     rows = res["relu"]
     assert all(0.0 <= r[5] <= 1.0 for r in rows)
+
+
+@pytest.mark.slow  # ~15 s of compilation (both lax.cond branches, five modes)
+def test_compaction_modes_equal_masked():
+    """compacted (terms gathered per step) and columns (compaction by component across the
+    batch) give the masked result bit for bit, with and without capacity fallback, on a
+    batched dot_general."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.random((2, 5, 12)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(2, 12, 4)) / 4, jnp.float32)
+    b = jnp.asarray(rng.normal(size=(2, 1, 4)) / 4, jnp.float32)
+    dn = (((2,), (1,)), ((0,), (0,)))
+
+    def run(x, mode, cap):
+        return jaxerr.mixed_dot_general(x, w, dn, low=LOW, high=HIGH, tol=0.5, activation="relu", bias=b,
+                                        mode=mode, capacity=cap, return_stats=True)
+
+    f = jax.jit(lambda x: [run(x, m, c) for m, c in (("masked", None), ("compacted", 0.9), ("columns", 0.99),
+                                                       ("compacted", 2), ("columns", 1))])
+    outs = f(x)
+    y = np.asarray(outs[0][0])
+    assert 0 < float(outs[0][1]["recomputed"]) < 1
+    for (yy, st), fb in zip(outs[1:], (False, False, True, True)):
+        np.testing.assert_array_equal(np.asarray(yy), y)
+        assert bool(st["fallback"]) == fb
+
+
+@pytest.mark.slow
+def test_softmax_and_div_detected_and_exp_criteria():
+    """A dot feeding softmax (through a division) gets the exp criteria: the seed rule
+    recomputes all when tol < 1; "condition" is S·gamma > tol (absolute score error);
+    "bound" keeps only scores certified within expm1(e) <= tol."""
+    rng = np.random.default_rng(6)
+    q = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+    kk = jnp.asarray(rng.normal(size=(2, 5, 8)), jnp.float32)
+
+    def att(q):
+        return jax.nn.softmax(jnp.einsum("bqd,bkd->bqk", q, kk) / np.float32(4.0), axis=-1)
+
+    for crit, tol in (("activation", 0.5), ("activation", 2.0), ("condition", 0.2), ("bound", 0.5)):
+        out, st = jax.jit(jaxerr.mixed_precision(att, low=LOW, high=HIGH, tol=tol, criterion=crit,
+                                                 return_stats=True))(q)
+        (name, s), = st.items()
+        assert name.endswith("-> exp")
+        frac = float(s["recomputed"])
+        if crit == "activation":
+            assert frac == (1.0 if tol < 1 else 0.0)
+        else:
+            assert 0 < frac < 1
+        if crit == "bound":  # kept scores: the probabilities are within ~2 tol of exact
+            ref = np.asarray(att(q), np.float64)
+            assert np.all(np.abs(np.asarray(out) - ref) <= 2.5 * tol * ref + 1e-3)
+
+
+@pytest.mark.slow
+def test_cnn_transformer_example_smoke(capsys):
+    pytest.importorskip("optax")
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "mixed_precision_cnn_transformer.py"
+    mod = runpy.run_path(str(path))
+    res = mod["main"](["--tiny"])
+    out = capsys.readouterr().out
+    assert "conv_general_dilated -> relu" in out and "dot_general -> exp" in out
+    for rows in res.values():
+        assert all(0.0 <= r[5] <= 1.0 for r in rows)
