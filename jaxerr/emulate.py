@@ -194,7 +194,8 @@ def _step_e(ar: Arithmetic, s: Any, x: Any, w: Any) -> tuple[Any, Any]:
     return r, e + _rerr(ar, p, zero)
 
 
-_GATHER_CHUNK = 32
+_GATHER_CHUNK = 32  # steps per gather in a gathered recursive sum
+_COMPONENT_CHUNK = 8192  # components per pass in a gathered product (keeps a step's data in cache)
 
 
 def _recursive(ar: Arithmetic, t: _Terms, init: Any, track: bool = False) -> Any:
@@ -392,7 +393,17 @@ def emulated_gathered_dot(lt: Any, rt: Any, il: Any, ir: Any, ar: Arithmetic) ->
     if acc.kind == "wide":
         xs, ws = jnp.take(lt, il, axis=1), jnp.take(rt, ir, axis=1)
         return emulated_dot_general(xs, ws, (((0,), (0,)), ((1,), (1,))), ar)
-    return _accumulate(ar, _Terms(lt, rt, il, ir), lt.dtype)
+    n = il.shape[0]
+    CH = _COMPONENT_CHUNK
+    if n <= CH:
+        return _accumulate(ar, _Terms(lt, rt, il, ir), lt.dtype)
+    # components in cache-sized chunks, each accumulated over the whole contraction
+    nch = -(-n // CH)
+    pad = nch * CH - n
+    il2 = jnp.pad(il, (0, pad)).reshape(nch, CH)
+    ir2 = jnp.pad(ir, (0, pad)).reshape(nch, CH)
+    ys = lax.map(lambda ij: _accumulate(ar, _Terms(lt, rt, ij[0], ij[1]), lt.dtype), (il2, ir2))
+    return ys.reshape(-1)[:n]
 
 
 def emulated_dot_general_with_bound(lhs: Any, rhs: Any, dimension_numbers: Any, ar: Arithmetic) -> tuple[Any, Any]:

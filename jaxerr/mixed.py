@@ -38,13 +38,25 @@ activation, ``S = |x^|·|w^| + |b|``):
   (ReLU: zero error where ``v^ + e <= 0``, as both outputs are then 0). ``phi``
   itself is taken as exact (its float32 evaluation is common to both precisions).
 
-Two implementations with identical results (tested):
+Three implementations with identical results (tested; with a native float32 ``high``
+they agree up to float32 summation order):
 
 - ``mode="masked"``: compute both results everywhere and select (the reference).
-- ``mode="compacted"``: gather the flagged components (at most ``capacity``, static),
-  recompute only their inner products, scatter them back; when more than ``capacity``
-  components are flagged, fall back to the masked computation (``lax.cond``; under
-  ``vmap`` both branches run).
+- ``mode="compacted"``: recompute only the flagged components (at most ``capacity``,
+  static), one inner product each, and scatter them back. For an emulated ``high`` the
+  terms are gathered from the operand tables a chunk of steps at a time, components
+  processed in cache-sized chunks (:func:`jaxerr.emulate.emulated_gathered_dot`); for a
+  native one XLA contracts gathered rows and columns. A gather costs about as much as
+  an emulated multiply-add on CPU, so this pays off when few components are flagged.
+- ``mode="columns"``: compaction by output component across the batch: the output
+  columns with any flagged example (at most ``capacity`` of them) are recomputed for the
+  whole batch as one dense product, keeping the matrix product's data reuse; pays off
+  when flags concentrate on some components (e.g. ReLU units that are never in
+  ``(0, 1/tau)`` are never flagged).
+
+In both compacted modes more than ``capacity`` flagged units fall back to the masked
+computation (``lax.cond``; under ``vmap`` both branches run). ``benchmarks/mixed.py``
+measures where each wins.
 """
 
 from __future__ import annotations
@@ -60,7 +72,12 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
-from .emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound, emulated_gathered_dot
+from .emulate import (
+    Arithmetic,
+    emulated_dot_general,
+    emulated_dot_general_with_bound,
+    emulated_gathered_dot,
+)
 
 __all__ = ["mixed_dot_general", "mixed_precision", "ACTIVATIONS"]
 
@@ -358,12 +375,14 @@ def mixed_dot_general(
       with ``divide=True``; both broadcastable to the result, used by the criteria only:
       neither is applied to the returned ``y``).
     - `criterion` may also be ``"never"`` / ``"always"`` (uniform low / high baselines).
-    - `mode`: ``"masked"`` or ``"compacted"``; `capacity`: static number (or fraction of
-      the output size when < 1) of components the compacted mode recomputes before it
-      falls back to the masked computation (default: a quarter).
+    - `mode`: ``"masked"``, ``"compacted"`` or ``"columns"``; `capacity`: static number
+      (or fraction when < 1) of components (``"compacted"``) or output columns
+      (``"columns"``) recomputed before falling back to the masked computation
+      (default: a quarter).
     - `bound`: ``"running"`` (a-posteriori running-error bound, default) or ``"apriori"``
       (worst-case constants) for ``criterion="bound"``.
-    - `return_stats`: also return ``{"recomputed": fraction, "count": n, "fallback": bool}``.
+    - `return_stats`: also return ``{"recomputed": fraction, "count": n, "fallback": bool,
+      "columns": fraction of output components (batch included) with a flagged example}``.
 
     **Guarantee:** a recomputed component equals the ``high`` result bit for bit; a kept
     one equals the ``low`` result. With ``criterion="bound"``, every kept component's
@@ -435,8 +454,10 @@ def mixed_dot_general(
         y = lax.cond(fallback, masked, compacted)
     y = y.reshape(out_shape)
     if return_stats:
+        Bd, Md, Nd = l3.shape[0], l3.shape[1], r3.shape[2]
+        cols = jnp.mean(jnp.any(flags.reshape(Bd, Md, Nd), axis=1).astype(jnp.float32))
         return y, {"recomputed": count / total, "count": count, "total": jnp.asarray(total),
-                   "length": jnp.asarray(K), "fallback": fallback}
+                   "length": jnp.asarray(K), "fallback": fallback, "columns": cols}
     return y
 
 
