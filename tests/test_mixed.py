@@ -192,3 +192,28 @@ def test_cnn_transformer_example_smoke(capsys):
     assert "conv_general_dilated -> relu" in out and "dot_general -> exp" in out
     for rows in res.values():
         assert all(0.0 <= r[5] <= 1.0 for r in rows)
+
+
+@pytest.mark.parametrize("ar", [HIGH, LOW, pytest.param(Arithmetic.make("float8_e5m2", "pairwise"),
+                                                         marks=pytest.mark.slow)], ids=str)
+def test_gathered_dot_equals_full_product(ar, monkeypatch):
+    """emulated_gathered_dot (the compacted mode's kernel), with small step and component
+    chunks so that every chunking path runs, equals the full emulated product's entries."""
+    import importlib
+
+    E = importlib.import_module("jaxerr.emulate")  # the module (jaxerr.emulate is also the function)
+    monkeypatch.setattr(E, "_GATHER_CHUNK", 4)
+    monkeypatch.setattr(E, "_COMPONENT_CHUNK", 5)
+    rng = np.random.default_rng(7)
+    x = np.asarray(rng.normal(size=(6, 37)) * 4, np.float32)
+    w = np.asarray(rng.normal(size=(37, 5)) * 4, np.float32)
+    idx = rng.choice(30, 13, replace=False)
+    il, ir = idx // 5, idx % 5
+
+    @jax.jit
+    def f(x, w, il, ir):
+        x, w = ar.round(x), ar.round(w)
+        return E.emulated_gathered_dot(x.T, w, il, ir, ar), E.emulated_dot_general(x, w, DN, ar)
+
+    got, full = f(x, w, il, ir)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(full).reshape(-1)[idx])
