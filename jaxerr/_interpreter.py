@@ -74,6 +74,7 @@ class Config:
     precision: Format | None  # None: as written
     accumulation: Accumulation
     adt: np.dtype  # analysis dtype
+    state: Any = None  # per-analysis state of a domain (the affine domain's symbol pool)
 
 
 @dataclasses.dataclass
