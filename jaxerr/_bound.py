@@ -461,7 +461,8 @@ def bound(
         is_iv = tuple(isinstance(x, Interval) for x in dyn)
         subn = tuple(_has_subnormals(x) for x in dyn)
         key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn,
-                      domain=domain, probabilistic=probabilistic, symbols=symbols)
+                      domain=domain, probabilistic=probabilistic,
+                      symbols=(symbols, _AFFINE_CAP) if domain == "affine" else None)
         try:
             hash(key)
             hashable = True
@@ -558,8 +559,9 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     elif key.domain == "affine":
         from ._affine import affine_outputs
 
-        af = affine_outputs(closed.jaxpr, consts, values, config, diag, key.symbols)
-        if _AFFINE_CAP:
+        n_symbols, cap = key.symbols
+        af = affine_outputs(closed.jaxpr, consts, values, config, diag, n_symbols)
+        if cap:
             # the interval pass (its diagnostics are the affine pass' business) caps it
             iv = interpret(DOMAIN, closed.jaxpr, consts, values, config, DiagnosticCollector())
             af = [_meet(a, i) for a, i in zip(af, iv)]

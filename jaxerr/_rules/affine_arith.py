@@ -107,7 +107,7 @@ def mul_rule(ctx, a, b, **_):
     if a is b and not isinstance(ia, _compat.Literal):
         from .affine_elementwise import _ipow
 
-        return _ipow(ctx, a, 2)
+        return _ipow(ctx, a, 2, value=ctx.value(a.value, b.value))
     value = ctx.value(a.value, b.value)
     a, b = _binary_prep(ctx, a, b)
     x = fmul(a.x, b.x)
