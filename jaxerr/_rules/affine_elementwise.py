@@ -86,8 +86,10 @@ def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", hol
     aff_extra = F.add_up_nn(F.mul_up(w, radX), frad)
     ilo, ihi = frange(l, h)
     imid, irad = _mid_rad(ilo, ihi)
-    aff_rad = F.add_up_nn(F.mul_up(jnp.abs(alpha), radX), aff_extra)
-    use_iv = ~(aff_rad < irad)  # also where the linearisation is not finite
+    # the interval enclosure where the linearisation's remainder alone is wider (wide
+    # ranges, saturation; correlated generators are worth keeping otherwise), or where
+    # the linearisation is not finite
+    use_iv = ~(aff_extra < irad) | ~jnp.isfinite(alpha)
     alpha0 = F.where(use_iv, jnp.zeros_like(alpha), alpha)
     xz = fcentred(X, F.where(use_iv, imid, fc), alpha0, F.where(use_iv, irad, aff_extra))
 
