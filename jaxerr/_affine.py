@@ -21,8 +21,13 @@ DEFAULT_SYMBOLS = 1024
 
 
 def _load_rules() -> dict[Any, Any]:
-    from ._rules import affine_arith, affine_elementwise, affine_linear, affine_structural  # noqa: F401
-    from ._rules import interval_rules
+    from ._rules import (  # noqa: F401
+        affine_arith,
+        affine_elementwise,
+        affine_linear,
+        affine_structural,
+        interval_rules,
+    )
     from ._rules.affine_common import affine_rules, fallback
 
     return {p: affine_rules.get(p) or fallback(r) for p, r in interval_rules.items()}

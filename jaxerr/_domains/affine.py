@@ -297,7 +297,7 @@ def prepare(pool: Pool, operands: list[Any], promote: list[bool]) -> list[Any]:
     for i, px, pe, n in todo:
         starts[i] = (pool.alloc(n) if px else None, pool.alloc(n) if pe else None)
     out = [sync(a, pool) for a in out]
-    for i, px, pe, n in todo:
+    for i, px, pe, _n in todo:
         a = out[i]
         sx, se = starts[i]
         x = _promote_form(a.x, sx, K) if px else a.x

@@ -194,7 +194,7 @@ def select_n_rule(ctx, pred, *cases, **params):
     for i in range(len(cases) - 2, -1, -1):
         x = fwhere(plo == i, cases[i].x, x)
         if not (e.nil and cases[i].e.nil):
-            e = fwhere(plo == i, cases[i].e if not cases[i].e.nil else Form(jnp.zeros(shape, x.c.dtype)), 
+            e = fwhere(plo == i, cases[i].e if not cases[i].e.nil else Form(jnp.zeros(shape, x.c.dtype)),
                        e if not e.nil else Form(jnp.zeros(shape, x.c.dtype)))
     (joined,) = prep(ctx, joined)
     x = fwhere(certain, x, joined.x)

@@ -16,7 +16,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from .._domains.affine import Affine, Form, Pool, fpoison, prepare, from_real, to_real
+from .._domains.affine import Affine, Form, Pool, fpoison, from_real, prepare, to_real
 from .._domains.interval import Real
 
 affine_rules: dict[Any, Callable[..., Any]] = {}

@@ -38,7 +38,8 @@ from .. import _formats as F
 from .._domains.affine import Affine, Form, fadd, fcentred, fscale, fwiden
 from .._domains.interval import Discrete, mag, mig
 from . import interval_rules
-from ._common import c as const, rounding, transcendental_rounding
+from ._common import c as const
+from ._common import rounding, transcendental_rounding
 from .affine_common import fallback, invalid, make, prep, register_affine
 from .arithmetic import _ipow_mag, _ipow_range, _n_mults
 from .elementwise import _enclose

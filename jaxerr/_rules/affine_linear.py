@@ -29,8 +29,8 @@ from .._domains.affine import Affine, Form, add_nn, fadd, fwiden, tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
 from ._common import accumulation_coefficients, c
-from .affine_common import fallback, make, prep, register_affine
 from .affine_arith import _comp_mag
+from .affine_common import fallback, make, prep, register_affine
 
 P = _compat.prim
 
