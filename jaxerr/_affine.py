@@ -8,6 +8,7 @@ symbol per element, when it fits in the budget) and the outputs back into interv
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax.numpy as jnp
@@ -81,7 +82,7 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
     from ._bound import _constant
 
     pool = Pool(symbols)
-    cfg = Config(config.precision, config.accumulation, config.adt, state=pool)
+    cfg = dataclasses.replace(config, state=pool)
 
     def constant(val, aval, config_):
         r = _constant(val, aval, config_)

@@ -249,7 +249,7 @@ def _constant(val: Any, aval: Any, config: Config) -> Any:
     elif _representable(val, config):
         # a constant the format holds exactly (0, 1, 2.0, -inf, ...): no rounding event
         car = carrier_dtype(config)
-        r = I.point(arr, F.round_to(arr.astype(car), config.precision), config.adt)
+        r = I.point(arr, F.round_to(arr.astype(car), F.storage_format(config.precision)), config.adt)
     else:
         r = _rounded_input(arr, arr, config, point=True)
     if _has_subnormals(arr):
@@ -268,7 +268,7 @@ def _representable(val: Any, config: Config) -> bool:
         return False
     if a.size > 4096:
         return False
-    dt = config.precision.dtype
+    dt = F.storage_format(config.precision).dtype
     if dt is None:
         return False
     with np.errstate(all="ignore"):
@@ -279,7 +279,7 @@ def _representable(val: Any, config: Config) -> bool:
 
 def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
     """The input set [lo, hi] whose values are rounded into the override format."""
-    fmt = config.precision
+    fmt = F.storage_format(config.precision)
     adt = config.adt
     car = carrier_dtype(config)
     lo_a = jnp.asarray(lo).astype(adt)
@@ -351,6 +351,99 @@ DOMAINS = ("interval", "first_order", "affine")
 
 
 # ---------------------------------------------------------------------------
+# Per-layer precision: format conversions between layers
+# ---------------------------------------------------------------------------
+
+
+class _LayerFormats:
+    """Which format each value was produced in (by object id; the objects are kept
+    alive so ids are not recycled). Values of unknown origin count as produced in
+    a format that no narrower format contains, so a narrower consumer rounds them."""
+
+    def __init__(self, precision: F.LayerPrecision):
+        self.precision = precision
+        self.fmt_of: dict[int, F.Format] = {}
+        self.keep: list[Any] = []
+
+    def set(self, v: Any, fmt: F.Format) -> None:
+        self.keep.append(v)
+        self.fmt_of[id(v)] = fmt
+
+    def get(self, v: Any) -> F.Format:
+        return self.fmt_of.get(id(v), F.EXACT)
+
+
+def make_domain(config: Config, record: Callable | None = None) -> Domain:
+    """The interval domain for ``config`` (with the per-layer conversion hooks when
+    ``config.precision`` is a :class:`LayerPrecision`), optionally with a ``record`` hook."""
+    if not isinstance(config.precision, F.LayerPrecision):
+        if record is None:
+            return DOMAIN
+        return Domain(rules=interval_rules, constant=_constant, finalize=_finalize, record=record)
+    lf = _LayerFormats(config.precision)
+    storage = config.precision.default
+
+    def constant(val, aval, cfg):
+        out = _constant(val, aval, cfg)
+        lf.set(out, storage)
+        return out
+
+    def finalize(ctx, aval, out, invals):
+        out = _finalize(ctx, aval, out, invals)
+        lf.set(out, ctx.fmt)
+        return out
+
+    def convert(ctx, invals):
+        return [convert_operand(ctx, v, lf.get(v), var) for v, var in zip(invals, ctx.eqn.invars)]
+
+    dom = Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
+                 convert=convert)
+    dom.layer_formats = lf  # type: ignore[attr-defined]
+    return dom
+
+
+def _register_storage(dom: Domain, v: Any, config: Config) -> None:
+    lf = getattr(dom, "layer_formats", None)
+    if lf is not None:
+        lf.set(v, config.precision.default)
+
+
+def convert_operand(ctx: Ctx, v: Any, src: F.Format, var: Any = None) -> Any:
+    """``v`` (produced in ``src``) as the operand of an equation in ``ctx.fmt``: rounded
+    into ``ctx.fmt`` unless that format contains ``src``; the rounding counts as error."""
+    dst = ctx.fmt
+    if not isinstance(v, Real) or F.contains(dst, src):
+        return v
+    if isinstance(var, _compat.Literal) and _representable(var.val, Config(dst, ctx.config.accumulation, ctx.adt)):
+        return v
+    return round_into(ctx, v, dst)
+
+
+def round_into(ctx: Ctx, v: Real, dst: F.Format) -> Real:
+    """The value ``v`` rounded (to nearest) into ``dst``. Round to nearest is monotone,
+    so the computed range becomes ``[fl(clo), fl(chi)]``; the error grows by
+    ``u |c| + eta`` (by ``|fl(c) - c| + eta`` at a single point)."""
+    adt = ctx.adt
+    car = ctx.carrier
+    rlo = F.round_to(v.clo.astype(car), dst).astype(adt)
+    rhi = F.round_to(v.chi.astype(car), dst).astype(adt)
+    eta = F.static_up(dst.underflow, adt)
+    if v.point:
+        rho = F.add_up_nn(F.up(jnp.abs(rlo - v.clo)), eta)
+    else:
+        M = I.mag(v.clo, v.chi)
+        rho = F.add_up_nn(F.scale_up(M, dst.unit_roundoff), eta)
+    bad = jnp.isinf(rlo) | jnp.isinf(rhi) | jnp.isnan(rlo) | jnp.isnan(rhi)
+    err = F.where(bad, jnp.inf, F.add_up(v.err, rho))
+    clo = F.where(bad, -jnp.inf, rlo)
+    chi = F.where(bad, jnp.inf, rhi)
+    value = v.value
+    if is_float_dtype(jnp.asarray(value).dtype):
+        value = F.round_to(jnp.asarray(value).astype(car), dst).astype(jnp.asarray(value).dtype)
+    return Real(v.lo, v.hi, clo, chi, err, value, point=v.point)
+
+
+# ---------------------------------------------------------------------------
 # bound(f)
 # ---------------------------------------------------------------------------
 
@@ -410,8 +503,13 @@ def bound(
     error model (docs/error-model.md), the exact real result of ``f`` lies in
     ``[lo, hi]`` and the computed result is within ``abs_err`` of it.
     """
-    fmt = None if precision is None else F.as_format(precision)
+    fmt = F.as_precision(precision)
     acc = F.Accumulation.parse(accumulation)
+    if isinstance(fmt, F.LayerPrecision) and domain != "interval":
+        raise ValueError(
+            "per-layer precision (a mapping or callable precision=) is supported by "
+            "domain='interval' only; analyse with domain='interval'"
+        )
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(map(repr, DOMAINS))}")
     if probabilistic is not None:
@@ -432,7 +530,8 @@ def bound(
         from ._affine import DEFAULT_SYMBOLS
 
         symbols = DEFAULT_SYMBOLS
-    if fmt is not None and fmt.precision > 24 and not _compat.x64_enabled():
+    if fmt is not None and carrier_dtype(Config(fmt, acc, np.dtype(np.float32))) == np.float64 \
+            and not _compat.x64_enabled():
         raise ValueError(
             f"precision={fmt.name} needs float64 analysis: enable it with "
             "jax.config.update('jax_enable_x64', True)"
@@ -510,7 +609,7 @@ class _Static:
 
 def _analyse(key: _Static, dyn: list[Any]) -> Any:
     config = Config(key.fmt, key.acc, F.analysis_dtype())
-    if key.fmt is not None and key.fmt.precision > 24 and config.adt != np.float64:
+    if carrier_dtype(config) == np.float64 and config.adt != np.float64:
         raise ValueError("float64 analysis needs jax_enable_x64")
     n = len(key.dyn_idx) + len(key.static)
 
@@ -533,11 +632,13 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     check_supported(closed.jaxpr, interval_rules)
 
     diag = DiagnosticCollector()
+    dom_main = make_domain(config)
     values = []
     traced_sub = jnp.asarray(False)
     for k, x in enumerate(dyn):
         v, ts = _input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}", key.subn[k])
         values.append(v)
+        _register_storage(dom_main, v, config)
         traced_sub = traced_sub | ts
     diag.add_scalar(
         "an argument traced under jit/vmap contains subnormal numbers, which XLA flushes to "
@@ -567,7 +668,7 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
             af = [_meet(a, i) for a, i in zip(af, iv)]
         outs = af
     else:
-        outs = interpret(DOMAIN, closed.jaxpr, consts, values, config, diag)
+        outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
 
     # Where an output bound is infinite, name the equation where it started: a second
@@ -580,7 +681,10 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
     def origins(vals):
         d2 = DiagnosticCollector(track_origins=True)
-        interpret(DOMAIN, closed.jaxpr, consts, vals, config, d2)
+        dom2 = make_domain(config)
+        for v in vals:
+            _register_storage(dom2, v, config)
+        interpret(dom2, closed.jaxpr, consts, vals, config, d2)
         origin_msgs[:] = d2.messages
         return jnp.stack(d2.flags) if d2.flags else jnp.zeros((0,), bool)
 
