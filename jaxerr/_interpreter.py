@@ -74,6 +74,7 @@ class Config:
     precision: Format | LayerPrecision | None  # None: as written; LayerPrecision: per layer
     accumulation: Accumulation
     adt: np.dtype  # analysis dtype
+    state: Any = None  # per-analysis state of a domain (the affine domain's symbol pool)
 
 
 @dataclasses.dataclass
