@@ -459,7 +459,8 @@ def first_order_errors(
 #: primitives whose sensitivity does not depend on the operands' ranges
 _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce_sum", "dot_general",
                           "copy", "copy_p", "stop_gradient", "optimization_barrier", "sharding_constraint",
-                          "device_put", "name", "reduce_precision")}
+                          "device_put", "name", "reduce_precision",
+                          "conv_general_dilated", "reduce_window_sum", "cumsum", "scatter_add", "split")}
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14
