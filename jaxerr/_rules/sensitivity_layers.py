@@ -28,7 +28,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains import first_order as C
 from .._domains.first_order import Cot
-from .._domains.interval import Discrete, Real
+from .._domains.interval import Real
 from .conv import conv_params
 from .sensitivity import _linear_transpose, linear_rule, register_sensitivity
 from .sorting import _hull, _ordered, _take

@@ -8,14 +8,17 @@ after every addition, in any order: ``gamma_{n-1}``; measured: a bfloat16
 ``reduce_window_sum`` rounds each addition). Windowed max/min are exact operations,
 monotone and 1-Lipschitz in the max norm: the fields are reduced with the same
 window. A generic ``reduce_window`` whose body is a single ``add``/``max``/``min`` is
-the same computation with the initial value as padding and as one more term.
+the same computation with the initial value as one more term. Padding cells (edges and
+base-dilation holes) are skipped, as XLA on CPU does (measured: ``reduce_window(x, 2.,
+add, (2,), (1,), 'SAME')`` of ``[1, 2, 3, 4]`` ends in ``6 = 2 + 4``; the StableHLO
+specification would pad with the initial value, which only matters for ``add`` with a
+nonzero initial value and padding).
 """
 
 from __future__ import annotations
 
 import math
 
-import jax.lax as lax
 import jax.numpy as jnp
 import numpy as np
 
@@ -128,14 +131,26 @@ def _window_extreme(a, wp, prim, value, init=None):
     return Real(*fields, err, value, exact=a.exact and (init is None or init.exact))
 
 
+def _padding_only(ctx, out, is_max):
+    """A window that covers only padding gives -inf (+inf): not a finite value, so no
+    error bound (inf, with a diagnostic)."""
+    if not isinstance(out, Real):
+        return out
+    empty = jnp.isinf(out.hi) & (out.hi < 0) if is_max else jnp.isinf(out.lo) & (out.lo > 0)
+    ctx.flag(empty, "a window covers only padding: its result is infinite")
+    return Real(out.lo, out.hi, out.clo, out.chi, F.where(empty, jnp.inf, out.err), out.value)
+
+
 @register_rule(P("reduce_window_max"))
 def reduce_window_max_rule(ctx, a, **params):
-    return _window_extreme(a, _wparams(params), P("reduce_window_max"), ctx.value(a.value))
+    out = _window_extreme(a, _wparams(params), P("reduce_window_max"), ctx.value(a.value))
+    return _padding_only(ctx, out, True)
 
 
 @register_rule(P("reduce_window_min"))
 def reduce_window_min_rule(ctx, a, **params):
-    return _window_extreme(a, _wparams(params), P("reduce_window_min"), ctx.value(a.value))
+    out = _window_extreme(a, _wparams(params), P("reduce_window_min"), ctx.value(a.value))
+    return _padding_only(ctx, out, False)
 
 
 def _body_op(params):
@@ -152,23 +167,6 @@ def _body_op(params):
     return eqn.primitive
 
 
-def _pad_with(x, init, wp):
-    """Pad every field of ``x`` with the matching field of the scalar ``init`` as XLA
-    pads a reduce_window operand (edges and base-dilation holes); window parameters
-    without padding for the rest."""
-    cfg = [(lo, hi, d - 1) for (lo, hi), d in zip(wp["padding"], wp["base_dilation"])]
-    fields = ("lo", "hi", "clo", "chi", "err") if isinstance(x, Real) else ("lo", "hi")
-    padded = {f: lax.pad(getattr(x, f), jnp.asarray(getattr(init, f)).astype(getattr(x, f).dtype), cfg)
-              for f in fields}
-    value = lax.pad(x.value, jnp.asarray(init.value).astype(x.value.dtype), cfg)
-    nd = len(wp["padding"])
-    wp2 = dict(wp, padding=((0, 0),) * nd, base_dilation=(1,) * nd)
-    if isinstance(x, Real):
-        return Real(padded["lo"], padded["hi"], padded["clo"], padded["chi"], padded["err"], value,
-                    exact=x.exact and init.exact), wp2
-    return Discrete(padded["lo"], padded["hi"], value), wp2
-
-
 @register_rule(P("reduce_window"))
 def reduce_window_rule(ctx, *operands, **params):
     op = _body_op(params)
@@ -183,11 +181,10 @@ def reduce_window_rule(ctx, *operands, **params):
     x, init = operands
     (value,) = ctx.value(x.value, init.value)
     wp = _wparams(params)
-    xp, wp2 = _pad_with(x, init, wp)
     if supported[op] == "add":
         if isinstance(x, Discrete):
-            return [Discrete(_wsum(xp.lo, wp2) + init.lo, _wsum(xp.hi, wp2) + init.hi, value)]
+            return [Discrete(_wsum(x.lo, wp) + init.lo, _wsum(x.hi, wp) + init.hi, value)]
         n = int(math.prod(wp["window_dimensions"]))
-        return [_window_sum(ctx, xp, wp2, n, value, init=init)]
+        return [_window_sum(ctx, x, wp, n, value, init=init)]
     prim = P("reduce_window_max") if supported[op] == "max" else P("reduce_window_min")
-    return [_window_extreme(xp, wp2, prim, value, init=init)]
+    return [_window_extreme(x, wp, prim, value, init=init)]
