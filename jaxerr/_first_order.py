@@ -227,7 +227,8 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
         tape.keep.extend((o, probe))
         tape.has_event.add(id(probe))
-        entry = (ctx, list(invals), [probe])
+        # the other results of a multiple-result equation stay in place (no cotangent)
+        entry = (ctx, list(invals), [probe if k == j else x for k, x in enumerate(outs)])
         E_own = tape.local.get(id(o))
         if E_own is not None:
             tape.local[id(probe)] = E_own
