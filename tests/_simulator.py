@@ -1588,6 +1588,47 @@ def _cumulative(kind: str) -> _Rule:
     return rule
 
 
+def _r_cumlogsumexp(I: _Interp, eqn: Any, x: Any) -> Any:
+    """XLA's chain of logaddexp(s, t) = max(s, t) + log1p(exp(-|s - t|)), every
+    operation rounded to the format; exactly: log of the prefix sums of exp."""
+    axis = int(eqn.params["axis"])
+    reverse = bool(eqn.params.get("reverse", False))
+    obj = I.mode == "mp"
+    xm = np.moveaxis(np.asarray(x, dtype=object if obj else np.float64), axis, 0)
+    if reverse:
+        xm = xm[::-1]
+    outs = []
+    if I.mode == "sim":
+        fmt = I.ofmt(eqn)
+        acc = xm[0]
+        outs.append(acc)
+        for i in range(1, xm.shape[0]):
+            t = xm[i]
+            d = I.sub(acc, t, fmt)
+            e = I.unary("exp", -np.abs(d), fmt)
+            lg = I.unary("log1p", e, fmt)
+            new = I.add(np.maximum(acc, t), lg, fmt)
+            acc = np.where(np.isnan(d), I.add(acc, t, fmt), new)
+            outs.append(acc)
+    elif obj:
+        acc = None
+        for i in range(xm.shape[0]):
+            e = _mpmap(mpmath.exp, xm[i])
+            acc = e if acc is None else acc + e
+            outs.append(_mpmap(mpmath.log, acc))
+    else:
+        with np.errstate(all="ignore"):
+            m = np.max(xm, axis=0)
+            m = np.where(np.isfinite(m), m, 0.0)
+            s = np.cumsum(np.exp(xm - m), axis=0)
+            outs = list(np.log(s) + m)
+    res = np.stack([np.asarray(o) for o in outs])
+    if reverse:
+        res = res[::-1]
+    return np.moveaxis(res, 0, axis)
+
+
+_RULES["cumlogsumexp"] = _r_cumlogsumexp
 _RULES["cumsum"] = _cumulative("sum")
 _RULES["cumprod"] = _cumulative("prod")
 _RULES["cummax"] = _cumulative("max")

@@ -73,6 +73,7 @@ PRIMS = [
     ("cumsum_reverse", lambda x: lax.cumsum(x, axis=0, reverse=True), [N(6, 3)]),
     ("cumprod", lambda x: jnp.cumprod(x, axis=1), [N(3, 6)]),
     ("cummax", lambda x: lax.cummax(x, axis=1), [N(3, 7)]),
+    ("cumlogsumexp", lambda x: lax.cumlogsumexp(x, axis=1), [N(3, 7, scale=3.0)]),
     ("cummin", lambda x: lax.cummin(x, axis=0, reverse=True), [N(5, 3)]),
     ("sort", lambda x: jnp.sort(x, axis=1), [N(3, 6)]),
     ("argsort", lambda x: jnp.argsort(x, axis=1), [N(3, 6)]),
@@ -453,8 +454,9 @@ def test_simulator_windowed_and_prefix_sums_round_every_addition_like_xla():
     fns = [lambda x: lax.reduce_window(x, jnp.bfloat16(0), lax.add, (8,), (1,), "VALID"),
            lambda x: jnp.cumsum(x),
            lambda x: jnp.zeros(4, jnp.bfloat16).at[jnp.arange(64) % 4].add(x),
-           lambda x: lax.conv_general_dilated(x.reshape(1, 1, 64), w, (1,), "VALID")]
-    for fn, acc in zip(fns, ["recursive", "recursive", "recursive", "wide:float32"]):
+           lambda x: lax.conv_general_dilated(x.reshape(1, 1, 64), w, (1,), "VALID"),
+           lambda x: lax.cumlogsumexp(3 * x)]
+    for fn, acc in zip(fns, ["recursive", "recursive", "recursive", "wide:float32", "recursive"]):
         want = np.asarray(jax.jit(fn)(x), np.float64)
         got = S.simulate(fn, [np.asarray(x)], fmt=None, accumulation=acc, order="sequential")[0]
         if fn is fns[1]:  # XLA's cumsum is a tree, not a sequence: close but not identical
