@@ -88,10 +88,8 @@ _BY_NAME = {p[0]: p for p in PRIMS}
 
 # the default run: every rule family once, bfloat16, both domains, point and box
 _FAST = {
-    ("conv_strided_padded_dilated", "interval"), ("conv_groups", "first_order"),
-    ("max_pool", "first_order"), ("avg_pool", "interval"), ("cumsum", "first_order"),
-    ("sort_carry", "interval"), ("top_k", "first_order"), ("scatter_add", "first_order"),
-    ("scatter_set_dup", "interval"), ("cumprod", "interval"), ("reduce_window_generic_add", "interval"),
+    ("conv_groups", "interval"), ("max_pool", "first_order"), ("sort_carry", "interval"),
+    ("scatter_add", "interval"),
 }
 
 
@@ -221,7 +219,7 @@ def _check_conv_case(c):
 _HSET = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 
 
-@settings(max_examples=2, **_HSET)
+@settings(max_examples=1, **_HSET)
 @given(conv_cases())
 def test_conv_hypothesis_quick(c):
     _check_conv_case(c)
@@ -271,7 +269,7 @@ def _check_window_case(c):
     assert not v, (c, v[:3])
 
 
-@settings(max_examples=3, **_HSET)
+@settings(max_examples=1, **_HSET)
 @given(window_cases())
 def test_reduce_window_hypothesis_quick(c):
     _check_window_case(c)
@@ -302,7 +300,7 @@ ACTIVATIONS = {
     "sort": lambda x: jnp.sort(x, axis=1), "argmax": lambda x: jnp.argmax(x, axis=1),
     "top_k": lambda x: lax.top_k(x, 3),
 }
-_FAST_ACT = {"gelu_exact", "softmax", "hard_swish"}
+_FAST_ACT = {"gelu_exact"}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=() if n in _FAST_ACT else (pytest.mark.slow,))
@@ -314,6 +312,47 @@ def test_activation_sound(name):
         for radius in (0.0, 0.01):
             v = check(f, [x], precision="bfloat16", domain=domain, radius=radius, n_samples=3)
             assert not v, (domain, radius, v[:3])
+
+
+def test_every_activation_lowers_to_supported_primitives():
+    """Every function of jax.nn / flax.linen.activation that takes one array (and
+    dot_product_attention, one_hot) uses only primitives with an interval rule."""
+    import inspect
+
+    from jaxerr import _compat
+
+    supported = set(jaxerr.interval_rules) | set(_compat.CALL_PRIMITIVES)
+
+    def missing(f, *args):
+        out = set()
+
+        def walk(jx):
+            for e in jx.eqns:
+                if e.primitive not in supported:
+                    out.add(e.primitive.name)
+                for sub in _compat.subjaxprs(e):
+                    walk(sub)
+
+        walk(jax.make_jaxpr(f)(*args).jaxpr)
+        return out
+
+    x = jnp.ones((2, 8))
+    checked = 0
+    for mod in (jax.nn, nn.activation):
+        for name in dir(mod):
+            f = getattr(mod, name)
+            if name.startswith("_") or not callable(f) or inspect.isclass(f) or inspect.ismodule(f):
+                continue
+            try:
+                miss = missing(f, x)
+            except (TypeError, ValueError, AttributeError):
+                continue  # not a one-array function
+            assert not miss, (name, miss)
+            checked += 1
+    assert checked >= 30
+    q = jnp.ones((1, 4, 2, 8))
+    assert not missing(lambda q: jax.nn.dot_product_attention(q, q, q, is_causal=True), q)
+    assert not missing(lambda i: jax.nn.one_hot(i, 4), jnp.array([1, 2]))
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +469,11 @@ _INT_CASES = [
 ]
 
 
-@pytest.mark.parametrize("k", range(len(_INT_CASES)))
+_FAST_INT = {0, 1, 4, 10}
+
+
+@pytest.mark.parametrize("k", [pytest.param(k, marks=() if k in _FAST_INT else (pytest.mark.slow,))
+                               for k in range(len(_INT_CASES))])
 def test_simulator_new_primitives_match_xla_on_integers(k):
     fn, shapes = _INT_CASES[k]
     rng = np.random.default_rng(k)
