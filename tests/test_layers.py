@@ -439,6 +439,7 @@ def test_flax_layer_sound(name, domain):
         assert not v, (radius, v[:3])
 
 
+@pytest.mark.slow
 def test_lenet_bfloat16_point():
     f, x = lenet_fn()
     v = check(f, [x], precision="bfloat16", n_samples=2)
