@@ -1914,9 +1914,10 @@ def _scatter_targets(eqn: Any, operand: np.ndarray, idx: Any, upd_shape: tuple[i
     return np.asarray(t, dtype=np.int64).reshape(-1) - 1
 
 
-@_rule("scatter-add", "scatter_add", "scatter")
+@_rule("scatter-add", "scatter_add", "scatter", "scatter-min", "scatter_min", "scatter-max", "scatter_max")
 def _r_scatter(I: _Interp, eqn: Any, operand: Any, idx: Any, upd: Any) -> Any:
-    add = eqn.primitive.name != "scatter"
+    name = eqn.primitive.name.replace("_", "-")
+    add = name == "scatter-add"
     obj = I.mode == "mp"
     out = np.array(operand, dtype=object if obj else None, copy=True)
     upd = np.asarray(upd, dtype=object) if obj else np.asarray(upd)
@@ -1928,7 +1929,11 @@ def _r_scatter(I: _Interp, eqn: Any, operand: Any, idx: Any, upd: Any) -> Any:
     for t, u in zip(targets, upd.reshape(-1)):  # one update after the other
         if t < 0:
             continue
-        if not add:
+        if name == "scatter-min":
+            flat[t] = min(flat[t], u)
+        elif name == "scatter-max":
+            flat[t] = max(flat[t], u)
+        elif not add:
             flat[t] = u
         elif not _isf(eqn):
             flat[t] = flat[t] + u

@@ -82,6 +82,8 @@ PRIMS = [
     ("scatter_add", lambda x, u: x.at[jnp.array([1, 3, 1, 0])].add(u), [N(5, 2), N(4, 2)]),
     ("scatter_set", lambda x, u: x.at[jnp.array([2, 0])].set(u), [N(4, 3), N(2, 3)]),
     ("scatter_set_dup", lambda x, u: lax.scatter(x, jnp.array([[1], [1]]), u, _DN), [N(4), N(2)]),
+    ("scatter_min_max", lambda x, u: (x.at[jnp.array([1, 1, 3])].min(u), x.at[jnp.array([0, 2, 0])].max(u)),
+     [N(4, 2), N(3, 2)]),
     ("split", lambda x: jnp.split(x, [2, 5], axis=1), [N(3, 7)]),
 ]
 _BY_NAME = {p[0]: p for p in PRIMS}
@@ -465,6 +467,7 @@ _INT_CASES = [
     (lambda x, y: lax.sort((x, y), dimension=1, num_keys=2), [(3, 6), (3, 6)]),
     (lambda x, u: x.at[jnp.array([1, 1, 2])].add(u), [(4, 3), (3, 3)]),
     (lambda x: x.at[:, 1].set(7.0), [(4, 3)]),
+    (lambda x, u: (x.at[jnp.array([1, 1, 0])].min(u), x.at[jnp.array([2, 0, 2])].max(u)), [(4, 3), (3, 3)]),
     (lambda x: jnp.split(x, [1, 3], axis=1), [(2, 5)]),
     (lambda x: lax.cumsum(x, axis=1, reverse=True), [(2, 5)]),
 ]

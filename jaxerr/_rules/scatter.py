@@ -1,4 +1,4 @@
-"""scatter-add and scatter (``x.at[i].add(u)``, ``x.at[i].set(u)``), and split.
+"""scatter-add, scatter, scatter-min/max (``x.at[i].add/set/min/max(u)``), and split.
 
 ``scatter-add`` with certain indices: each output element is its operand element plus
 the ``m`` updates sent to it (``m`` counted by scattering ones), summed with ``m``
@@ -123,6 +123,27 @@ def scatter_rule(ctx, operand, indices, updates, **params):
     ctx.flag(~certain, "scatter indices depend on uncertain values; every update may land anywhere")
     sel = [F.where(certain, a, b) for a, b in ((lo, jlo), (hi, jhi), (clo, jclo), (chi, jchi), (err, jerr))]
     return Real(*sel, value, exact=operand.exact and updates.exact)
+
+
+@register_rule(P("scatter_min"), P("scatter_max"))
+def scatter_extreme_rule(ctx, operand, indices, updates, **params):
+    """``x.at[i].min(u)`` / ``.max(u)``: exact, monotone and 1-Lipschitz in the max norm
+    (every field combined the same way, errors by their maximum); uncertain indices:
+    inf and a diagnostic."""
+    value = ctx.value(operand.value, indices.value, updates.value)
+    kw = _sargs(params)
+    iv = indices.value
+    op = lax.scatter_min if ctx.eqn.primitive is P("scatter_min") else lax.scatter_max
+    certain = _certain(indices)
+    if isinstance(operand, Discrete):
+        info = jnp.iinfo(value.dtype)
+        return Discrete(F.where(certain, op(operand.lo, iv, updates.lo, **kw), info.min),
+                        F.where(certain, op(operand.hi, iv, updates.hi, **kw), info.max), value)
+    fields = [op(getattr(operand, f), iv, getattr(updates, f), **kw) for f in ("lo", "hi", "clo", "chi")]
+    err = lax.scatter_max(operand.err, iv, updates.err, **kw)
+    out = Real(*fields, err, value, exact=operand.exact and updates.exact)
+    bad = jnp.broadcast_to(~certain, jnp.shape(out.lo))
+    return invalid(ctx, bad, out, "scatter-min/max indices depend on uncertain values")
 
 
 def _min_all(x, u):
