@@ -130,3 +130,12 @@ def map_batched(f: Any, xs: Any, batch_size: int) -> Any:
     import jax.lax as lax
 
     return lax.map(f, xs, batch_size=batch_size)
+
+
+def name_stack(eqn: JaxprEqn) -> str:
+    """The equation's name stack as ``"Outer/Inner"`` (Flax module path, ``jax.named_scope``
+    blocks), ``""`` when it has none. Transformation markers such as ``jvp(...)`` are kept."""
+    try:
+        return str(eqn.source_info.name_stack)
+    except Exception:  # pragma: no cover - best effort only
+        return ""

@@ -245,8 +245,7 @@ def test_property_binary(name, precision, shape, scale, seed, radius):
     assert not v, "\n".join(v[:5])
 
 
-@settings(max_examples=12)
-@given(
+_DOT = dict(
     m=st.integers(1, 4),
     k=st.integers(1, 300),
     n=st.integers(1, 4),
@@ -254,12 +253,19 @@ def test_property_binary(name, precision, shape, scale, seed, radius):
     accumulation=st.sampled_from(["auto", "recursive", "pairwise", "blocked:8", "wide:float32"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_property_dot(m, k, n, precision, accumulation, seed):
+
+
+def _dot(m, k, n, precision, accumulation, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
     v = check(lambda x, w: x @ w, [x, w], precision=precision, accumulation=accumulation, n_samples=1, seed=seed)
     assert not v, "\n".join(v[:5])
+
+
+# every example compiles a new analysis: a few in the default run, many under -m slow
+test_property_dot = settings(max_examples=5)(given(**_DOT)(_dot))
+test_property_dot_long = pytest.mark.slow(settings(max_examples=100)(given(**_DOT)(_dot)))
 
 
 def test_every_rule_is_exercised_by_the_op_table():
