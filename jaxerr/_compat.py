@@ -31,7 +31,22 @@ except ImportError:  # pragma: no cover - older jax
 
 def prim(name: str) -> Primitive | None:
     """The primitive ``<name>_p`` of this JAX version, or None if it does not exist."""
-    return getattr(_prims, name + "_p", None)
+    p = getattr(_prims, name + "_p", None)
+    if p is None and name in _PRIVATE_PRIMITIVES:
+        p = _private_primitive(name)
+    return p
+
+
+#: primitives that jax.extend does not export in this version (looked up privately)
+_PRIVATE_PRIMITIVES = ("split",)
+
+
+def _private_primitive(name: str) -> Primitive | None:
+    try:
+        from jax._src.lax import lax as _lax_impl
+    except ImportError:  # pragma: no cover
+        return None
+    return getattr(_lax_impl, name + "_p", None)
 
 
 # Call-like primitives whose body is a sub-jaxpr that computes the outputs.

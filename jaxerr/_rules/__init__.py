@@ -32,11 +32,16 @@ def _load() -> None:
     # Importing the family modules registers their rules.
     from . import (  # noqa: F401
         arithmetic,
+        conv,
+        cumulative,
         discrete,
         elementwise,
         linear,
         reductions,
+        scatter,
+        sorting,
         structural,
+        windows,
     )
 
 
