@@ -84,6 +84,9 @@ class Ctx:
     eqn: Any
     path: str
     diag: DiagnosticCollector
+    # the domain interpreting this equation (control-flow rules evaluate their bodies
+    # with ``domain.inner``)
+    domain: Domain | None = None
 
     @property
     def adt(self) -> np.dtype:
@@ -227,6 +230,18 @@ class Domain:
     # (ctx, invals, outs); analyses that need a tape (first-order sensitivities) use
     # it. A returned list replaces the equation's outputs.
     record: Callable[[Ctx, list[Any], list[Any]], list[Any] | None] | None = None
+    # the domain that control-flow rules (scan, while, cond) evaluate their bodies
+    # with: their bodies are traced inside ``lax.scan``/``lax.while_loop``, so its
+    # hooks must not keep references to values (no tape). None: this domain itself
+    # with ``record`` dropped.
+    inner: Domain | None = None
+
+    def body_domain(self) -> Domain:
+        if self.inner is not None:
+            return self.inner
+        if self.record is None:
+            return self
+        return dataclasses.replace(self, record=None)
 
 
 def interpret(
@@ -265,7 +280,7 @@ def interpret(
                 domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/"
             )
         else:
-            ctx = Ctx(config, eqn, f"{path}{i}", diag)
+            ctx = Ctx(config, eqn, f"{path}{i}", diag, domain)
             rule = domain.rules[eqn.primitive]
             outs = rule(ctx, *invals, **eqn.params)
             if not eqn.primitive.multiple_results:

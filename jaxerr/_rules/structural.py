@@ -63,6 +63,7 @@ def_structural(
     P("slice"),
     P("rev"),
     P("pad"),
+    P("stack"),  # jax >= 0.9: jnp.stack
 )
 
 
