@@ -30,8 +30,20 @@ except ImportError:  # pragma: no cover - older jax
 
 
 def prim(name: str) -> Primitive | None:
-    """The primitive ``<name>_p`` of this JAX version, or None if it does not exist."""
-    return getattr(_prims, name + "_p", None)
+    """The primitive ``<name>_p`` of this JAX version, or None if it does not exist.
+
+    ``jax.extend.core.primitives`` lags behind: newer primitives (``split``, ``stack``)
+    are looked up in ``jax.lax`` and then in JAX's internal lax module."""
+    p = getattr(_prims, name + "_p", None)
+    if p is None:
+        p = getattr(jax.lax, name + "_p", None)
+    if p is None:
+        try:
+            from jax._src.lax import lax as _lax_internal
+        except ImportError:  # pragma: no cover
+            return None
+        p = getattr(_lax_internal, name + "_p", None)
+    return p if isinstance(p, Primitive) else None
 
 
 # Call-like primitives whose body is a sub-jaxpr that computes the outputs.

@@ -168,8 +168,25 @@ def _carrier_params(params: dict[str, Any], carrier: np.dtype) -> dict[str, Any]
 # ---------------------------------------------------------------------------
 
 
+def live_eqns(jaxpr: Any) -> list[bool]:
+    """For each equation: whether it is needed (some result is used, directly or through
+    later equations, by the outputs, or it has side effects). Dead equations (e.g. the
+    PRNG key that ``flax.linen.RNN`` splits and never uses) are neither analysed nor
+    required to have a rule."""
+    used = {v for v in jaxpr.outvars if not isinstance(v, _compat.Literal)}
+    live = [False] * len(jaxpr.eqns)
+    for i in range(len(jaxpr.eqns) - 1, -1, -1):
+        eqn = jaxpr.eqns[i]
+        if getattr(eqn, "effects", None) or any(v in used for v in eqn.outvars):
+            live[i] = True
+            used.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
+    return live
+
+
 def _walk(jaxpr: Any, path: str):
-    for i, eqn in enumerate(jaxpr.eqns):
+    for i, (eqn, alive) in enumerate(zip(jaxpr.eqns, live_eqns(jaxpr))):
+        if not alive:
+            continue
         yield f"{path}{i}", eqn
         for j, sub in enumerate(_compat.subjaxprs(eqn)):
             yield from _walk(sub, f"{path}{i}.{eqn.primitive.name}[{j}]/")
@@ -270,7 +287,9 @@ def interpret(
     for v, a in zip(jaxpr.invars, args):
         write(v, a)
 
-    for i, eqn in enumerate(jaxpr.eqns):
+    for i, (eqn, alive) in enumerate(zip(jaxpr.eqns, live_eqns(jaxpr))):
+        if not alive:
+            continue
         invals = [read(v) for v in eqn.invars]
         sub = _compat.call_subjaxpr(eqn)
         if sub is not None:

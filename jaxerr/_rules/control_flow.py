@@ -337,7 +337,7 @@ def _has_scan(jaxpr: Any) -> bool:
     return False
 
 
-def unroll_scans(closed: Any, max_eqns: int = MAX_UNROLLED_EQNS) -> Any:
+def unroll_scans(closed: Any, max_eqns: int | None = None) -> Any:
     """An equivalent closed jaxpr in which every ``scan`` whose unrolled body fits the
     budget is replaced by its iterations (slices of ``xs``, the body's equations, a
     stack of ``ys``), and calls containing scans are inlined. Used by
@@ -346,7 +346,7 @@ def unroll_scans(closed: Any, max_eqns: int = MAX_UNROLLED_EQNS) -> Any:
     jaxpr, consts = _compat.closed_parts(closed)
     if not _has_scan(jaxpr):
         return closed
-    budget = [int(max_eqns)]
+    budget = [int(MAX_UNROLLED_EQNS if max_eqns is None else max_eqns)]
 
     def ev(j, cs, args):
         env: dict[Any, Any] = {}
