@@ -80,6 +80,8 @@ def render() -> str:
     rows = []
     for p, fn in interval.items():
         fo = "yes" if p in sensitivity_rules else "cut"
+        if p is _compat.SCAN:
+            fo = "unrolled / cut"
         row = [f"`{p.name}`", _family(fn), "yes", fo]
         if affine is not None:
             row.append("yes" if p in affine else "no")
@@ -92,7 +94,7 @@ def render() -> str:
         row.append("call primitive: its body is analysed inline")
         rows.append(row)
     extra = sorted(p.name for p in sensitivity_rules if p not in interval and p not in _compat.CALL_PRIMITIVES)
-    rows.sort(key=lambda r: (r[1], r[0]))
+    rows.sort(key=lambda r: (r[1], r[0].strip("`")))
     cols = ["primitive", "family file", "interval", "first_order"]
     if affine is not None:
         cols.append("affine")

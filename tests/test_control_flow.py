@@ -169,13 +169,15 @@ def test_compose_jit_vmap(domain):
     g = jaxerr.bound(tanh_rnn, "bfloat16", domain=domain, warn=False)
     batched = jax.jit(jax.vmap(g))(xs)
     one = g(xs[1])
-    for a, b in zip(jax.tree_util.tree_leaves(batched), jax.tree_util.tree_leaves(one)):
-        np.testing.assert_allclose(np.asarray(a)[1], np.asarray(b), rtol=1e-6)
+    for a, b in zip(batched, one):
+        for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi"):
+            np.testing.assert_allclose(np.asarray(getattr(a, k))[1], np.asarray(getattr(b, k)), rtol=1e-6)
     # bound(vmap(f)) and bound(jit(f)) analyse the same program
     h = jaxerr.bound(jax.jit(jax.vmap(tanh_rnn)), "bfloat16", domain=domain, warn=False)(xs)
     np.testing.assert_allclose(np.asarray(h[0].abs_err)[1], np.asarray(one[0].abs_err), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_vmapped_cond_and_while_in_program():
     """vmap of the user function turns cond into select_n and batches the while."""
     xs = np.array([[0.5, 1.0], [-0.5, 2.0]], np.float32)
@@ -219,9 +221,10 @@ def test_dead_code_needs_no_rule():
         return x * 2.0
 
     b = jaxerr.bound(f, "bfloat16")(np.ones(2, np.float32))
-    assert np.all(np.asarray(b.abs_err) == 0)
+    assert np.all(np.asarray(b.abs_err) < 1e-30)  # exact but for underflow
 
 
+@pytest.mark.slow
 @given(n=st.integers(1, 6), seed=st.integers(0, 2**16), reverse=st.booleans(),
        radius=st.sampled_from([0.0, 0.05]))
 def test_property_scan_recurrence(n, seed, reverse, radius):
@@ -276,7 +279,8 @@ def _model(kind):
 @pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("precision", ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", ["lstm", pytest.param("gru", marks=pytest.mark.slow),
-                                  pytest.param("olstm", marks=pytest.mark.slow), "nn_scan"])
+                                  pytest.param("olstm", marks=pytest.mark.slow),
+                                  pytest.param("nn_scan", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("box", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_flax_recurrent_sound(kind, precision, domain, box):
     f, x = _model(kind)
