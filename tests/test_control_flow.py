@@ -98,9 +98,12 @@ PROGRAMS = [
     ("switch_clamped", switch_fn, lambda: [_x((4,)), np.int32(7)], 0.01),
 ]
 IDS = [p[0] for p in PROGRAMS]
-# the default run: every program in the interval domain in bfloat16 (point and box), and
-# the first_order domain on a few cheap ones; everything else under -m slow
-FO_FAST = {"cumsum_scan", "while_static", "cond_uncertain", "switch1"}
+# the default run: a few cases in bfloat16 covering scan (unrolled in first_order), fori,
+# while (cut in first_order) and cond/switch; every other combination under -m slow
+DEFAULT = {("tanh_rnn", "interval", False), ("fori", "interval", True), ("while_static", "interval", False),
+           ("while_static", "first_order", False), ("cond_uncertain", "interval", True),
+           ("switch_clamped", "interval", False), ("cumsum_scan", "first_order", False),
+           ("reverse_scan", "interval", True)}
 
 
 def _cases():
@@ -109,7 +112,7 @@ def _cases():
         for dom in ("interval", "first_order"):
             for prec in (None, "bfloat16", "float16", "float32"):
                 for r in (False, True):
-                    fast = prec == "bfloat16" and (dom == "interval" or (prog[0] in FO_FAST and not r))
+                    fast = prec == "bfloat16" and (prog[0], dom, r) in DEFAULT
                     out.append(pytest.param(prog, dom, prec, r,
                                             id=f"{prog[0]}-{dom}-{prec}-{'box' if r else 'point'}",
                                             marks=() if fast else (pytest.mark.slow,)))
@@ -151,7 +154,6 @@ def test_while_uncertain_condition_is_inf_with_diagnostic():
     # the same loop at a point: the condition stays certain, so the bound is finite
     i, s = jaxerr.bound(while_uncertain, "bfloat16", warn=False)(np.float32(1.0))
     assert np.isfinite(np.asarray(s.abs_err)) and int(i.lo) == int(i.hi) == 6
-    assert not check(while_uncertain, [np.float32(1.0)], precision="bfloat16", n_samples=2)
 
 
 def test_uncertain_while_under_jit_and_vmap():
@@ -165,15 +167,15 @@ def test_uncertain_while_under_jit_and_vmap():
 
 @pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow)])
 def test_compose_jit_vmap(domain):
-    xs = _x((3, 5, 4), seed=3)
-    g = jaxerr.bound(tanh_rnn, "bfloat16", domain=domain, warn=False)
+    xs = _x((3, 5), seed=3)
+    g = jaxerr.bound(cumsum_scan, "bfloat16", domain=domain, warn=False)
     batched = jax.jit(jax.vmap(g))(xs)
     one = g(xs[1])
     for a, b in zip(batched, one):
         for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi"):
             np.testing.assert_allclose(np.asarray(getattr(a, k))[1], np.asarray(getattr(b, k)), rtol=1e-6)
     # bound(vmap(f)) and bound(jit(f)) analyse the same program
-    h = jaxerr.bound(jax.jit(jax.vmap(tanh_rnn)), "bfloat16", domain=domain, warn=False)(xs)
+    h = jaxerr.bound(jax.jit(jax.vmap(cumsum_scan)), "bfloat16", domain=domain, warn=False)(xs)
     np.testing.assert_allclose(np.asarray(h[0].abs_err)[1], np.asarray(one[0].abs_err), rtol=1e-6)
 
 
@@ -278,7 +280,7 @@ def _model(kind):
 
 @pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("precision", ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("kind", ["lstm", pytest.param("gru", marks=pytest.mark.slow),
+@pytest.mark.parametrize("kind", [pytest.param("lstm", marks=pytest.mark.slow), pytest.param("gru", marks=pytest.mark.slow),
                                   pytest.param("olstm", marks=pytest.mark.slow),
                                   pytest.param("nn_scan", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("box", [False, pytest.param(True, marks=pytest.mark.slow)])
