@@ -6,14 +6,20 @@ enclosure of the exact real result and a rigorous bound on the error of running
 ``f`` in a chosen floating-point format.
 """
 
+from . import testing  # noqa: E402
 from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
 from ._domains.interval import Discrete, Real
-from ._formats import FORMATS, Accumulation, Format, as_format, gamma
+from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
+from .emulate import Arithmetic, emulate
+from .mixed import mixed_dot_general, mixed_precision
+from .report import Report, report
+from .tune import Target, TuneResult, tune
 
 __all__ = [
     "Accumulation",
+    "Arithmetic",
     "Bound",
     "Diagnostics",
     "Discrete",
@@ -21,13 +27,23 @@ __all__ = [
     "Format",
     "Interval",
     "JaxerrWarning",
+    "LayerPrecision",
     "Real",
+    "Report",
+    "Target",
+    "TuneResult",
     "UnsupportedPrimitiveError",
     "as_format",
     "bound",
+    "emulate",
     "gamma",
     "interval_rules",
+    "mixed_dot_general",
+    "mixed_precision",
     "register_rule",
+    "report",
+    "testing",
+    "tune",
 ]
 
 __version__ = "0.1.0"

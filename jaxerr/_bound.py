@@ -250,7 +250,7 @@ def _constant(val: Any, aval: Any, config: Config) -> Any:
     elif _representable(val, config):
         # a constant the format holds exactly (0, 1, 2.0, -inf, ...): no rounding event
         car = carrier_dtype(config)
-        r = I.point(arr, F.round_to(arr.astype(car), config.precision), config.adt)
+        r = I.point(arr, F.round_to(arr.astype(car), F.storage_format(config.precision)), config.adt)
     else:
         r = _rounded_input(arr, arr, config, point=True)
     if _has_subnormals(arr):
@@ -269,7 +269,7 @@ def _representable(val: Any, config: Config) -> bool:
         return False
     if a.size > 4096:
         return False
-    dt = config.precision.dtype
+    dt = F.storage_format(config.precision).dtype
     if dt is None:
         return False
     with np.errstate(all="ignore"):
@@ -280,23 +280,30 @@ def _representable(val: Any, config: Config) -> bool:
 
 def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
     """The input set [lo, hi] whose values are rounded into the override format."""
-    fmt = config.precision
+    fmt = F.storage_format(config.precision)
     adt = config.adt
     car = carrier_dtype(config)
     lo_a = jnp.asarray(lo).astype(adt)
     hi_a = jnp.asarray(hi).astype(adt)
-    rlo = F.round_to(jnp.asarray(lo).astype(car), fmt).astype(adt)
-    rhi = F.round_to(jnp.asarray(hi).astype(car), fmt).astype(adt)
+    rlo = F.round_to(_to_carrier(lo, car), fmt).astype(adt)
+    rhi = F.round_to(_to_carrier(hi, car), fmt).astype(adt)
     if point:
         err = F.up(jnp.abs(rlo - lo_a))
     else:
         m = jnp.maximum(jnp.abs(lo_a), jnp.abs(hi_a))
         err = F.add_up(F.scale_up(m, fmt.unit_roundoff), F.static_up(fmt.underflow, adt))
         err = F.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
-    centre = _centre(jnp.asarray(lo).astype(car), jnp.asarray(hi).astype(car))
-    value = F.round_to(centre, fmt)
+    centre = _centre(_to_carrier(lo, car), _to_carrier(hi, car))
+    value = F.round_to(centre, fmt).astype(car)
     exact = False
     return Real(lo_a, hi_a, rlo, rhi, err, value, exact=exact, point=point)
+
+
+def _to_carrier(x: Any, car: Any) -> Any:
+    """``x`` for rounding into a format held in ``car``: a wider (float64) value stays
+    float64, so that it is rounded once, not first to float32."""
+    x = jnp.asarray(x)
+    return x if np.dtype(x.dtype).itemsize > np.dtype(car).itemsize else x.astype(car)
 
 
 def _centre(lo: Any, hi: Any) -> Any:
@@ -348,7 +355,100 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
 
 
 DOMAIN = Domain(rules=interval_rules, constant=_constant, finalize=_finalize)
-DOMAINS = ("interval", "first_order")
+DOMAINS = ("interval", "first_order", "affine")
+
+
+# ---------------------------------------------------------------------------
+# Per-layer precision: format conversions between layers
+# ---------------------------------------------------------------------------
+
+
+class _LayerFormats:
+    """Which format each value was produced in (by object id; the objects are kept
+    alive so ids are not recycled). Values of unknown origin count as produced in
+    a format that no narrower format contains, so a narrower consumer rounds them."""
+
+    def __init__(self, precision: F.LayerPrecision):
+        self.precision = precision
+        self.fmt_of: dict[int, F.Format] = {}
+        self.keep: list[Any] = []
+
+    def set(self, v: Any, fmt: F.Format) -> None:
+        self.keep.append(v)
+        self.fmt_of[id(v)] = fmt
+
+    def get(self, v: Any) -> F.Format:
+        return self.fmt_of.get(id(v), F.EXACT)
+
+
+def make_domain(config: Config, record: Callable | None = None) -> Domain:
+    """The interval domain for ``config`` (with the per-layer conversion hooks when
+    ``config.precision`` is a :class:`LayerPrecision`), optionally with a ``record`` hook."""
+    if not isinstance(config.precision, F.LayerPrecision):
+        if record is None:
+            return DOMAIN
+        return Domain(rules=interval_rules, constant=_constant, finalize=_finalize, record=record)
+    lf = _LayerFormats(config.precision)
+    storage = config.precision.default
+
+    def constant(val, aval, cfg):
+        out = _constant(val, aval, cfg)
+        lf.set(out, storage)
+        return out
+
+    def finalize(ctx, aval, out, invals):
+        out = _finalize(ctx, aval, out, invals)
+        lf.set(out, ctx.fmt)
+        return out
+
+    def convert(ctx, invals):
+        return [convert_operand(ctx, v, lf.get(v), var) for v, var in zip(invals, ctx.eqn.invars)]
+
+    dom = Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
+                 convert=convert)
+    dom.layer_formats = lf  # type: ignore[attr-defined]
+    return dom
+
+
+def _register_storage(dom: Domain, v: Any, config: Config) -> None:
+    lf = getattr(dom, "layer_formats", None)
+    if lf is not None:
+        lf.set(v, config.precision.default)
+
+
+def convert_operand(ctx: Ctx, v: Any, src: F.Format, var: Any = None) -> Any:
+    """``v`` (produced in ``src``) as the operand of an equation in ``ctx.fmt``: rounded
+    into ``ctx.fmt`` unless that format contains ``src``; the rounding counts as error."""
+    dst = ctx.fmt
+    if not isinstance(v, Real) or F.contains(dst, src):
+        return v
+    if isinstance(var, _compat.Literal) and _representable(var.val, Config(dst, ctx.config.accumulation, ctx.adt)):
+        return v
+    return round_into(ctx, v, dst)
+
+
+def round_into(ctx: Ctx, v: Real, dst: F.Format) -> Real:
+    """The value ``v`` rounded (to nearest) into ``dst``. Round to nearest is monotone,
+    so the computed range becomes ``[fl(clo), fl(chi)]``; the error grows by
+    ``u |c| + eta`` (by ``|fl(c) - c| + eta`` at a single point)."""
+    adt = ctx.adt
+    car = ctx.carrier
+    rlo = F.round_to(_to_carrier(v.clo, car), dst).astype(adt)
+    rhi = F.round_to(_to_carrier(v.chi, car), dst).astype(adt)
+    eta = F.static_up(dst.underflow, adt)
+    if v.point:
+        rho = F.add_up_nn(F.up(jnp.abs(rlo - v.clo)), eta)
+    else:
+        M = I.mag(v.clo, v.chi)
+        rho = F.add_up_nn(F.scale_up(M, dst.unit_roundoff), eta)
+    bad = jnp.isinf(rlo) | jnp.isinf(rhi) | jnp.isnan(rlo) | jnp.isnan(rhi)
+    err = F.where(bad, jnp.inf, F.add_up(v.err, rho))
+    clo = F.where(bad, -jnp.inf, rlo)
+    chi = F.where(bad, jnp.inf, rhi)
+    value = v.value
+    if is_float_dtype(jnp.asarray(value).dtype):
+        value = F.round_to(jnp.asarray(value).astype(car), dst).astype(jnp.asarray(value).dtype)
+    return Real(v.lo, v.hi, clo, chi, err, value, point=v.point)
 
 
 # ---------------------------------------------------------------------------
@@ -371,6 +471,7 @@ def bound(
     accumulation: Any = "auto",
     domain: str = "interval",
     probabilistic: float | None = None,
+    symbols: int | None = None,
     jit: bool = True,
     warn: bool = True,
 ) -> Callable[..., Any]:
@@ -410,20 +511,35 @@ def bound(
     error model (docs/error-model.md), the exact real result of ``f`` lies in
     ``[lo, hi]`` and the computed result is within ``abs_err`` of it.
     """
-    fmt = None if precision is None else F.as_format(precision)
+    fmt = F.as_precision(precision)
     acc = F.Accumulation.parse(accumulation)
+    if isinstance(fmt, F.LayerPrecision) and domain != "interval":
+        raise ValueError(
+            "per-layer precision (a mapping or callable precision=) is supported by "
+            "domain='interval' only; analyse with domain='interval'"
+        )
     if domain not in DOMAINS:
         raise ValueError(f"unknown domain {domain!r}; use one of {', '.join(map(repr, DOMAINS))}")
     if probabilistic is not None:
         if not (isinstance(probabilistic, (int, float)) and 0 < probabilistic < 1):
             raise ValueError(f"probabilistic must be a probability delta in (0, 1), got {probabilistic!r}")
-        if domain == "interval":
+        if domain != "first_order":
             raise ValueError(
                 "probabilistic bounds need the sensitivities of domain='first_order'; "
                 "use bound(f, ..., domain='first_order', probabilistic=delta)"
             )
         probabilistic = float(probabilistic)
-    if fmt is not None and fmt.precision > 24 and not _compat.x64_enabled():
+    if symbols is not None:
+        if domain != "affine":
+            raise ValueError("symbols= is the symbol budget of domain='affine'; pass domain='affine' too")
+        if not (isinstance(symbols, int) and not isinstance(symbols, bool) and symbols >= 1):
+            raise ValueError(f"symbols must be a positive integer (the number of shared noise symbols), got {symbols!r}")
+    if domain == "affine" and symbols is None:
+        from ._affine import DEFAULT_SYMBOLS
+
+        symbols = DEFAULT_SYMBOLS
+    if fmt is not None and carrier_dtype(Config(fmt, acc, np.dtype(np.float32))) == np.float64 \
+            and not _compat.x64_enabled():
         raise ValueError(
             f"precision={fmt.name} needs float64 analysis: enable it with "
             "jax.config.update('jax_enable_x64', True)"
@@ -452,7 +568,8 @@ def bound(
         is_iv = tuple(isinstance(x, Interval) for x in dyn)
         subn = tuple(_has_subnormals(x) for x in dyn)
         key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn,
-                      domain=domain, probabilistic=probabilistic)
+                      domain=domain, probabilistic=probabilistic,
+                      symbols=(symbols, _AFFINE_CAP) if domain == "affine" else None)
         try:
             hash(key)
             hashable = True
@@ -479,16 +596,17 @@ class _Static:
     """Hashable static part of a call (the function, settings, tree structure)."""
 
     def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode="cond",
-                 domain="interval", probabilistic=None):
+                 domain="interval", probabilistic=None, symbols=None):
         self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
         self.dyn_idx, self.static, self.is_iv, self.subn = dyn_idx, static, is_iv, subn
         self.mode = mode
-        self.domain, self.probabilistic = domain, probabilistic
-        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode, domain, probabilistic)
+        self.domain, self.probabilistic, self.symbols = domain, probabilistic, symbols
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode, domain, probabilistic,
+                     symbols)
 
     def with_mode(self, mode: str) -> _Static:
         return _Static(self.f, self.fmt, self.acc, self.treedef, self.dyn_idx, self.static,
-                       self.is_iv, self.subn, mode, self.domain, self.probabilistic)
+                       self.is_iv, self.subn, mode, self.domain, self.probabilistic, self.symbols)
 
     def __hash__(self):
         return hash(self._key)
@@ -499,7 +617,7 @@ class _Static:
 
 def _analyse(key: _Static, dyn: list[Any]) -> Any:
     config = Config(key.fmt, key.acc, F.analysis_dtype())
-    if key.fmt is not None and key.fmt.precision > 24 and config.adt != np.float64:
+    if carrier_dtype(config) == np.float64 and config.adt != np.float64:
         raise ValueError("float64 analysis needs jax_enable_x64")
     n = len(key.dyn_idx) + len(key.static)
 
@@ -522,11 +640,13 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     check_supported(closed.jaxpr, interval_rules)
 
     diag = DiagnosticCollector()
+    dom_main = make_domain(config)
     values = []
     traced_sub = jnp.asarray(False)
     for k, x in enumerate(dyn):
         v, ts = _input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}", key.subn[k])
         values.append(v)
+        _register_storage(dom_main, v, config)
         traced_sub = traced_sub | ts
     diag.add_scalar(
         "an argument traced under jit/vmap contains subnormal numbers, which XLA flushes to "
@@ -548,8 +668,18 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         wc, pr = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
                                     key.probabilistic)
         outs = [_cap(o, e if key.probabilistic is None else p) for o, e, p in zip(outs, wc, pr)]
+    elif key.domain == "affine":
+        from ._affine import affine_outputs
+
+        n_symbols, cap = key.symbols
+        af = affine_outputs(closed.jaxpr, consts, values, config, diag, n_symbols)
+        if cap:
+            # the interval pass (its diagnostics are the affine pass' business) caps it
+            iv = interpret(DOMAIN, closed.jaxpr, consts, values, config, DiagnosticCollector())
+            af = [_meet(a, i) for a, i in zip(af, iv)]
+        outs = af
     else:
-        outs = interpret(DOMAIN, closed.jaxpr, consts, values, config, diag)
+        outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
 
     # Where an output bound is infinite, name the equation where it started: a second
@@ -562,7 +692,10 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
     def origins(vals):
         d2 = DiagnosticCollector(track_origins=True)
-        interpret(DOMAIN, closed.jaxpr, consts, vals, config, d2)
+        dom2 = make_domain(config)
+        for v in vals:
+            _register_storage(dom2, v, config)
+        interpret(dom2, closed.jaxpr, consts, vals, config, d2)
         origin_msgs[:] = d2.messages
         return jnp.stack(d2.flags) if d2.flags else jnp.zeros((0,), bool)
 
@@ -635,6 +768,19 @@ def _cap(o: Any, err: Any) -> Any:
         return o
     e = jnp.minimum(o.err, err.astype(o.err.dtype))
     return I.tighten(Real(o.lo, o.hi, o.clo, o.chi, e, o.value, point=o.point))
+
+
+#: domain="affine" returns the intersection with the interval domain's bounds (both are
+#: guarantees). Benchmarks switch it off to measure the affine domain alone.
+_AFFINE_CAP = True
+
+
+def _meet(a: Any, b: Any) -> Any:
+    """The intersection of two valid interval results for the same output."""
+    if not (isinstance(a, Real) and isinstance(b, Real)):
+        return a
+    return I.tighten(Real(jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi), jnp.maximum(a.clo, b.clo),
+                          jnp.minimum(a.chi, b.chi), jnp.minimum(a.err, b.err), b.value))
 
 
 def _poison(o: Any, flag: Any) -> Any:

@@ -181,3 +181,12 @@ def bind_eqn(eqn: JaxprEqn, invals: list[Any]) -> list[Any]:
     with ctx:
         out = eqn.primitive.bind(*subfuns, *invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def name_stack(eqn: JaxprEqn) -> str:
+    """The equation's name stack as ``"Outer/Inner"`` (Flax module path, ``jax.named_scope``
+    blocks), ``""`` when it has none. Transformation markers such as ``jvp(...)`` are kept."""
+    try:
+        return str(eqn.source_info.name_stack)
+    except Exception:  # pragma: no cover - best effort only
+        return ""

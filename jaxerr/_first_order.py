@@ -75,6 +75,9 @@ class _Tape:
         self.keep: list[Any] = []
         self.single_use: set[int] = set()  # ids of rounded inputs read by one primitive only
         self.input_E: dict[int, Any] = {}  # id(path input) -> its rounding bound
+        # id(value) -> known signed part D of its event (the event is D + e, |e| <= local E):
+        # a point input rounded into the format moves by exactly round(x) - x
+        self.shift: dict[int, Any] = {}
         self.folded: set[int] = set()  # inputs whose events a dot_general absorbed
 
     def kink_bound(self, ctx, ins) -> Any:
@@ -111,10 +114,31 @@ def _to_path_input(tape: _Tape, r: Any) -> Any:
     hlo, hhi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
     base = Real(hlo, hhi, hlo, hhi, jnp.zeros_like(hlo), r.value, exact=True)
     p = tape.event_value(base, r.err)
-    tape.inputs.append((p, r.err))
+    E = r.err
+    if r.point:
+        D, E = _known_shift(r, tape.adt)
+        tape.shift[id(p)] = D
+    tape.inputs.append((p, E))
     tape.input_E[id(p)] = r.err
     tape.local.pop(id(p))  # input events are accumulated from tape.inputs
     return p
+
+
+def _known_shift(r: Real, adt: Any) -> tuple[Any, Any]:
+    """For a point input rounded into the format (exact value ``lo``, computed ``clo``):
+    ``(D, e)`` with ``clo - lo`` in ``D ± e``. ``D`` is the float difference (a
+    correctly rounded subtraction, so within ``u|D|`` of the true one, plus underflow);
+    where the inputs are subnormal (flushed, widened) or the difference exceeds the
+    interval bound, ``D = 0`` and ``e`` is the whole bound."""
+    tiny = float(np.finfo(adt).tiny)
+    D = r.clo - r.lo
+    # a float64 input is rounded through the float32 carrier (double rounding): use the
+    # shift only where the input is a float32 number (one rounding, to nearest)
+    f32 = r.lo.astype(np.float32).astype(r.lo.dtype) == r.lo
+    ok = f32 & (jnp.abs(D) <= r.err) & ((r.lo == 0) | (jnp.abs(r.lo) >= tiny)) & \
+        ((r.clo == 0) | (jnp.abs(r.clo) >= tiny)) & jnp.isfinite(D)
+    e = F.add_up_nn(F.scale_up(jnp.abs(D), float(np.finfo(adt).eps)), F.static_up(tiny, adt))
+    return F.where(ok, D, 0.0), F.where(ok, e, r.err)
 
 
 def _path_domain(tape: _Tape, base: Domain) -> Domain:
@@ -198,12 +222,31 @@ def _fold_input_events(tape: _Tape, ctx, invals, outs) -> None:
             r = lax.dot_general(lhs, rhs, dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
             return F.add_up_nn(F.scale_up(r, 1 + 2 * gam), slack)
 
-        V = dot_up(om, E_x)
+        D_x = tape.shift.get(id(x))
+        if D_x is None:
+            V = dot_up(om, E_x)
+        else:
+            # the known shift moves the product by other·D_x, other in [lo, hi]:
+            # mid·D_x (computed; its rounding error bounded) ± rad·|D_x|
+            omid = other.lo / 2 + other.hi / 2
+            orad = F.up(jnp.maximum(F.sub_up(other.hi, omid), F.sub_up(omid, other.lo)))
+            lhs_rhs = (D_x, omid) if k == 0 else (omid, D_x)
+            Dout = lax.dot_general(*lhs_rhs, dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
+            absD = jnp.abs(D_x)
+            V = F.add_up_nn(F.add_up_nn(dot_up(om, E_x), dot_up(orad, absD)),
+                            F.scale_up(dot_up(jnp.abs(omid), absD), 2 * gam))
+            D_old = tape.shift.get(id(out))
+            tape.shift[id(out)] = Dout if D_old is None else D_old + Dout
+            if D_old is not None:  # the float add of two shifts: one more rounding
+                V = F.add_up_nn(V, F.scale_up(jnp.abs(D_old + Dout), float(np.finfo(adt).eps)))
         E_old = tape.local.get(id(out))
         tape.local[id(out)] = V if E_old is None else F.add_up_nn(E_old, V)
         if tape.probabilistic:
             ss_old, det_old = tape.random.get(id(out), (jnp.zeros_like(V), jnp.zeros_like(V)))
-            tape.random[id(out)] = (F.add_up_nn(ss_old, dot_up(F.mul_up(om, om), F.mul_up(E_x, E_x))), det_old)
+            if D_x is None:
+                tape.random[id(out)] = (F.add_up_nn(ss_old, dot_up(F.mul_up(om, om), F.mul_up(E_x, E_x))), det_old)
+            else:  # the shift is deterministic (counted through tape.shift); the rest too
+                tape.random[id(out)] = (ss_old, F.add_up_nn(det_old, V))
         tape.has_event.add(id(out))
         # the input's events are accounted for here; nothing else reads it
         tape.has_event.discard(id(x))
@@ -321,6 +364,32 @@ def _contrib(g: Cot, E: Any) -> Any:
     return _sum_all(t.astype(g.mid.dtype))
 
 
+class _SignedSum:
+    """Bound of ``|sum_k integral dF/de_k * D_k|`` over the known signed shifts ``D_k``:
+    with cotangent enclosures ``mid ± rad``, ``|sum mid·D| + sum rad·|D|``; the float
+    sum of ``mid·D`` is computed plainly and its rounding error bounded by
+    ``gamma_{N+1} sum |mid·D|`` (plus underflow)."""
+
+    def __init__(self, zero: Any) -> None:
+        self.s, self.a, self.r, self.n, self.k = zero, zero, zero, 0, 0
+
+    def add(self, g: Cot, D: Any) -> None:
+        prod = g.mid * D
+        self.s = self.s + jnp.sum(prod)
+        self.a = F.add_up_nn(self.a, _sum_all(jnp.abs(prod)))
+        self.r = F.add_up_nn(self.r, _contrib(Cot(jnp.zeros_like(g.rad), g.rad), jnp.abs(D)))
+        self.n += max(1, int(np.prod(jnp.shape(D))))
+        self.k += 1
+
+    def bound(self, adt: Any) -> Any:
+        if self.k == 0:
+            return self.s
+        u = float(np.finfo(adt).eps) / 2
+        N = self.n + self.k + 1
+        err = F.add_up_nn(F.scale_up(self.a, 2 * F.gamma(N, u)), F.static_up(2 * N * float(np.finfo(adt).tiny), adt))
+        return F.add_up_nn(F.add_up_nn(jnp.abs(self.s), err), self.r)
+
+
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
              chunk: int | None = None) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
@@ -342,6 +411,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             cots[id(o)] = C.add(cots.get(id(o)), Cot(hot, jnp.zeros_like(hot)))
         zero = jnp.zeros((), adt)
         wc, ss, var, det = zero, zero, zero, zero
+        signed = _SignedSum(zero)
         for ctx, ins, outs_ in reversed(entries):
             gs = [cots.pop(id(o), None) for o in outs_]
             if all(g is None for g in gs):
@@ -375,6 +445,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                     elif tape.probabilistic:
                         ss_k = F.where(cmask, 0.0, F.mul_up(E, E))
                         det_k = F.where(cmask, E_cut, 0.0)
+                D = tape.shift.get(id(o))
+                if D is not None:
+                    signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
                 wc = F.add_up_nn(wc, _contrib(g, E))
                 if tape.probabilistic:
                     if ss_k is None:
@@ -392,11 +465,17 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             g = cots.pop(id(p), None)
             if g is None or id(p) in tape.folded:
                 continue
+            D = tape.shift.get(id(p))
+            if D is not None:
+                signed.add(g, D)
             wc = F.add_up_nn(wc, _contrib(g, E))
             if tape.probabilistic:
                 m = g.mag()
                 ss = F.add_up_nn(ss, _sum_all(F.mul_up(F.mul_up(m, m), F.mul_up(E, E))))
                 var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)), E))
+        known = signed.bound(adt)
+        wc = F.add_up_nn(wc, known)
+        det = F.add_up_nn(det, known)
         return jnp.stack([wc, ss, var, det])
 
     idx = jnp.arange(M)

@@ -133,6 +133,127 @@ _ALIASES = {"f64": "float64", "f32": "float32", "bf16": "bfloat16", "f16": "floa
             "fp8_e5m2": "float8_e5m2", "half": "float16", "single": "float32", "double": "float64"}
 
 
+#: A "format" without rounding (unit roundoff 0, no underflow, no overflow below
+#: float32's largest value, so its bounds fit any analysis dtype). Used by the per-layer report to bound the error an
+#: equation *inherits* from its operands (its rule evaluated as if the operation
+#: were exact: no rounding is one of the roundings every format's model allows)
+#: and by the per-layer search as "this layer in infinite precision".
+EXACT = Format("exact", 1100, -1_000_000, float(np.finfo(np.float32).max), True, None)
+
+
+def is_exact_format(fmt: Any) -> bool:
+    return fmt is EXACT or (isinstance(fmt, Format) and fmt.name == "exact" and fmt.precision >= 1100)
+
+
+def contains(wide: Format, narrow: Format) -> bool:
+    """True if every value of ``narrow`` (subnormals included) is a value of ``wide``,
+    so converting ``narrow -> wide`` is exact."""
+    if is_exact_format(wide):
+        return True
+    if is_exact_format(narrow):
+        return False
+    if wide.precision < narrow.precision or wide.max_finite < narrow.max_finite:
+        return False
+    # the finest grid of `narrow` (its subnormal spacing, or 2**emin if it flushes)
+    q_n = narrow.emin - narrow.precision + 1 if narrow.subnormals else narrow.emin
+    if wide.subnormals:
+        return wide.emin - wide.precision + 1 <= q_n and wide.emin <= narrow.emin
+    return wide.emin <= q_n
+
+
+def storage_bits(fmt: Format) -> int:
+    """Bits a value of ``fmt`` occupies (the dtype's width, else sign + exponent +
+    significand bits estimated from the format's range)."""
+    if fmt.dtype is not None:
+        return int(np.dtype(fmt.dtype).itemsize * 8)
+    emax = math.floor(math.log2(fmt.max_finite))
+    ebits = max(1, math.ceil(math.log2(emax - fmt.emin + 2)))
+    return 1 + ebits + fmt.precision - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerPrecision:
+    """A format per layer: ``precision=`` of :func:`jaxerr.bound` may be one.
+
+    Equations are matched by their *name stack* (the Flax module path such as
+    ``"MLP/Dense_0"``, or the names of ``jax.named_scope`` blocks): the longest key
+    ``k`` with ``name == k`` or ``name.startswith(k + "/")`` wins; equations no key
+    matches use ``default``. Inputs, parameters and constants are stored in
+    ``default`` (their rounding into it counts as error). A value produced in one
+    format and consumed by an equation whose format does not contain it is rounded
+    into the consumer's format first, and that rounding counts as error.
+
+    Build one with :meth:`of` from a mapping ``{name: format}`` (the key ``""``
+    gives the default) or pass ``fn``: a callable ``name -> format or None``.
+    """
+
+    default: Format
+    layers: tuple[tuple[str, Format], ...] = ()
+    fn: Any = None
+
+    @classmethod
+    def of(cls, spec: Any, default: Any = None) -> LayerPrecision:
+        if isinstance(spec, LayerPrecision):
+            return spec
+        if callable(spec) and not isinstance(spec, (str, Format)):
+            d = spec("") if default is None else default
+            if d is None:
+                raise ValueError("a precision callable must return the default format for name ''")
+            return cls(as_format(d), (), spec)
+        if not isinstance(spec, dict):
+            raise ValueError(f"cannot interpret {spec!r} as per-layer precision; use {{name: format}}")
+        items = {str(k): as_format(v) for k, v in spec.items()}
+        d = items.pop("", None)
+        if default is not None:
+            d = as_format(default)
+        if d is None:
+            if not items:
+                raise ValueError("per-layer precision needs at least one format")
+            d = max(items.values(), key=lambda f: f.precision)
+        return cls(d, tuple(sorted(items.items())), None)
+
+    def resolve(self, name: str) -> Format:
+        """The format of an equation whose name stack is ``name``."""
+        if self.fn is not None:
+            f = self.fn(name)
+            return self.default if f is None else as_format(f)
+        best, best_len = self.default, -1
+        for k, f in self.layers:
+            if (name == k or name.startswith(k + "/")) and len(k) > best_len:
+                best, best_len = f, len(k)
+        return best
+
+    def formats(self) -> list[Format]:
+        """Every format named (the default first); callables report the default only."""
+        return [self.default] + [f for _, f in self.layers]
+
+    @property
+    def max_precision(self) -> int:
+        return max(f.precision for f in self.formats() if not is_exact_format(f))
+
+    @property
+    def name(self) -> str:
+        if self.fn is not None:
+            return f"per-layer({getattr(self.fn, '__name__', 'fn')}, default {self.default.name})"
+        return "per-layer(" + ", ".join([f"{k}={f.name}" for k, f in self.layers] + [f"*={self.default.name}"]) + ")"
+
+
+def storage_format(precision: Any) -> Format | None:
+    """The format inputs and constants are stored in under ``precision``."""
+    if isinstance(precision, LayerPrecision):
+        return precision.default
+    return precision
+
+
+def as_precision(spec: Any) -> Format | LayerPrecision | None:
+    """``None``, a single format, or per-layer formats (mapping / callable / LayerPrecision)."""
+    if spec is None or isinstance(spec, (Format, LayerPrecision)):
+        return spec
+    if isinstance(spec, dict) or (callable(spec) and not isinstance(spec, (str, type, np.dtype))):
+        return LayerPrecision.of(spec)
+    return as_format(spec)
+
+
 def format_of_dtype(dtype: Any) -> Format:
     """The preset :class:`Format` of a floating dtype."""
     name = np.dtype(dtype).name
@@ -532,6 +653,11 @@ def round_to(x: Any, fmt: Format) -> Any:
     carrier = x.dtype
     if np.dtype(carrier).itemsize * 8 >= 64 and fmt.precision == 53:
         return x
+    if np.dtype(carrier) == np.float64:
+        # XLA converts float64 to a narrow dtype through float32 (double rounding)
+        from ._exact import round_exact
+
+        return round_exact(x, fmt)
     if fmt.dtype is not None and fmt.name != "float8_e4m3fn":
         return x.astype(fmt.dtype).astype(carrier)
     m, e = jnp.frexp(x)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _compat
-from ._formats import Accumulation, Format, format_of_dtype
+from ._formats import EXACT, Accumulation, Format, LayerPrecision, format_of_dtype, is_exact_format
 
 
 class UnsupportedPrimitiveError(NotImplementedError):
@@ -71,9 +71,10 @@ class DiagnosticCollector:
 
 @dataclasses.dataclass
 class Config:
-    precision: Format | None  # None: as written
+    precision: Format | LayerPrecision | None  # None: as written; LayerPrecision: per layer
     accumulation: Accumulation
     adt: np.dtype  # analysis dtype
+    state: Any = None  # per-analysis state of a domain (the affine domain's symbol pool)
 
 
 @dataclasses.dataclass
@@ -87,6 +88,19 @@ class Ctx:
     # the domain interpreting this equation (control-flow rules evaluate their bodies
     # with ``domain.inner``)
     domain: Domain | None = None
+    # True: evaluate the rule as if the operation were exact (format EXACT, no rounding);
+    # the per-layer report uses it to bound the error an equation inherits
+    exact_ops: bool = False
+    # name stack of the call equations this equation is nested in ("" at top level)
+    scope: str = ""
+
+    @property
+    def name(self) -> str:
+        """The equation's full name stack (Flax module path, named scopes)."""
+        own = _compat.name_stack(self.eqn)
+        if not self.scope:
+            return own
+        return f"{self.scope}/{own}" if own else self.scope
 
     @property
     def adt(self) -> np.dtype:
@@ -99,8 +113,13 @@ class Ctx:
     @property
     def fmt(self) -> Format:
         """The format this equation's floating result is rounded to."""
-        if self.config.precision is not None:
-            return self.config.precision
+        if self.exact_ops:
+            return EXACT
+        prec = self.config.precision
+        if isinstance(prec, LayerPrecision):
+            return prec.resolve(self.name)
+        if prec is not None:
+            return prec
         for v in list(self.eqn.outvars) + list(self.eqn.invars):
             dt = getattr(getattr(v, "aval", None), "dtype", None)
             if dt is not None and is_float_dtype(dt):
@@ -109,6 +128,8 @@ class Ctx:
 
     @property
     def acc(self) -> Accumulation:
+        if self.exact_ops:
+            return Accumulation("recursive")
         return self.config.accumulation.resolve(self.fmt)
 
     def describe(self) -> str:
@@ -132,8 +153,12 @@ class Ctx:
         if self.override:
             from ._formats import round_to
 
+            fmt = self.fmt
+            if is_exact_format(fmt):
+                return out
+
             def rnd(o):
-                return round_to(o, self.config.precision) if is_float_dtype(o.dtype) else o
+                return round_to(o, fmt) if is_float_dtype(o.dtype) else o
 
             out = [rnd(o) for o in out] if prim.multiple_results else rnd(out)
         return out
@@ -145,7 +170,10 @@ class Ctx:
 
 
 def carrier_dtype(config: Config) -> np.dtype:
-    if config.precision is not None and config.precision.precision > 24:
+    prec = config.precision
+    if isinstance(prec, LayerPrecision):
+        return np.dtype(np.float64) if prec.max_precision > 24 else np.dtype(np.float32)
+    if prec is not None and prec.precision > 24:
         return np.dtype(np.float64)
     return np.dtype(np.float32)
 
@@ -260,6 +288,12 @@ class Domain:
             return self
         return dataclasses.replace(self, record=None)
 
+    # optional: called before the rule of every (non-call) equation with (ctx, invals);
+    # returns the operands the rule sees (per-layer precision rounds a value produced
+    # in a wider format into the equation's format here). ``record`` still gets the
+    # operands as they were produced.
+    convert: Callable[[Ctx, list[Any]], list[Any]] | None = None
+
 
 def interpret(
     domain: Domain,
@@ -269,6 +303,7 @@ def interpret(
     config: Config,
     diag: DiagnosticCollector,
     path: str = "",
+    scope: str = "",
 ) -> list[Any]:
     env: dict[Any, Any] = {}
 
@@ -295,16 +330,19 @@ def interpret(
         if sub is not None:
             body, body_consts = sub
             name = eqn.params.get("name", eqn.primitive.name)
+            own = _compat.name_stack(eqn)
             outs = interpret(
-                domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/"
+                domain, body, body_consts, invals, config, diag, path=f"{path}{i}.{name}/",
+                scope=f"{scope}/{own}" if (scope and own) else (scope or own),
             )
         else:
-            ctx = Ctx(config, eqn, f"{path}{i}", diag, domain)
+            ctx = Ctx(config, eqn, f"{path}{i}", diag, domain=domain, scope=scope)
             rule = domain.rules[eqn.primitive]
-            outs = rule(ctx, *invals, **eqn.params)
+            ins = invals if domain.convert is None else domain.convert(ctx, invals)
+            outs = rule(ctx, *ins, **eqn.params)
             if not eqn.primitive.multiple_results:
                 outs = [outs]
-            outs = [domain.finalize(ctx, v.aval, o, invals) for v, o in zip(eqn.outvars, outs)]
+            outs = [domain.finalize(ctx, v.aval, o, ins) for v, o in zip(eqn.outvars, outs)]
             if domain.record is not None:
                 outs = domain.record(ctx, invals, outs) or outs
         for v, o in zip(eqn.outvars, outs):

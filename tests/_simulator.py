@@ -653,6 +653,11 @@ def _parse_accumulation(accumulation: str, order: str) -> _Accum:
         if order == "pairwise":
             raise ValueError("accumulation='fma' needs a sequential/reverse/random order")
         return _Accum("fma", order)
+    if accumulation.startswith("fma_blocked:"):
+        block = int(accumulation.split(":", 1)[1])
+        if block < 1 or order == "pairwise":
+            raise ValueError("fma_blocked:B needs B >= 1 and a sequential/reverse/random order")
+        return _Accum("fma_blocked", order, block=block)
     if accumulation.startswith("blocked:"):
         block = int(accumulation.split(":", 1)[1])
         if block < 1:
@@ -766,10 +771,17 @@ class _Interp:
         flush: bool = False,
         check: bool = False,
         round_inputs: bool = True,
+        layer_fmt: Callable[[str], Any] | None = None,
     ):
         self.mode = mode
         self.flush = flush
         self.fmt = None if fmt is None else self._flushed(as_format(fmt))
+        # per-layer formats: layer_fmt(name_stack) -> format of that equation; its
+        # floating operands are rounded into it first (values of a narrower format
+        # are unchanged by that). Inputs and constants are stored in ``fmt``.
+        self.layer_fmt = layer_fmt if mode == "sim" else None
+        self.storage_fmt = self.fmt
+        self.scope = ""  # name stack of the enclosing call equations
         self.acc = _parse_accumulation(accumulation, order)
         if self.acc.wide is not None:
             self.acc = replace(self.acc, wide=self._flushed(self.acc.wide))
@@ -887,7 +899,7 @@ class _Interp:
         if fmt is None:
             return self._compensated(src, out_shape)
         acc = self.acc
-        if acc.scheme == "fma" and not prod_exact:
+        if acc.scheme in ("fma", "fma_blocked") and not prod_exact:
             raise NotImplementedError(
                 "simulator: accumulation='fma' needs products exact in float64 "
                 "(operand precisions summing to <= 53 bits)"
@@ -944,6 +956,16 @@ class _Interp:
                 prod = x if w is None else np.multiply(x, w)  # exact in float64
                 s = _rn_add(s, prod, fmt)
             return np.asarray(s)
+        if acc.scheme == "fma_blocked":
+            total = None
+            for lo in range(0, K, acc.block):
+                s = term(lo)
+                for pos in range(lo + 1, min(lo + acc.block, K)):
+                    x, w = get(pos)
+                    prod = x if w is None else np.multiply(x, w)  # exact in float64
+                    s = _rn_add(s, prod, fmt)
+                total = s if total is None else _rn_add(total, s, fmt)
+            return np.asarray(total)
         if acc.scheme == "blocked":
             total = None
             for lo in range(0, K, acc.block):
@@ -985,9 +1007,11 @@ class _Interp:
         if isinstance(j, jcore.ClosedJaxpr):
             key = id(j)
             if key not in self._consts:
+                cur, self.fmt = self.fmt, self.storage_fmt
                 consts = [
                     self.convert_in(c, v.aval) for c, v in zip(j.consts, j.jaxpr.constvars)
                 ]
+                self.fmt = cur
                 self._consts[key] = (j, consts)
             return self.eval(j.jaxpr, self._consts[key][1], args)
         if j.constvars:
@@ -1009,13 +1033,22 @@ class _Interp:
         for v, x in zip(jaxpr.invars, args):
             env[v] = x
         for eqn in _live(jaxpr):
+            saved_scope = self.scope
+            if self.layer_fmt is not None:
+                own = str(eqn.source_info.name_stack)
+                self.scope = f"{saved_scope}/{own}" if (saved_scope and own) else (saved_scope or own)
+                self.fmt = self._flushed(as_format(self.layer_fmt(self.scope)))
             invals = [read(a) for a in eqn.invars]
+            if self.layer_fmt is not None and not _has_subjaxpr(eqn):
+                invals = [round_to(x, self.fmt) if _is_float(a.aval.dtype) else x
+                          for x, a in zip(invals, eqn.invars)]
             name = eqn.primitive.name
             rule = _RULES.get(name)
             if rule is None:
                 raise NotImplementedError(f"simulator: primitive {name!r} is not supported")
             with np.errstate(all="ignore"):
                 outs = rule(self, eqn, *invals)
+            self.scope = saved_scope
             if not eqn.primitive.multiple_results:
                 outs = [outs]
             for v, o in zip(eqn.outvars, outs):
@@ -1044,6 +1077,16 @@ class _Interp:
 # ---------------------------------------------------------------------------
 # Primitive rules.  Each takes (interp, eqn, *invals).
 # ---------------------------------------------------------------------------
+
+
+def _has_subjaxpr(eqn: Any) -> bool:
+    """True for call / control-flow equations (operands pass to a body unchanged)."""
+    def sub(v: Any) -> bool:
+        if isinstance(v, (jcore.Jaxpr, jcore.ClosedJaxpr)):
+            return True
+        return isinstance(v, (tuple, list)) and any(sub(x) for x in v)
+
+    return any(sub(v) for v in eqn.params.values())
 
 
 def _isf(eqn: Any) -> bool:
@@ -1744,9 +1787,10 @@ def simulate_jaxpr(
     flush: bool = False,
     *,
     check: bool = False,
+    layer_fmt: Callable[[str], Any] | None = None,
 ) -> list[np.ndarray]:
     """:func:`simulate` for an already traced ClosedJaxpr and flat arguments."""
-    I = _Interp("sim", fmt, accumulation, order, rng, flush, check)
+    I = _Interp("sim", fmt, accumulation, order, rng, flush, check, layer_fmt=layer_fmt)
     jaxpr = closed.jaxpr
     args = [I.convert_in(a, v.aval, is_input=True) for a, v in zip(flat_args, jaxpr.invars)]
     with np.errstate(all="ignore"):
@@ -1765,6 +1809,7 @@ def simulate(
     *,
     as_tree: bool = False,
     check: bool = False,
+    layer_fmt: Callable[[str], Any] | None = None,
 ) -> Any:
     """Evaluate ``f(*args)`` with every floating-point operation rounded.
 
@@ -1788,7 +1833,9 @@ def simulate(
         additions rounded to FMT, the final sum rounded once to the equation's
         format); "fma" (``acc = round(acc + x_k*w_k)`` with a single rounding
         per step; requires products exact in float64, i.e. operand precisions
-        adding to <= 53 bits).
+        adding to <= 53 bits); "fma_blocked:B" (consecutive blocks of B terms, each
+        accumulated with single-rounding FMA from its rounded first product, the block
+        sums then added left to right with a rounding each).
       order: "sequential" (increasing contraction index; several reduced axes
         are flattened row-major), "reverse", "random" (an independent random
         permutation per output element drawn from ``rng`` with
@@ -1799,6 +1846,10 @@ def simulate(
       as_tree: return f's output pytree instead of a flat list.
       check: assert after every equation that floating results are values of
         their format (self-test of the simulator).
+      layer_fmt: per-layer formats: a callable from an equation's name stack
+        (e.g. "MLP/Dense_0") to its format. Each equation rounds its floating
+        operands into its format, then computes in it; inputs and constants are
+        stored in ``fmt`` (required with layer_fmt).
 
     Returns:
       A flat list (``jax.tree_util.tree_leaves`` order) of NumPy arrays:
@@ -1813,7 +1864,8 @@ def simulate(
     """
     closed, treedef = trace(f, args)
     flat = jax.tree_util.tree_leaves(_positional(args))
-    outs = simulate_jaxpr(closed, flat, fmt, accumulation, order, rng, flush, check=check)
+    outs = simulate_jaxpr(closed, flat, fmt, accumulation, order, rng, flush, check=check,
+                          layer_fmt=layer_fmt)
     return unflatten(treedef, outs) if as_tree else outs
 
 

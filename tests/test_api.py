@@ -9,6 +9,11 @@ import pytest
 
 import jaxerr
 
+try:
+    import _soundness
+except ImportError:  # pragma: no cover
+    from tests import _soundness
+
 
 class MLP(nn.Module):
     @nn.compact
@@ -260,3 +265,14 @@ def test_rel_err_semantics():
     # an exactly computed result has zero error
     out = jaxerr.bound(lambda x: -x)(jnp.array([0.0, 2.0]))
     assert np.all(np.asarray(out.abs_err) == 0) and np.all(np.asarray(out.rel_err) == 0)
+
+
+def test_float64_inputs_are_rounded_once_not_through_float32(x64):
+    """1 + 2^-8 + 2^-40 rounds to 1 + 2^-7 in bfloat16; through float32 it would tie to 1."""
+    x = np.array([1 + 2**-8 + 2**-40, -(1 + 2**-8 + 2**-40)], np.float64)
+    b = jaxerr.bound(lambda x: x * 1.0, precision="bfloat16", warn=False)(x)
+    np.testing.assert_array_equal(np.asarray(b.value, np.float64), [1 + 2**-7, -(1 + 2**-7)])
+    assert np.all(np.asarray(b.abs_err) >= 2**-8 - 2**-40)
+    for dom in ("interval", "first_order"):
+        v = _soundness.check(lambda x: x * 1.0, [x], precision="bfloat16", n_samples=1, domain=dom)
+        assert not v, v

@@ -100,3 +100,27 @@ def test_flax_mlp_box_bound_holds(capsys):
     by = {(r["format"], r["accumulation"]): r["bound"] for r in results}
     for f in ("float16", "bfloat16"):
         assert np.all(by[f, "wide:float32"] <= by[f, "recursive"])
+
+
+@pytest.mark.slow
+def test_cli_target_example(capsys):
+    from jaxerr import cli
+
+    assert cli.main(["analyze", str(EXAMPLES / "cli_target.py") + ":f", "--input", "uniform:64",
+                     "--precision", "bfloat16", "--json"]) == 0
+    assert '"abs_err"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_report_digits(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    mod = runpy.run_path(str(EXAMPLES / "report_digits.py"))
+    res = mod["main"](["--out", str(tmp_path), "--quick"])
+    out = capsys.readouterr().out
+    assert res["accuracy"] > 0.8
+    assert "created" in out and "inherited" in out and "fewer bits x operations" in out
+    assert "lies within the certified bound" in out
+    assert 0 <= res["saving"] < 1
+    assert (tmp_path / "digits_report.png").stat().st_size > 10_000
+    assert (tmp_path / "digits_report.json").exists()

@@ -210,8 +210,7 @@ _ACTS = {
 }
 
 
-@settings(max_examples=8, deadline=None)
-@given(
+_TWO_LAYERS = dict(
     m=st.integers(1, 3),
     k=st.integers(1, 40),
     h=st.integers(1, 24),
@@ -222,7 +221,9 @@ _ACTS = {
     radius=st.sampled_from([0.0, 0.0, 1e-3]),
     seed=st.integers(0, 2**16),
 )
-def test_property_first_order_two_layers(m, k, h, act, precision, accumulation, scale, radius, seed):
+
+
+def _two_layers(m, k, h, act, precision, accumulation, scale, radius, seed):
     rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((k, h)) / np.sqrt(k)).astype(np.float32)
     w2 = (rng.standard_normal((h, 3)) / np.sqrt(h)).astype(np.float32)
@@ -235,6 +236,12 @@ def test_property_first_order_two_layers(m, k, h, act, precision, accumulation, 
     v = check(f, [x], precision=precision, accumulation=accumulation, radius=radius * scale,
               n_samples=2, seed=seed, domain="first_order")
     assert not v, "\n".join(v[:10])
+
+
+# every example compiles a new analysis: a few in the default run, many under -m slow
+test_property_first_order_two_layers = settings(max_examples=3, deadline=None)(given(**_TWO_LAYERS)(_two_layers))
+test_property_first_order_two_layers_long = pytest.mark.slow(
+    settings(max_examples=60, deadline=None)(given(**_TWO_LAYERS)(_two_layers)))
 
 
 def test_every_sensitivity_rule_is_exercised_by_the_op_table():

@@ -125,8 +125,19 @@ def _centres(gens, seed):
     return [g(rng) for g in gens]
 
 
-@pytest.mark.parametrize("precision", _fmt_params(FORMATS))
-@pytest.mark.parametrize("op", OPS, ids=OP_IDS)
+def _point_params():
+    """Every (op, format) pair; the default run takes each op as written and in one narrow
+    format (bfloat16 and float8_e4m3fn alternate over the table), the rest run under -m slow."""
+    out = []
+    for i, op in enumerate(OPS):
+        narrow = "bfloat16" if i % 2 == 0 else "float8_e4m3fn"
+        for f in FORMATS:
+            fast = f is None or f == narrow
+            out.append(pytest.param(op, f, id=f"{op[0]}-{f}", marks=() if fast else (pytest.mark.slow,)))
+    return out
+
+
+@pytest.mark.parametrize("op,precision", _point_params())
 def test_rule_sound_at_point(op, precision):
     name, fn, gens, _ = op
     v = check(fn, _centres(gens, 1), precision=precision, n_samples=1)
@@ -245,8 +256,7 @@ def test_property_binary(name, precision, shape, scale, seed, radius):
     assert not v, "\n".join(v[:5])
 
 
-@settings(max_examples=12)
-@given(
+_DOT = dict(
     m=st.integers(1, 4),
     k=st.integers(1, 300),
     n=st.integers(1, 4),
@@ -254,12 +264,19 @@ def test_property_binary(name, precision, shape, scale, seed, radius):
     accumulation=st.sampled_from(["auto", "recursive", "pairwise", "blocked:8", "wide:float32"]),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_property_dot(m, k, n, precision, accumulation, seed):
+
+
+def _dot(m, k, n, precision, accumulation, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((m, k)).astype(np.float32)
     w = (rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32)
     v = check(lambda x, w: x @ w, [x, w], precision=precision, accumulation=accumulation, n_samples=1, seed=seed)
     assert not v, "\n".join(v[:5])
+
+
+# every example compiles a new analysis: a few in the default run, many under -m slow
+test_property_dot = settings(max_examples=5)(given(**_DOT)(_dot))
+test_property_dot_long = pytest.mark.slow(settings(max_examples=100)(given(**_DOT)(_dot)))
 
 
 def test_every_rule_is_exercised_by_the_op_table():

@@ -1,0 +1,110 @@
+"""The jaxerr command line (main([...]) in process, one subprocess for the entry point)."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxerr import cli
+
+TARGET = """
+import jax.numpy as jnp
+import numpy as np
+import flax.linen as nn
+import jax
+
+W = np.linspace(-1, 1, 24, dtype=np.float32).reshape(6, 4) / 3
+
+def f(x):
+    return jnp.tanh(x @ W)
+
+class Net(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(nn.tanh(nn.Dense(4)(x)))
+
+_net = Net()
+
+def predict(v, x):
+    return _net.apply(v, x)
+
+def predict_inputs():
+    x = np.linspace(-1, 1, 6, dtype=np.float32)
+    return _net.init(jax.random.PRNGKey(0), x), x
+"""
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory):
+    p = tmp_path_factory.mktemp("cli") / "model.py"
+    p.write_text(TARGET)
+    return str(p)
+
+
+def test_help_teaches(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for s in ("analyze", "report", "tune", "demo", "normal:8x64", "--radius", "FN_inputs()", "examples"):
+        assert s in out
+
+
+def test_analyze_json(target, capsys):
+    assert cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--precision", "bfloat16",
+                     "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["precision"] == "bfloat16" and d["outputs"][0]["shape"] == [4]
+    assert 0 < d["outputs"][0]["abs_err"] < 0.1
+
+
+@pytest.mark.slow
+def test_analyze_table_box(target, capsys):
+    assert cli.main(["analyze", f"{target}:f", "--input", "normal:2x6:seed=1", "--radius", "1e-3"]) == 0
+    out = capsys.readouterr().out
+    assert "box radius 0.001" in out and "max abs_err" in out
+
+
+@pytest.mark.slow
+def test_report_plot_json(target, tmp_path, capsys):
+    png, js = tmp_path / "r.png", tmp_path / "r.json"
+    assert cli.main(["report", f"{target}:predict", "--precision", "bfloat16", "--plot", str(png),
+                     "--json", str(js), "--equations"]) == 0
+    out = capsys.readouterr().out
+    assert "Net/Dense_0" in out and "created" in out and f"plot saved to {png}" in out
+    assert png.stat().st_size > 10_000
+    assert [s["name"] for s in json.loads(js.read_text())["stages"]] == ["Net/Dense_1", "Net", "Net/Dense_0"]  # flax names Dense(3) first
+
+
+@pytest.mark.slow
+def test_tune(target, capsys):
+    assert cli.main(["tune", f"{target}:predict", "--target", "argmax", "--candidates",
+                     "float32,bfloat16", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["target"] == "argmax certified" and set(d["assignment"].values()) <= {"float32", "bfloat16"}
+    assert d["saving"] > 0
+
+
+def test_bad_inputs(target):
+    with pytest.raises(SystemExit, match="input spec"):
+        cli.main(["analyze", f"{target}:f", "--input", "gauss:3"])
+    with pytest.raises(SystemExit, match="no attribute"):
+        cli.main(["analyze", f"{target}:nope", "--input", "uniform:6"])
+    with pytest.raises(SystemExit, match="--input"):
+        cli.main(["analyze", f"{target}:f"])
+
+
+def test_npy_input(target, tmp_path, capsys):
+    np.save(tmp_path / "x.npy", np.ones(6, np.float32))
+    assert cli.main(["analyze", f"{target}:f", "--input", str(tmp_path / "x.npy"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["outputs"][0]["shape"] == [4]
+
+
+@pytest.mark.slow
+def test_entry_point_subprocess():
+    # python -m jaxerr.cli works without the console script installed
+    r = subprocess.run([sys.executable, "-m", "jaxerr.cli", "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=pathlib.Path(__file__).resolve().parent.parent)
+    assert r.returncode == 0 and "jaxerr" in r.stdout

@@ -1,0 +1,129 @@
+"""jaxerr.mixed_dot_general / mixed_precision: masked == compacted, recomputed components
+equal the high-precision result and kept ones the low one, statistics, the bound
+criterion's certificate, jaxpr pattern detection, jit/vmap, and the example's smoke run."""
+
+import pathlib
+import runpy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxerr
+from jaxerr.emulate import Arithmetic, emulated_dot_general
+
+LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
+HIGH = Arithmetic.make("float16", "recursive")
+DN = (((1,), (0,)), ((), ()))
+
+
+def _data(seed=0, m=6, k=16, n=6):
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.random((m, k)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(k, n)) / 4, jnp.float32)
+    b = jnp.asarray(rng.normal(size=(1, n)) / 4, jnp.float32)
+    return x, w, b
+
+
+def _emul(ar, x, w):
+    return emulated_dot_general(ar.round(x), ar.round(w), DN, ar)
+
+
+@pytest.mark.slow  # ~10 s of XLA compilation on an idle 2-core machine (35 s under load)
+@pytest.mark.parametrize("criterion,tol", [("activation", 0.5), ("condition", 0.3)])
+def test_masked_equals_compacted_and_selects_low_or_high(criterion, tol):
+    x, w, b = _data()
+    outs = {}
+    for mode, cap in (("masked", None), ("compacted", 36.0), ("compacted", 3)):
+        outs[(mode, cap)] = jax.jit(lambda x: jaxerr.mixed_dot_general(
+            x, w, DN, low=LOW, high=HIGH, tol=tol, activation="relu", criterion=criterion, bias=b,
+            mode=mode, capacity=cap, return_stats=True))(x)
+    y, st = outs[("masked", None)]
+    for key in (("compacted", 36.0), ("compacted", 3)):
+        np.testing.assert_array_equal(np.asarray(outs[key][0]), np.asarray(y))
+    assert not bool(outs[("compacted", 36.0)][1]["fallback"])
+    assert bool(outs[("compacted", 3)][1]["fallback"]) == (int(st["count"]) > 3)
+    lo, hi = np.asarray(_emul(LOW, x, w)), np.asarray(_emul(HIGH, x, w))
+    y = np.asarray(y)
+    flagged = y != lo
+    assert np.all((y == lo) | (y == hi))
+    v = lo + np.asarray(b)
+    if criterion == "activation":  # the seed rule for ReLU: recompute 0 < v < 1/tol
+        expect = (v > 0) & (v < 1 / tol)
+        np.testing.assert_array_equal(np.where(expect, hi, lo), y)
+        assert float(st["recomputed"]) == pytest.approx(expect.mean())
+        assert int(st["count"]) == int(expect.sum())
+    assert 0 < flagged.sum() < flagged.size
+
+
+@pytest.mark.slow
+def test_bound_criterion_certifies_kept_components():
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.random((16, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(32, 12)) / 4, jnp.float32)
+    b = jnp.asarray(rng.normal(size=(1, 12)) / 4, jnp.float32)
+    low = Arithmetic.make("bfloat16", "blocked:8")
+    tol = 0.02
+    y, st = jaxerr.mixed_dot_general(x, w, DN, low=low, high=HIGH, tol=tol, activation="relu",
+                                     criterion="bound", bias=b, return_stats=True)
+    lo = np.asarray(_emul(low, x, w), np.float64)
+    kept = np.asarray(y) == lo
+    exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64) + np.asarray(b, np.float64)
+    v = lo + np.asarray(b, np.float64)
+    err = np.abs(np.maximum(v, 0) - np.maximum(exact, 0))
+    assert np.all(err[kept] <= tol * np.abs(np.maximum(v, 0))[kept])
+    assert 0 < kept.mean() < 1
+    # float8 with 32-term blocked accumulation: the worst-case bound is infinite -> all recomputed
+    _, st8 = jaxerr.mixed_dot_general(x, w, DN, low=LOW, high=HIGH, tol=tol, activation="relu",
+                                      criterion="bound", bias=b, return_stats=True)
+    assert float(st8["recomputed"]) == 1.0
+
+
+@pytest.mark.slow
+def test_mixed_precision_detects_chain_and_composes_with_vmap():
+    x, w, b = _data(2, m=6, k=16, n=8)
+    w2 = jnp.asarray(np.random.default_rng(3).normal(size=(8, 4)), jnp.float32)
+
+    def net(x):
+        h = jax.nn.relu((x @ w) * 0.5 + b)
+        return jnp.tanh(h @ w2)
+
+    g = jaxerr.mixed_precision(net, low=LOW, high=HIGH, tol=0.5, return_stats=True)
+    out, st = jax.jit(g)(x)
+    assert list(st) == ["0: dot_general -> relu", "1: dot_general -> tanh"]
+    # the first layer's criterion saw scale and bias: recompute where 0 < 0.5 y + b < 2
+    v = 0.5 * np.asarray(_emul(LOW, x, w)) + np.asarray(b)
+    assert float(st["0: dot_general -> relu"]["recomputed"]) == pytest.approx(((v > 0) & (v < 2)).mean())
+    ref = np.asarray(net(x))
+    assert np.max(np.abs(np.asarray(out) - ref)) < 0.25
+    h = jaxerr.mixed_precision(net, low=LOW, high=HIGH, tol=0.5, mode="compacted", capacity=0.9)
+    np.testing.assert_array_equal(np.asarray(jax.vmap(h)(x[:, None, :])[:, 0]),
+                                  np.asarray(jax.vmap(g)(x[:, None, :])[0][:, 0]))
+
+
+def test_never_and_always_are_uniform_low_and_high():
+    x, w, b = _data(4)
+    for crit, ar in (("never", LOW), ("always", HIGH)):
+        y = jaxerr.mixed_dot_general(x, w, DN, low=LOW, high=HIGH, tol=1.0, criterion=crit)
+        np.testing.assert_array_equal(np.asarray(y), np.asarray(_emul(ar, x, w)))
+
+
+def test_bad_arguments_are_rejected():
+    x, w, _ = _data()
+    with pytest.raises(ValueError, match="criterion"):
+        jaxerr.mixed_dot_general(x, w, DN, tol=1.0, criterion="nope")
+    with pytest.raises(ValueError, match="activation"):
+        jaxerr.mixed_dot_general(x, w, DN, tol=1.0, activation="gelu")
+
+
+@pytest.mark.slow
+def test_example_smoke(capsys):
+    pytest.importorskip("optax")
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "mixed_precision_digits.py"
+    mod = runpy.run_path(str(path))
+    res = mod["main"](["--tiny", "--out", ""])
+    out = capsys.readouterr().out
+    assert "uniform fp8" in out and "activation" in out
+    rows = res["relu"]
+    assert all(0.0 <= r[5] <= 1.0 for r in rows)
