@@ -51,22 +51,15 @@ def _family(fn) -> str:
 
 
 def _affine_rules():
-    import importlib
-
-    import jaxerr
-
-    reg = getattr(jaxerr, "affine_rules", None)
-    if reg is not None:
-        return reg
-    for mod in ("jaxerr._rules.affine", "jaxerr._affine", "jaxerr._domains.affine"):
-        try:
-            m = importlib.import_module(mod)
-        except ImportError:
-            continue
-        reg = getattr(m, "affine_rules", None)
-        if reg is not None:
-            return reg
-    return None
+    """The affine domain's own rules (the others fall back to the interval rule on
+    interval hulls), or None when this version has no affine domain."""
+    try:
+        from jaxerr._affine import _load_rules
+        from jaxerr._rules.affine_common import affine_rules
+    except ImportError:
+        return None
+    _load_rules()  # imports the affine rule modules
+    return affine_rules
 
 
 def render() -> str:
@@ -84,7 +77,7 @@ def render() -> str:
             fo = "unrolled / cut"
         row = [f"`{p.name}`", _family(fn), "yes", fo]
         if affine is not None:
-            row.append("yes" if p in affine else "no")
+            row.append("yes" if p in affine else "interval")
         row.append(_note(fn))
         rows.append(row)
     for p in _compat.CALL_PRIMITIVES:
@@ -101,7 +94,8 @@ def render() -> str:
     cols.append("notes")
     lines = [HEADER.format(
         affine_reg=", the affine rules" if affine is not None else "",
-        affine_doc="\n- **affine**: the primitive has an affine-domain rule." if affine is not None else "",
+        affine_doc=("\n- **affine**: `yes` when the primitive has an affine-domain rule; `interval` when\n"
+                    "  the affine domain evaluates the interval rule on interval hulls.") if affine is not None else "",
         max_unrolled=MAX_UNROLLED_EQNS,
     )]
     lines.append("| " + " | ".join(cols) + " |")

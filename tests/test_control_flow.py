@@ -103,13 +103,13 @@ IDS = [p[0] for p in PROGRAMS]
 DEFAULT = {("tanh_rnn", "interval", False), ("fori", "interval", True), ("while_static", "interval", False),
            ("while_static", "first_order", False), ("cond_uncertain", "interval", True),
            ("switch_clamped", "interval", False), ("cumsum_scan", "first_order", False),
-           ("reverse_scan", "interval", True)}
+           ("reverse_scan", "interval", True), ("tanh_rnn", "affine", True)}
 
 
 def _cases():
     out = []
     for prog in PROGRAMS:
-        for dom in ("interval", "first_order"):
+        for dom in ("interval", "first_order", "affine"):
             for prec in (None, "bfloat16", "float16", "float32"):
                 for r in (False, True):
                     fast = prec == "bfloat16" and (prog[0], dom, r) in DEFAULT
