@@ -34,6 +34,7 @@ def _load() -> None:
         arithmetic,
         conv,
         cumulative,
+        control_flow,
         discrete,
         elementwise,
         linear,
