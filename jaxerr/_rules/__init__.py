@@ -32,9 +32,9 @@ def _load() -> None:
     # Importing the family modules registers their rules.
     from . import (  # noqa: F401
         arithmetic,
+        control_flow,
         conv,
         cumulative,
-        control_flow,
         discrete,
         elementwise,
         linear,
