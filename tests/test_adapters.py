@@ -123,6 +123,8 @@ def _keras_model(keras):
     return m
 
 
+# keras' import and model building take ~15-40 s on 2 cores: under -m slow
+@pytest.mark.slow
 def test_keras_dense_relu_save_load_sound(tmp_path):
     jkeras = pytest.importorskip("jaxerr.keras")
     import keras
