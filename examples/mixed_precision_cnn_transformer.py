@@ -59,13 +59,19 @@ def init_cnn(key):
     }
 
 
+def _b(b, z):
+    """``b`` broadcast explicitly to ``z``'s rank (leading axes)."""
+    return b.reshape((1,) * (z.ndim - b.ndim) + b.shape)
+
+
 def cnn(p, x, s=None):
     s = s or {k: 1.0 for k in p}
     h = x.reshape(-1, 1, 28, 28)
     for name in ("c1", "c2"):
         z = jax.lax.conv_general_dilated(h, p[name]["w"], (2, 2), "SAME") * s[name]
         h = jax.nn.relu(z + p[name]["b"].reshape(1, -1, 1, 1))
-    return (h.reshape(h.shape[0], -1) @ p["fc"]["w"]) * s["fc"] + p["fc"]["b"]
+    z = (h.reshape(h.shape[0], -1) @ p["fc"]["w"]) * s["fc"]
+    return z + _b(p["fc"]["b"], z)
 
 
 def patches(x):
@@ -85,16 +91,18 @@ def init_tf(key, d=64, hid=128):
 def transformer(p, x, s=None):
     s = s or {k: 1.0 for k in p}
     t = patches(x)
-    e = (t @ p["emb"]["w"]) * s["emb"] + p["pos"]["b"]
-    q = (e @ p["q"]["w"]) * s["q"]
-    k = (e @ p["k"]["w"]) * s["k"]
-    v = (e @ p["v"]["w"]) * s["v"]
+    def lin(h, name, bias="b"):
+        z = (h @ p[name]["w"]) * s[name]
+        return z if bias is None else z + _b(p[name]["b"] if bias == "b" else bias, z)
+
+    e = lin(t, "emb", p["pos"]["b"])
+    q, k, v = lin(e, "q", None), lin(e, "k", None), lin(e, "v", None)
     sc = jnp.einsum("bqd,bkd->bqk", q, k) / np.float32(8.0)
     a = jnp.einsum("bqk,bkd->bqd", jax.nn.softmax(sc, axis=-1), v)
-    h = e + (a @ p["o"]["w"]) * s["o"] + p["o"]["b"]
-    m = jax.nn.relu((h @ p["m1"]["w"]) * s["m1"] + p["m1"]["b"])
-    h = h + (m @ p["m2"]["w"]) * s["m2"] + p["m2"]["b"]
-    return (jnp.mean(h, axis=1) @ p["fc"]["w"]) * s["fc"] + p["fc"]["b"]
+    h = e + lin(a, "o")
+    m = jax.nn.relu(lin(h, "m1"))
+    h = h + lin(m, "m2")
+    return lin(jnp.mean(h, axis=1), "fc")
 
 
 def train(net, params, xtr, ytr, steps, seed=0, lr=1e-3):

@@ -74,10 +74,19 @@ def test_bound_criterion_certifies_kept_components():
     err = np.abs(np.maximum(v, 0) - np.maximum(exact, 0))
     assert np.all(err[kept] <= tol * np.abs(np.maximum(v, 0))[kept])
     assert 0 < kept.mean() < 1
-    # float8 with 32-term blocked accumulation: the worst-case bound is infinite -> all recomputed
+    # float8 with 32-term blocked accumulation: the worst-case (a-priori) bound is infinite ->
+    # all recomputed; the running (a-posteriori) bound certifies some, correctly
     _, st8 = jaxerr.mixed_dot_general(x, w, DN, low=LOW, high=HIGH, tol=tol, activation="relu",
-                                      criterion="bound", bias=b, return_stats=True)
+                                      criterion="bound", bias=b, bound="apriori", return_stats=True)
     assert float(st8["recomputed"]) == 1.0
+    y8, st8 = jaxerr.mixed_dot_general(x, w, DN, low=LOW, high=HIGH, tol=tol, activation="relu",
+                                       criterion="bound", bias=b, return_stats=True)
+    lo8 = np.asarray(_emul(LOW, x, w), np.float64)
+    kept8 = np.asarray(y8) == lo8
+    v8 = lo8 + np.asarray(b, np.float64)
+    err8 = np.abs(np.maximum(v8, 0) - np.maximum(exact, 0))
+    assert np.all(err8[kept8] <= tol * np.abs(np.maximum(v8, 0))[kept8])
+    assert float(st8["recomputed"]) < 1.0
 
 
 @pytest.mark.slow
