@@ -135,8 +135,10 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="fewer training steps and thresholds")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--compaction-only", action="store_true")
+    ap.add_argument("--no-compaction", action="store_true", help="skip the one-layer compaction table")
     args = ap.parse_args(argv)
-    compaction(args.reps)
+    if not args.no_compaction:
+        compaction(args.reps)
     if args.compaction_only:
         return
     xtr, ytr, xte, yte = EX["load_digits_28"]()

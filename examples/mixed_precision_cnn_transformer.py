@@ -42,6 +42,7 @@ LOW, HIGH = MLP["LOW"], MLP["HIGH"]
 SWEEPS = {
     "activation": (1.0, 0.3, 0.1),
     "condition": (1.0, 0.3, 0.1),
+    "condition+sign": (1.0, 0.3),
     "bound": (3.0, 1.0, 0.3),
 }
 
@@ -150,8 +151,8 @@ def run_net(name, net, qp, scales, xte, yte, sweeps=SWEEPS, mode="masked", log=p
 
     def mixed(crit):
         return jax.jit(lambda x, tol: jaxerr.mixed_precision(
-            lambda x: net(qp, x, scales), low=LOW, high=HIGH, tol=tol, criterion=crit, mode=mode,
-            return_stats=True)(x))
+            lambda x: net(qp, x, scales), low=LOW, high=HIGH, tol=tol, mode=mode, return_stats=True,
+            **MLP["criterion_kw"](crit))(x))
 
     for label, crit in (("uniform fp8", "never"), ("uniform fp16", "always")):
         t = time.time()

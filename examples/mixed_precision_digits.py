@@ -40,8 +40,18 @@ TAUS = (1.0, 0.5, 0.3, 0.1)
 SWEEPS = {
     "activation": TAUS,
     "condition": (3.0, 1.0, 0.3, 0.1, 0.03),
+    "condition+sign": (1.0, 0.3),
     "bound": (3.0, 1.0, 0.3),
 }
+#: ``"condition+sign"``: the condition criterion with ``sign_guard=SIGN_GUARD`` (ReLU
+#: pre-activations ``v^ <= 0`` recomputed where ``SIGN_GUARD · gamma · S > |v^|``).
+SIGN_GUARD = 0.02
+
+
+def criterion_kw(name: str) -> dict:
+    if name == "condition+sign":
+        return {"criterion": "condition", "sign_guard": SIGN_GUARD}
+    return {"criterion": name}
 
 
 def load_digits_28(seed: int = 0, n_test: int | None = None):
@@ -159,7 +169,7 @@ def run_experiment(act: str, xtr, ytr, xte, yte, steps: int, sweeps=SWEEPS, mode
 def _with_tol(qp, scales, act, criterion, mode):
     def f(x, tol):
         g = jaxerr.mixed_precision(lambda x: mlp(qp, x, act, scales), low=LOW, high=HIGH, tol=tol,
-                                   criterion=criterion, mode=mode, return_stats=True)
+                                   mode=mode, return_stats=True, **criterion_kw(criterion))
         return g(x)
 
     return f
@@ -182,7 +192,7 @@ def plot(results, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax_i, (act, rows) in enumerate(results.items()):
         ax = axes[ax_i]
-        for crit, marker in (("activation", "o-"), ("condition", "s-"), ("bound", "^-")):
+        for crit, marker in (("activation", "o-"), ("condition", "s-"), ("condition+sign", "d-"), ("bound", "^-")):
             pts = sorted((r[5], r[4]) for r in rows if r[0] == crit)
             if pts:
                 ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], marker, label=crit)

@@ -19,7 +19,8 @@ activation, ``S = |x^|·|w^| + |b|``):
   probabilistic rule of thumb of Higham & Mary), ``d·u`` (``"linear"``) or the
   worst-case ``gamma_d = d u / (1 - d u)`` (``"worst"``; infinite when ``d u >= 1``).
   Where ``phi' = 0`` (ReLU, ``v^ < 0``) the output does not depend on ``v`` locally and
-  the component is kept.
+  the component is kept, unless ``sign_guard > 0`` and ``sign_guard · gamma · S > |v^|``
+  (the sign itself is in doubt).
 - ``"bound"``: recompute unless a *certified* bound on the error of the activated
   low-precision output is at most ``tol · |phi(v^)|``. With ``bound="running"``
   (default, for the ``recursive`` / ``blocked`` / ``pairwise`` low models) the bound is
@@ -168,7 +169,8 @@ def _gamma_est(ar: Arithmetic, n: int, kind: str) -> float:
     raise ValueError(f"gamma must be 'sqrt', 'linear' or 'worst', got {kind!r}")
 
 
-def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err=None, divide=False):
+def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err=None, divide=False,
+           sign_guard=0.0):
     sy = y_low if scale is None else (y_low / scale if divide else y_low * scale)
     v = sy if bias is None else sy + bias
     if criterion == "never":
@@ -197,7 +199,11 @@ def _flags(criterion, tol, act, low, lhs, rhs, dn, K, y_low, bias, gamma, scale,
             return S * g > tol
         phi, dphi = _phi(act, v)
         # kappa_v kappa_phi gamma = S |phi'| gamma / |phi|  > tol
-        return (dphi != 0) & (S * jnp.abs(dphi) * g > tol * jnp.abs(phi))
+        flags = (dphi != 0) & (S * jnp.abs(dphi) * g > tol * jnp.abs(phi))
+        if act == "relu" and not (isinstance(sign_guard, (int, float)) and sign_guard == 0):
+            # v^ <= 0 whose sign the estimate cannot trust
+            flags = flags | ((v <= 0) & (S * g * sign_guard > jnp.abs(v)))
+        return flags
     if criterion == "bound":
         return ~_certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S0, scale, bias is not None, tol, divide)
     raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
@@ -355,6 +361,7 @@ def mixed_dot_general(
     capacity: int | float | None = None,
     gamma: str = "sqrt",
     bound: str = "running",
+    sign_guard: float = 0.0,
     divide: bool = False,
     return_stats: bool = False,
 ) -> Any:
@@ -381,6 +388,9 @@ def mixed_dot_general(
       (default: a quarter).
     - `bound`: ``"running"`` (a-posteriori running-error bound, default) or ``"apriori"``
       (worst-case constants) for ``criterion="bound"``.
+    - `sign_guard`: with ``criterion="condition"`` and ReLU, also recompute ``v^ <= 0``
+      where ``sign_guard · gamma · S > |v^|`` (the estimated error could flip the sign,
+      which ``kappa_phi = 0`` ignores); 0 (default) keeps every ``v^ <= 0`` like the seed.
     - `return_stats`: also return ``{"recomputed": fraction, "count": n, "fallback": bool,
       "columns": fraction of output components (batch included) with a flagged example}``.
 
@@ -422,7 +432,8 @@ def mixed_dot_general(
     if scale is not None:
         scale = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), y_low.shape)
     tol = jnp.asarray(tol, jnp.float32)
-    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err, divide)
+    flags = _flags(criterion, tol, act, low_a, lhs, rhs, dn, K, y_low, bias, gamma, scale, acc_err, divide,
+                   sign_guard)
     total = flags.size
     count = jnp.sum(flags.astype(jnp.int32))
 
@@ -680,6 +691,7 @@ def mixed_precision(
     capacity: int | float | None = None,
     gamma: str = "sqrt",
     bound: str = "running",
+    sign_guard: float = 0.0,
     return_stats: bool = False,
 ) -> Callable[..., Any]:
     """Transform ``f`` so that every floating ``dot_general`` and ``conv_general_dilated``
@@ -694,7 +706,7 @@ def mixed_precision(
     with ``jax.jit`` and ``jax.vmap``.
     """
     kw = dict(low=low, high=high, tol=tol, criterion=criterion, mode=mode, capacity=capacity, gamma=gamma,
-              bound=bound)
+              bound=bound, sign_guard=sign_guard)
 
     def wrapped(*args):
         closed, out_shape = jax.make_jaxpr(f, return_shape=True)(*args)

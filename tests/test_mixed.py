@@ -226,3 +226,20 @@ def test_gathered_dot_equals_full_product(ar, monkeypatch):
 
     got, full = f(x, w, il, ir)
     np.testing.assert_array_equal(np.asarray(got), np.asarray(full).reshape(-1)[idx])
+
+
+@pytest.mark.slow
+def test_condition_sign_guard():
+    """sign_guard adds ReLU components with v^ <= 0 whose sign the estimate cannot trust:
+    0 keeps all of them (the seed's behaviour), a huge guard recomputes all of them."""
+    x, w, b = _data(8)
+
+    def frac(sg):
+        _, st = jaxerr.mixed_dot_general(x, w, DN, low=LOW, high=HIGH, tol=1e-9, activation="relu", bias=b,
+                                         criterion="condition", sign_guard=sg, return_stats=True)
+        return float(st["recomputed"])
+
+    v = np.asarray(_emul(LOW, x, w)) + np.asarray(b)
+    f0, f1, fbig = frac(0.0), frac(0.05), frac(1e9)
+    assert f0 == pytest.approx((v > 0).mean())
+    assert f0 <= f1 <= fbig == 1.0
