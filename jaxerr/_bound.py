@@ -292,6 +292,11 @@ def _rounded_input(lo: Any, hi: Any, config: Config, point: bool) -> Real:
         m = jnp.maximum(jnp.abs(lo_a), jnp.abs(hi_a))
         err = F.add_up(F.scale_up(m, fmt.unit_roundoff), F.static_up(fmt.underflow, adt))
         err = F.where(lo_a == hi_a, F.up(jnp.abs(rlo - lo_a)), err)
+    # a value beyond the format's largest finite value rounds to inf (overflow): the
+    # computed input is inf, so no finite error bound holds (found by fuzzing: an
+    # input returned as an output kept a finite abs_err)
+    ovf = jnp.isinf(rlo) | jnp.isinf(rhi)
+    err = F.where(ovf, jnp.inf, err)
     centre = _centre(_to_carrier(lo, car), _to_carrier(hi, car))
     value = F.round_to(centre, fmt).astype(car)
     exact = False
@@ -766,6 +771,7 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, 
             r = Real(lo_a, hi_a, lo_a, hi_a, jnp.zeros_like(lo_a), _centre(lo, hi))
         else:
             r = _rounded_input(lo, hi, config, point=False)
+            _flag_input_overflow(diag, where, r, config)
         # not marked exact: under jit a bad box can only be flagged, and its error is inf
         r = Real(
             F.where(bad, -jnp.inf, r.lo), F.where(bad, jnp.inf, r.hi),
@@ -787,6 +793,7 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, 
         r = I.point(arr, arr, adt)
     else:
         r = _rounded_input(arr, arr, config, point=True)
+        _flag_input_overflow(diag, where, r, config)
     if subn is False:
         return r, no
     if subn is True:
@@ -794,6 +801,16 @@ def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, 
     # traced: a subnormal input makes every output inf (see _analyse), so the values
     # need no flushed copy, only the flag
     return r, _any_subnormal((arr,), adt)
+
+
+def _flag_input_overflow(diag: DiagnosticCollector, where: str, r: Real, config: Config) -> None:
+    fmt = F.storage_format(config.precision)
+    diag.add(
+        f"{where}: input values beyond {fmt.name}'s largest finite value {fmt.max_finite:g} "
+        f"round to inf (overflow), so abs_err is inf; scale the input into {fmt.name}'s range "
+        "or analyse in a wider format",
+        jnp.isinf(r.clo) | jnp.isinf(r.chi),
+    )
 
 
 def _any_subnormal(arrs, adt):

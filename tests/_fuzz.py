@@ -374,7 +374,7 @@ def _apply(op: str, xs: list[Any], p: dict[str, Any]) -> Any:
         y = jax.lax.dynamic_slice_in_dim(x, i - 1, max(1, n // 2), axis=ax)
         return jnp.sum(y, axis=ax, keepdims=True) + x
     if op == "where_pos":
-        return jnp.where(x > 0, x * f32(0.5), jnp.exp(jnp.minimum(x, f32(0.0))) - f32(1.0))
+        return jnp.where(x >= 0, x * f32(0.5), jnp.exp(jnp.minimum(x, f32(0.0))) - f32(1.0))
     if op == "is_finite":
         return jnp.where(jnp.isfinite(x), x, f32(0.0))
     if op == "gelu":
