@@ -63,8 +63,8 @@ def test_spec_json_roundtrip_and_dce():
 
 
 # The bounded default run: few examples (each compiles one analysis), small programs.
-@settings(max_examples=3, derandomize=True, deadline=None)
-@given(case=Z.cases(batch=8, max_nodes=4))
+@settings(max_examples=2, derandomize=True, deadline=None)
+@given(case=Z.cases(batch=8, max_nodes=3))
 def test_fuzz_bounded(case):
     spec, config, inputs, batched = case
     r = Z.run_case(spec, config, inputs, batched=batched, n_samples=3)
@@ -85,7 +85,7 @@ def test_fuzz_long(case):
 # ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("domain", ["interval", "first_order"])
+@pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow)])
 def test_sqrt_of_range_touching_zero_in_computed_values(domain):
     """sqrt(x*x) over x in [-0.0283, -0.0086] in float8_e5m2: the computed x*x may be 0,
     and the derivative bound 0.5/down(sqrt(0)) = 0.5/(-tiny) was negative: abs_err came
@@ -95,7 +95,7 @@ def test_sqrt_of_range_touching_zero_in_computed_values(domain):
         jaxerr.Interval(jnp.asarray([lo]), jnp.asarray([hi])))
     assert float(b.abs_err[0]) >= 0 and float(b.computed_lo[0]) <= float(b.computed_hi[0])
     v = check(lambda x: jnp.sqrt(x * x), [np.array([(lo + hi) / 2], np.float32)], precision="float8_e5m2",
-              radius=float(hi - lo) / 2, domain=domain)
+              radius=float(hi - lo) / 2, domain=domain, n_samples=3)
     assert not v, v[:3]
 
 
