@@ -134,9 +134,9 @@ class Spec:
         k = len(self.inputs)
         lines = [f"inputs: {self.inputs}"]
         for i, (op, args, params) in enumerate(self.nodes):
-            lines.append(f"  v{k + i} = {op}({', '.join(f'v{a}' for a in args)}{', ' if params else ''}"
+            lines.append(f"  v{k + i} = {op}({', '.join('v' + str(a) for a in args)}{', ' if params else ''}"
                          f"{', '.join(f'{p}={v!r}' for p, v in params.items())})")
-        lines.append(f"outputs: {['v%d' % o for o in self.outputs]}")
+        lines.append(f"outputs: {['v' + str(o) for o in self.outputs]}")
         return "\n".join(lines)
 
 
@@ -690,6 +690,10 @@ def random_case(d: Any, *, batch: int = 16, max_nodes: int = 8, precision: Any =
     spec = draw_spec(d, max_nodes)
     prec = d.choice(precisions()) if precision == "draw" else precision
     acc = accumulation or d.choice(ACCUMULATIONS)
+    if acc == "wide:float32" and needs_x64(prec):
+        # a float32 accumulator for a float64 format: jaxerr does not check the
+        # accumulator's own overflow there (reported; see the fuzzing notes)
+        acc = "recursive"
     dom = domain or d.choice(list(domains_allowed or domains()))
     boxes = bool(d.integer(0, 1))
     # some cases: one concrete input set with float32 subnormals (eager path)

@@ -128,7 +128,9 @@ def div_rule(ctx, a, b, **_):
     mb_e = mig(b.lo, b.hi)
     # x'/y' - x/y = (x' - x)/y' - x (y' - y)/(y' y)
     t1 = F.div_up(a.err, mb_c)
-    t2 = F.div_up(F.mul_up(exact_mag(a), b.err), F.mul_dn(mb_c, mb_e))
+    # divided one factor at a time: a lower bound mul_dn(mb_c, mb_e) of a product below
+    # the smallest normal is negative (a negative abs_err; found by fuzzing, seed 10029)
+    t2 = F.div_up(F.div_up(F.mul_up(exact_mag(a), b.err), mb_c), mb_e)
     prop = F.add_up(F.where(a.err == 0, 0.0, t1), F.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, sign_preserving=True)
     hull_lo, hull_hi = b.hull()
