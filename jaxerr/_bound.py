@@ -27,6 +27,7 @@ from ._interpreter import (
     is_float_dtype,
 )
 from ._rules import interval_rules
+from ._rules.control_flow import CONTROL_FLOW, unroll_scans
 from ._rules.structural import STRUCTURAL
 
 
@@ -329,7 +330,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     low = jnp.isnan(out.clo) | (out.clo < -big)
     high = jnp.isnan(out.chi) | (out.chi > big)
     bad = low | high | jnp.isnan(out.err)
-    if ctx.eqn.primitive not in STRUCTURAL:
+    if ctx.eqn.primitive not in STRUCTURAL and ctx.eqn.primitive not in CONTROL_FLOW:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
                 bad = bad | jnp.isinf(v.err)
@@ -359,7 +360,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
 
 
 DOMAIN = Domain(rules=interval_rules, constant=_constant, finalize=_finalize)
-DOMAINS = ("interval", "first_order")
+DOMAINS = ("interval", "first_order", "affine")
 
 
 # ---------------------------------------------------------------------------
@@ -475,6 +476,7 @@ def bound(
     accumulation: Any = "auto",
     domain: str = "interval",
     probabilistic: float | None = None,
+    symbols: int | None = None,
     jit: bool = True,
     warn: bool = True,
 ) -> Callable[..., Any]:
@@ -526,12 +528,21 @@ def bound(
     if probabilistic is not None:
         if not (isinstance(probabilistic, (int, float)) and 0 < probabilistic < 1):
             raise ValueError(f"probabilistic must be a probability delta in (0, 1), got {probabilistic!r}")
-        if domain == "interval":
+        if domain != "first_order":
             raise ValueError(
                 "probabilistic bounds need the sensitivities of domain='first_order'; "
                 "use bound(f, ..., domain='first_order', probabilistic=delta)"
             )
         probabilistic = float(probabilistic)
+    if symbols is not None:
+        if domain != "affine":
+            raise ValueError("symbols= is the symbol budget of domain='affine'; pass domain='affine' too")
+        if not (isinstance(symbols, int) and not isinstance(symbols, bool) and symbols >= 1):
+            raise ValueError(f"symbols must be a positive integer (the number of shared noise symbols), got {symbols!r}")
+    if domain == "affine" and symbols is None:
+        from ._affine import DEFAULT_SYMBOLS
+
+        symbols = DEFAULT_SYMBOLS
     if fmt is not None and carrier_dtype(Config(fmt, acc, np.dtype(np.float32))) == np.float64 \
             and not _compat.x64_enabled():
         raise ValueError(
@@ -569,7 +580,8 @@ def bound(
         is_iv = tuple(isinstance(x, Interval) for x in dyn)
         subn = tuple(_has_subnormals(x) for x in dyn)
         key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn,
-                      domain=domain, probabilistic=probabilistic)
+                      domain=domain, probabilistic=probabilistic,
+                      symbols=(symbols, _AFFINE_CAP) if domain == "affine" else None)
         try:
             hash(key)
             hashable = True
@@ -596,16 +608,17 @@ class _Static:
     """Hashable static part of a call (the function, settings, tree structure)."""
 
     def __init__(self, f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode="cond",
-                 domain="interval", probabilistic=None):
+                 domain="interval", probabilistic=None, symbols=None):
         self.f, self.fmt, self.acc, self.treedef = f, fmt, acc, treedef
         self.dyn_idx, self.static, self.is_iv, self.subn = dyn_idx, static, is_iv, subn
         self.mode = mode
-        self.domain, self.probabilistic = domain, probabilistic
-        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode, domain, probabilistic)
+        self.domain, self.probabilistic, self.symbols = domain, probabilistic, symbols
+        self._key = (f, fmt, acc, treedef, dyn_idx, static, is_iv, subn, mode, domain, probabilistic,
+                     symbols)
 
     def with_mode(self, mode: str) -> _Static:
         return _Static(self.f, self.fmt, self.acc, self.treedef, self.dyn_idx, self.static,
-                       self.is_iv, self.subn, mode, self.domain, self.probabilistic)
+                       self.is_iv, self.subn, mode, self.domain, self.probabilistic, self.symbols)
 
     def __hash__(self):
         return hash(self._key)
@@ -653,6 +666,9 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         "Call bound(f) on concrete arrays (it compiles itself) to bound such inputs.",
         traced_sub,
     )
+    if key.domain == "first_order":
+        # short scans become straight-line code, so the tape sees through them
+        closed = unroll_scans(closed)
     consts = list(closed.consts)
     if key.domain == "first_order":
         by_path: dict[str, list[Any]] = {}
@@ -664,6 +680,16 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         wc, pr = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
                                     key.probabilistic)
         outs = [_cap(o, e if key.probabilistic is None else p) for o, e, p in zip(outs, wc, pr)]
+    elif key.domain == "affine":
+        from ._affine import affine_outputs
+
+        n_symbols, cap = key.symbols
+        af = affine_outputs(closed.jaxpr, consts, values, config, diag, n_symbols)
+        if cap:
+            # the interval pass (its diagnostics are the affine pass' business) caps it
+            iv = interpret(DOMAIN, closed.jaxpr, consts, values, config, DiagnosticCollector())
+            af = [_meet(a, i) for a, i in zip(af, iv)]
+        outs = af
     else:
         outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
@@ -762,6 +788,19 @@ def _cap(o: Any, err: Any) -> Any:
         return o
     e = jnp.minimum(o.err, err.astype(o.err.dtype))
     return I.tighten(Real(o.lo, o.hi, o.clo, o.chi, e, o.value, point=o.point))
+
+
+#: domain="affine" returns the intersection with the interval domain's bounds (both are
+#: guarantees). Benchmarks switch it off to measure the affine domain alone.
+_AFFINE_CAP = True
+
+
+def _meet(a: Any, b: Any) -> Any:
+    """The intersection of two valid interval results for the same output."""
+    if not (isinstance(a, Real) and isinstance(b, Real)):
+        return a
+    return I.tighten(Real(jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi), jnp.maximum(a.clo, b.clo),
+                          jnp.minimum(a.chi, b.chi), jnp.minimum(a.err, b.err), b.value))
 
 
 def _poison(o: Any, flag: Any) -> Any:

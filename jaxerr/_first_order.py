@@ -50,6 +50,7 @@ from ._domains.first_order import Cot
 from ._domains.interval import Discrete, Real, mag
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
+from ._rules.control_flow import CONTROL_FLOW
 from ._rules.sensitivity import sensitivity_rules
 
 P = _compat.prim
@@ -174,7 +175,10 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         tape.has_event.update(id(o) for o in outs if isinstance(o, Real) and id(o) in tape.local)
         return outs
 
-    return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record)
+    # control-flow bodies are traced inside lax.scan/while_loop: evaluate them with the
+    # plain interval domain (no tape); the whole equation is one event (a cut)
+    return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
+                  inner=base)
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
@@ -270,7 +274,8 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
         tape.keep.extend((o, probe))
         tape.has_event.add(id(probe))
-        entry = (ctx, list(invals), [probe])
+        # the other results of a multiple-result equation stay in place (no cotangent)
+        entry = (ctx, list(invals), [probe if k == j else x for k, x in enumerate(outs)])
         E_own = tape.local.get(id(o))
         if E_own is not None:
             tape.local[id(probe)] = E_own
@@ -539,7 +544,8 @@ def first_order_errors(
 #: primitives whose sensitivity does not depend on the operands' ranges
 _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce_sum", "dot_general",
                           "copy", "copy_p", "stop_gradient", "optimization_barrier", "sharding_constraint",
-                          "device_put", "name", "reduce_precision")}
+                          "device_put", "name", "reduce_precision",
+                          "conv_general_dilated", "reduce_window_sum", "cumsum", "scatter_add", "split")}
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14
@@ -568,8 +574,10 @@ def _use_counts(jaxpr: Any) -> dict[Any, int]:
                         inner[bv] = alias.get(ov, ov)
                 walk(body, inner)
                 continue
+            # an operand of a loop or branch may be read several times by its body
+            many = 2 if eqn.primitive in CONTROL_FLOW else 1
             for v in eqn.invars:
-                add(v)
+                add(v, many)
         for v in j.outvars:
             add(v)
 

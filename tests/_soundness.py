@@ -61,6 +61,7 @@ def check(
     jit=False,
     domain="interval",
     probabilistic=None,
+    symbols=None,
 ):
     """Return a list of violation strings (empty when sound)."""
     rng = np.random.default_rng(seed)
@@ -78,8 +79,9 @@ def check(
             args.append(jnp.asarray(c))
         los.append(lo)
         his.append(hi)
+    kw = {} if symbols is None else {"symbols": symbols}
     out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain,
-                       probabilistic=probabilistic)(*args)
+                       probabilistic=probabilistic, **kw)(*args)
     bounds = _flat(out)
     B = [
         {k: np.asarray(getattr(b, k), dtype=np.float64) for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")}

@@ -32,11 +32,17 @@ def _load() -> None:
     # Importing the family modules registers their rules.
     from . import (  # noqa: F401
         arithmetic,
+        control_flow,
+        conv,
+        cumulative,
         discrete,
         elementwise,
         linear,
         reductions,
+        scatter,
+        sorting,
         structural,
+        windows,
     )
 
 
