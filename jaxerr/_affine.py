@@ -79,6 +79,7 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
                    diag: DiagnosticCollector, symbols: int) -> list[Any]:
     """Interpret ``jaxpr`` in the affine domain; ``values`` are the interval domain's
     argument values. Returns intervals (Real) / Discrete values."""
+    from ._bound import DOMAIN as _INTERVAL
     from ._bound import _constant
 
     pool = Pool(symbols)
@@ -88,7 +89,9 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
         r = _constant(val, aval, config_)
         return from_real(r, stamp=pool.T) if isinstance(r, Real) else r
 
-    dom = Domain(rules=_load_rules(), constant=constant, finalize=_finalize)
+    # control flow falls back to the interval rules on interval hulls: their bodies are
+    # evaluated by the interval domain
+    dom = Domain(rules=_load_rules(), constant=constant, finalize=_finalize, inner=_INTERVAL)
     args = []
     for v in values:
         if isinstance(v, Real):

@@ -27,6 +27,7 @@ from ._interpreter import (
     is_float_dtype,
 )
 from ._rules import interval_rules
+from ._rules.control_flow import CONTROL_FLOW, unroll_scans
 from ._rules.structural import STRUCTURAL
 
 
@@ -324,7 +325,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     low = jnp.isnan(out.clo) | (out.clo < -big)
     high = jnp.isnan(out.chi) | (out.chi > big)
     bad = low | high | jnp.isnan(out.err)
-    if ctx.eqn.primitive not in STRUCTURAL:
+    if ctx.eqn.primitive not in STRUCTURAL and ctx.eqn.primitive not in CONTROL_FLOW:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
                 bad = bad | jnp.isinf(v.err)
@@ -653,6 +654,9 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         "Call bound(f) on concrete arrays (it compiles itself) to bound such inputs.",
         traced_sub,
     )
+    if key.domain == "first_order":
+        # short scans become straight-line code, so the tape sees through them
+        closed = unroll_scans(closed)
     consts = list(closed.consts)
     if key.domain == "first_order":
         by_path: dict[str, list[Any]] = {}

@@ -30,23 +30,20 @@ except ImportError:  # pragma: no cover - older jax
 
 
 def prim(name: str) -> Primitive | None:
-    """The primitive ``<name>_p`` of this JAX version, or None if it does not exist."""
+    """The primitive ``<name>_p`` of this JAX version, or None if it does not exist.
+
+    ``jax.extend.core.primitives`` lags behind: newer primitives (``split``, ``stack``)
+    are looked up in ``jax.lax`` and then in JAX's internal lax module."""
     p = getattr(_prims, name + "_p", None)
-    if p is None and name in _PRIVATE_PRIMITIVES:
-        p = _private_primitive(name)
-    return p
-
-
-#: primitives that jax.extend does not export in this version (looked up privately)
-_PRIVATE_PRIMITIVES = ("split",)
-
-
-def _private_primitive(name: str) -> Primitive | None:
-    try:
-        from jax._src.lax import lax as _lax_impl
-    except ImportError:  # pragma: no cover
-        return None
-    return getattr(_lax_impl, name + "_p", None)
+    if p is None:
+        p = getattr(jax.lax, name + "_p", None)
+    if p is None:
+        try:
+            from jax._src.lax import lax as _lax_internal
+        except ImportError:  # pragma: no cover
+            return None
+        p = getattr(_lax_internal, name + "_p", None)
+    return p if isinstance(p, Primitive) else None
 
 
 # Call-like primitives whose body is a sub-jaxpr that computes the outputs.
@@ -130,6 +127,60 @@ def map_batched(f: Any, xs: Any, batch_size: int) -> Any:
     import jax.lax as lax
 
     return lax.map(f, xs, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------
+# Control flow: parameter names of scan / while / cond
+# ---------------------------------------------------------------------------
+
+SCAN = prim("scan")
+WHILE = prim("while")
+COND = prim("cond")
+
+
+def scan_params(params: dict[str, Any]) -> tuple[ClosedJaxpr, int, int, int, bool]:
+    """``(body, num_consts, num_carry, length, reverse)`` of a ``scan`` equation.
+    (``unroll`` and ``_split_transpose`` only change how XLA runs it.)"""
+    return (params["jaxpr"], int(params["num_consts"]), int(params["num_carry"]),
+            int(params["length"]), bool(params.get("reverse", False)))
+
+
+def while_params(params: dict[str, Any]) -> tuple[ClosedJaxpr, ClosedJaxpr, int, int]:
+    """``(cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts)`` of a ``while`` equation."""
+    return (params["cond_jaxpr"], params["body_jaxpr"], int(params["cond_nconsts"]),
+            int(params["body_nconsts"]))
+
+
+def cond_branches(params: dict[str, Any]) -> list[ClosedJaxpr]:
+    """The branches of a ``cond`` equation (operands: the index, then the branch operands)."""
+    return list(params["branches"])
+
+
+def closed_parts(j: Any) -> tuple[Jaxpr, list[Any]]:
+    """``(jaxpr, consts)`` of a ClosedJaxpr or an open Jaxpr."""
+    if isinstance(j, ClosedJaxpr):
+        return j.jaxpr, list(j.consts)
+    return j, []
+
+
+def bind_eqn(eqn: JaxprEqn, invals: list[Any]) -> list[Any]:
+    """Re-bind one equation on new operands (like ``jax.core.eval_jaxpr`` does), keeping
+    its source information; always returns a list of results."""
+    res = eqn.primitive.get_bind_params(eqn.params)
+    if isinstance(res, tuple) and len(res) == 2 and isinstance(res[1], dict):
+        subfuns, params = res  # older jax: (subfuns, params)
+    else:
+        subfuns, params = [], res
+    try:
+        ctx = _source_info_util.user_context(eqn.source_info.traceback,
+                                             name_stack=eqn.source_info.name_stack)
+    except Exception:  # pragma: no cover - best effort only
+        import contextlib
+
+        ctx = contextlib.nullcontext()
+    with ctx:
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
 
 
 def name_stack(eqn: JaxprEqn) -> str:

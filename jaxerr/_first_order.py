@@ -50,6 +50,7 @@ from ._domains.first_order import Cot
 from ._domains.interval import Discrete, Real, mag
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
+from ._rules.control_flow import CONTROL_FLOW
 from ._rules.sensitivity import sensitivity_rules
 
 P = _compat.prim
@@ -174,7 +175,10 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         tape.has_event.update(id(o) for o in outs if isinstance(o, Real) and id(o) in tape.local)
         return outs
 
-    return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record)
+    # control-flow bodies are traced inside lax.scan/while_loop: evaluate them with the
+    # plain interval domain (no tape); the whole equation is one event (a cut)
+    return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
+                  inner=base)
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
@@ -569,8 +573,10 @@ def _use_counts(jaxpr: Any) -> dict[Any, int]:
                         inner[bv] = alias.get(ov, ov)
                 walk(body, inner)
                 continue
+            # an operand of a loop or branch may be read several times by its body
+            many = 2 if eqn.primitive in CONTROL_FLOW else 1
             for v in eqn.invars:
-                add(v)
+                add(v, many)
         for v in j.outvars:
             add(v)
 

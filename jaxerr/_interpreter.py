@@ -85,6 +85,9 @@ class Ctx:
     eqn: Any
     path: str
     diag: DiagnosticCollector
+    # the domain interpreting this equation (control-flow rules evaluate their bodies
+    # with ``domain.inner``)
+    domain: Domain | None = None
     # True: evaluate the rule as if the operation were exact (format EXACT, no rounding);
     # the per-layer report uses it to bound the error an equation inherits
     exact_ops: bool = False
@@ -193,8 +196,25 @@ def _carrier_params(params: dict[str, Any], carrier: np.dtype) -> dict[str, Any]
 # ---------------------------------------------------------------------------
 
 
+def live_eqns(jaxpr: Any) -> list[bool]:
+    """For each equation: whether it is needed (some result is used, directly or through
+    later equations, by the outputs, or it has side effects). Dead equations (e.g. the
+    PRNG key that ``flax.linen.RNN`` splits and never uses) are neither analysed nor
+    required to have a rule."""
+    used = {v for v in jaxpr.outvars if not isinstance(v, _compat.Literal)}
+    live = [False] * len(jaxpr.eqns)
+    for i in range(len(jaxpr.eqns) - 1, -1, -1):
+        eqn = jaxpr.eqns[i]
+        if getattr(eqn, "effects", None) or any(v in used for v in eqn.outvars):
+            live[i] = True
+            used.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
+    return live
+
+
 def _walk(jaxpr: Any, path: str):
-    for i, eqn in enumerate(jaxpr.eqns):
+    for i, (eqn, alive) in enumerate(zip(jaxpr.eqns, live_eqns(jaxpr))):
+        if not alive:
+            continue
         yield f"{path}{i}", eqn
         for j, sub in enumerate(_compat.subjaxprs(eqn)):
             yield from _walk(sub, f"{path}{i}.{eqn.primitive.name}[{j}]/")
@@ -255,6 +275,19 @@ class Domain:
     # (ctx, invals, outs); analyses that need a tape (first-order sensitivities) use
     # it. A returned list replaces the equation's outputs.
     record: Callable[[Ctx, list[Any], list[Any]], list[Any] | None] | None = None
+    # the domain that control-flow rules (scan, while, cond) evaluate their bodies
+    # with: their bodies are traced inside ``lax.scan``/``lax.while_loop``, so its
+    # hooks must not keep references to values (no tape). None: this domain itself
+    # with ``record`` dropped.
+    inner: Domain | None = None
+
+    def body_domain(self) -> Domain:
+        if self.inner is not None:
+            return self.inner
+        if self.record is None:
+            return self
+        return dataclasses.replace(self, record=None)
+
     # optional: called before the rule of every (non-call) equation with (ctx, invals);
     # returns the operands the rule sees (per-layer precision rounds a value produced
     # in a wider format into the equation's format here). ``record`` still gets the
@@ -289,7 +322,9 @@ def interpret(
     for v, a in zip(jaxpr.invars, args):
         write(v, a)
 
-    for i, eqn in enumerate(jaxpr.eqns):
+    for i, (eqn, alive) in enumerate(zip(jaxpr.eqns, live_eqns(jaxpr))):
+        if not alive:
+            continue
         invals = [read(v) for v in eqn.invars]
         sub = _compat.call_subjaxpr(eqn)
         if sub is not None:
@@ -301,7 +336,7 @@ def interpret(
                 scope=f"{scope}/{own}" if (scope and own) else (scope or own),
             )
         else:
-            ctx = Ctx(config, eqn, f"{path}{i}", diag, scope=scope)
+            ctx = Ctx(config, eqn, f"{path}{i}", diag, domain=domain, scope=scope)
             rule = domain.rules[eqn.primitive]
             ins = invals if domain.convert is None else domain.convert(ctx, invals)
             outs = rule(ctx, *ins, **eqn.params)

@@ -745,6 +745,18 @@ _CALL_PRIMS = {
 }
 
 
+def _live(jaxpr: Any) -> list[Any]:
+    """The equations whose results are used (dead code, e.g. a PRNG key that
+    ``flax.linen.RNN`` splits and never uses, is skipped), in order."""
+    used = {v for v in jaxpr.outvars if not isinstance(v, jcore.Literal)}
+    keep = []
+    for eqn in reversed(jaxpr.eqns):
+        if getattr(eqn, "effects", None) or any(v in used for v in eqn.outvars):
+            keep.append(eqn)
+            used.update(v for v in eqn.invars if not isinstance(v, jcore.Literal))
+    return keep[::-1]
+
+
 class _Interp:
     """Evaluates jaxprs.  mode: "sim" (round to formats), "exact" (float64,
     no format rounding, compensated sums) or "mp" (mpmath objects)."""
@@ -1020,7 +1032,7 @@ class _Interp:
             raise ValueError(f"expected {len(jaxpr.invars)} arguments, got {len(args)}")
         for v, x in zip(jaxpr.invars, args):
             env[v] = x
-        for eqn in jaxpr.eqns:
+        for eqn in _live(jaxpr):
             saved_scope = self.scope
             if self.layer_fmt is not None:
                 own = str(eqn.source_info.name_stack)
@@ -1426,6 +1438,11 @@ def _r_expand_dims(I: _Interp, eqn: Any, x: Any) -> Any:
 @_rule("concatenate")
 def _r_concatenate(I: _Interp, eqn: Any, *xs: Any) -> Any:
     return np.concatenate([np.asarray(x) for x in xs], axis=int(eqn.params["dimension"]))
+
+
+@_rule("stack")
+def _r_stack(I: _Interp, eqn: Any, *xs: Any) -> Any:
+    return np.stack([np.asarray(x) for x in xs], axis=int(eqn.params["axis"]))
 
 
 @_rule("split")

@@ -32,6 +32,7 @@ def _load() -> None:
     # Importing the family modules registers their rules.
     from . import (  # noqa: F401
         arithmetic,
+        control_flow,
         conv,
         cumulative,
         discrete,

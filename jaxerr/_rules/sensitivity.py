@@ -145,6 +145,19 @@ for _p in STRUCTURAL | {P("reduce_sum"), P("dynamic_slice"), P("dynamic_update_s
         sensitivity_rules[_p] = linear_rule
 
 
+@register_sensitivity(P("split"))
+def split_rule(ctx, gs, ins, outs, *, axis, **_):
+    """The transpose of ``split`` concatenates the pieces' cotangents (no arithmetic)."""
+    if not _is_real(ins[0]) or not ctx.need[0]:
+        return [None], None
+    mids, rads = [], []
+    for g, o in zip(gs, outs):
+        shape = jnp.shape(o.lo)
+        mids.append(jnp.zeros(shape, ctx.adt) if g is None else g.mid)
+        rads.append(jnp.zeros(shape, ctx.adt) if g is None else g.rad)
+    return [Cot(jnp.concatenate(mids, axis=axis), jnp.concatenate(rads, axis=axis))], None
+
+
 @register_sensitivity(P("copy"), P("copy_p"), P("stop_gradient"), P("optimization_barrier"),
                       P("sharding_constraint"), P("device_put"), P("name"),
                       P("convert_element_type"), P("reduce_precision"))

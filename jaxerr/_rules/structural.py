@@ -63,8 +63,24 @@ def_structural(
     P("slice"),
     P("rev"),
     P("pad"),
+    P("stack"),  # jax >= 0.9: jnp.stack
 )
 
+
+@register_rule(P("split"))
+def split_rule(ctx, operand, **params):
+    """``split`` (jax >= 0.4.36: ``jnp.split``): each field split alike."""
+    prim = ctx.eqn.primitive
+    values = ctx.value(operand.value)
+    if isinstance(operand, Real):
+        parts = [prim.bind(getattr(operand, f), **params) for f in _REAL_FIELDS]
+        return [Real(*fs, v, exact=operand.exact, point=operand.point) for *fs, v in zip(*parts, values)]
+    los, his = prim.bind(operand.lo, **params), prim.bind(operand.hi, **params)
+    return [Discrete(lo, hi, v) for lo, hi, v in zip(los, his, values)]
+
+
+if P("split") is not None:
+    STRUCTURAL.add(P("split"))
 
 _IDENTITY = (P("copy"), P("copy_p"), P("stop_gradient"), P("optimization_barrier"),
              P("sharding_constraint"), P("device_put"), P("name"))
