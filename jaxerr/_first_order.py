@@ -274,7 +274,8 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
         tape.keep.extend((o, probe))
         tape.has_event.add(id(probe))
-        entry = (ctx, list(invals), [probe])
+        # the other results of a multiple-result equation stay in place (no cotangent)
+        entry = (ctx, list(invals), [probe if k == j else x for k, x in enumerate(outs)])
         E_own = tape.local.get(id(o))
         if E_own is not None:
             tape.local[id(probe)] = E_own
@@ -542,7 +543,8 @@ def first_order_errors(
 #: primitives whose sensitivity does not depend on the operands' ranges
 _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce_sum", "dot_general",
                           "copy", "copy_p", "stop_gradient", "optimization_barrier", "sharding_constraint",
-                          "device_put", "name", "reduce_precision")}
+                          "device_put", "name", "reduce_precision",
+                          "conv_general_dilated", "reduce_window_sum", "cumsum", "scatter_add", "split")}
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14

@@ -1648,6 +1648,47 @@ def _cumulative(kind: str) -> _Rule:
     return rule
 
 
+def _r_cumlogsumexp(I: _Interp, eqn: Any, x: Any) -> Any:
+    """XLA's chain of logaddexp(s, t) = max(s, t) + log1p(exp(-|s - t|)), every
+    operation rounded to the format; exactly: log of the prefix sums of exp."""
+    axis = int(eqn.params["axis"])
+    reverse = bool(eqn.params.get("reverse", False))
+    obj = I.mode == "mp"
+    xm = np.moveaxis(np.asarray(x, dtype=object if obj else np.float64), axis, 0)
+    if reverse:
+        xm = xm[::-1]
+    outs = []
+    if I.mode == "sim":
+        fmt = I.ofmt(eqn)
+        acc = xm[0]
+        outs.append(acc)
+        for i in range(1, xm.shape[0]):
+            t = xm[i]
+            d = I.sub(acc, t, fmt)
+            e = I.unary("exp", -np.abs(d), fmt)
+            lg = I.unary("log1p", e, fmt)
+            new = I.add(np.maximum(acc, t), lg, fmt)
+            acc = np.where(np.isnan(d), I.add(acc, t, fmt), new)
+            outs.append(acc)
+    elif obj:
+        acc = None
+        for i in range(xm.shape[0]):
+            e = _mpmap(mpmath.exp, xm[i])
+            acc = e if acc is None else acc + e
+            outs.append(_mpmap(mpmath.log, acc))
+    else:
+        with np.errstate(all="ignore"):
+            m = np.max(xm, axis=0)
+            m = np.where(np.isfinite(m), m, 0.0)
+            s = np.cumsum(np.exp(xm - m), axis=0)
+            outs = list(np.log(s) + m)
+    res = np.stack([np.asarray(o) for o in outs])
+    if reverse:
+        res = res[::-1]
+    return np.moveaxis(res, 0, axis)
+
+
+_RULES["cumlogsumexp"] = _r_cumlogsumexp
 _RULES["cumsum"] = _cumulative("sum")
 _RULES["cumprod"] = _cumulative("prod")
 _RULES["cummax"] = _cumulative("max")
@@ -1656,10 +1697,15 @@ _RULES["cummin"] = _cumulative("min")
 
 @_rule("sort")
 def _r_sort(I: _Interp, eqn: Any, *ops: Any) -> Any:
-    if int(eqn.params.get("num_keys", 1)) != 1:
-        raise NotImplementedError("simulator: sort with num_keys != 1")
+    nk = int(eqn.params.get("num_keys", 1))
     dim = int(eqn.params["dimension"])
-    perm = np.argsort(ops[0], axis=dim, kind="stable")  # NaNs last, like lax.sort
+    if nk == 1:
+        perm = np.argsort(ops[0], axis=dim, kind="stable")  # NaNs last, like lax.sort
+    else:  # lexicographic on the first num_keys operands, stable
+        keys = [np.moveaxis(np.asarray(o), dim, -1) for o in ops[:nk]]
+        flat = [k.reshape(-1, k.shape[-1]) for k in keys]
+        rows = [np.lexsort([f[r] for f in reversed(flat)]) for r in range(flat[0].shape[0])]
+        perm = np.moveaxis(np.stack(rows).reshape(keys[0].shape), -1, dim)
     return [np.take_along_axis(np.asarray(o), perm, axis=dim) for o in ops]
 
 
@@ -1695,6 +1741,270 @@ def _r_dot_general(I: _Interp, eqn: Any, lhs: Any, rhs: Any) -> Any:
 
     prod_exact = prec(0) + prec(1) <= 53
     return np.reshape(I.reduce(_DotSource(lk, rk), fmt, prod_exact), out_shape)
+
+
+# -- layers: convolution, windows, sort/top_k, scatter, split ------------------
+
+
+class _TermSource:
+    """Terms of a generic sum of products: XK, WK of shape (K, *out_shape) (WK may
+    be None for plain sums)."""
+
+    def __init__(self, xk: np.ndarray, wk: np.ndarray | None):
+        self.xk, self.wk = xk, wk
+        self.K = xk.shape[0]
+        self.out_shape = xk.shape[1:]
+        self._fx: np.ndarray | None = None
+        self._fw: np.ndarray | None = None
+
+    def at(self, k: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return self.xk[k], (None if self.wk is None else self.wk[k])
+
+    def gather(self, start: int, stop: int, kk: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._fx is None:
+            self._fx = self.xk.reshape(self.K, -1)
+            self._fw = None if self.wk is None else self.wk.reshape(self.K, -1)
+        cols = np.arange(start, stop)
+        return self._fx[kk, cols], (None if self._fw is None else self._fw[kk, cols])
+
+
+def _dilate_pad(x: np.ndarray, axes: Sequence[int], dil: Sequence[int], pad: Sequence[Any], fill: Any) -> np.ndarray:
+    """Insert ``dil-1`` fill values between elements along each axis, then pad
+    (lo, hi) with fill (negative amounts crop)."""
+    for a, d, (lo, hi) in zip(axes, dil, pad):
+        d, lo, hi = int(d), int(lo), int(hi)
+        n = x.shape[a]
+        if d > 1 and n > 1:
+            shape = list(x.shape)
+            shape[a] = n + (n - 1) * (d - 1)
+            y = np.full(shape, fill, dtype=x.dtype)
+            sl = [slice(None)] * x.ndim
+            sl[a] = slice(None, None, d)
+            y[tuple(sl)] = x
+            x = y
+        for amount, at_end in ((lo, False), (hi, True)):
+            if amount > 0:
+                shape = list(x.shape)
+                shape[a] = amount
+                block = np.full(shape, fill, dtype=x.dtype)
+                x = np.concatenate([x, block] if at_end else [block, x], axis=a)
+            elif amount < 0:
+                sl = [slice(None)] * x.ndim
+                sl[a] = slice(None, amount) if at_end else slice(-amount, None)
+                x = x[tuple(sl)]
+    return x
+
+
+def _window_patches(x: np.ndarray, wd: Sequence[int], ws: Sequence[int], pad: Sequence[Any],
+                    bd: Sequence[int], wdl: Sequence[int], fill: Any) -> np.ndarray:
+    """(W, *out): the elements of every window, window positions in row-major order."""
+    axes = list(range(x.ndim))
+    xp = _dilate_pad(x, axes, bd, pad, fill)
+    out = [(xp.shape[i] - (int(wd[i]) - 1) * int(wdl[i]) - 1) // int(ws[i]) + 1 for i in axes]
+    out = [max(o, 0) for o in out]
+    rows = []
+    for off in np.ndindex(*[int(w) for w in wd]):
+        sl = tuple(slice(o * int(d), o * int(d) + (n - 1) * int(s) + 1, int(s)) if n > 0 else slice(0, 0)
+                   for o, d, n, s in zip(off, wdl, out, ws))
+        rows.append(xp[sl])
+    return np.stack(rows) if rows else np.zeros((0, *out), dtype=x.dtype)
+
+
+def _fill(I: _Interp, v: float) -> Any:
+    return mpmath.mpf(v) if I.mode == "mp" else v
+
+
+def _in_format_reduce(I: _Interp, src: Any, fmt: SimFormat | None) -> np.ndarray:
+    """A sum with every addition rounded to ``fmt`` (what XLA does for windowed and
+    cumulative sums and scatter-add): the configured order, no wide accumulator."""
+    saved = I.acc
+    if saved.wide is not None:
+        I.acc = replace(saved, wide=None)
+    try:
+        return I.reduce(src, fmt)
+    finally:
+        I.acc = saved
+
+
+@_rule("conv_general_dilated")
+def _r_conv(I: _Interp, eqn: Any, lhs: Any, rhs: Any) -> Any:
+    p = eqn.params
+    dn = p["dimension_numbers"]
+    lspec, rspec, ospec = (tuple(int(d) for d in s) for s in (dn.lhs_spec, dn.rhs_spec, dn.out_spec))
+    obj = I.mode == "mp"
+    lhs = np.asarray(lhs, dtype=object) if obj else np.asarray(lhs)
+    rhs = np.asarray(rhs, dtype=object) if obj else np.asarray(rhs)
+    out_f = _isf(eqn)
+    fmt = I.ofmt(eqn)
+    if out_f and not obj:
+        lhs, rhs = lhs.astype(np.float64), rhs.astype(np.float64)
+    x = np.transpose(lhs, lspec)  # (N, C, *S)
+    w = np.transpose(rhs, rspec)  # (O, I, *K)
+    nsp = x.ndim - 2
+    zero = _fill(I, 0.0) if out_f else 0
+    xp = _dilate_pad(x, range(2, 2 + nsp), p["lhs_dilation"], p["padding"], zero)
+    N, Cn = x.shape[:2]
+    O, Ic = w.shape[:2]
+    ksz = w.shape[2:]
+    rd = [int(d) for d in p["rhs_dilation"]]
+    st = [int(s) for s in p["window_strides"]]
+    G, BG = int(p["feature_group_count"]), int(p["batch_group_count"])
+    osp = [(xp.shape[2 + i] - (ksz[i] - 1) * rd[i] - 1) // st[i] + 1 for i in range(nsp)]
+    Nout = N // BG
+    og, obg = O // G, O // BG
+    K = Ic * math.prod(ksz)
+    xk = np.zeros((K, Nout, O, *osp), dtype=object if obj else xp.dtype)
+    wk = np.zeros((K, Nout, O, *osp), dtype=object if obj else w.dtype)
+    k = 0
+    for i in range(Ic):
+        for kpos in np.ndindex(*ksz):
+            sl = tuple(slice(kpos[d] * rd[d], kpos[d] * rd[d] + (osp[d] - 1) * st[d] + 1, st[d]) for d in range(nsp))
+            for o in range(O):
+                c = (o // og) * Ic + i  # input channel of this term
+                b0 = (o // obg) * Nout  # first lhs batch of this output's batch group
+                xk[k, :, o] = xp[(slice(b0, b0 + Nout), c) + sl]
+                wk[k, :, o] = w[(o, i) + tuple(kpos)]
+            k += 1
+    if not out_f:
+        res = np.sum(xk.astype(np.int64) * wk.astype(np.int64), axis=0)
+    else:
+        def prec(j: int) -> int:
+            f = I.fmt_for(eqn.invars[j].aval)
+            return f.p if f is not None else 53
+
+        res = I.reduce(_TermSource(xk, wk), fmt, prec(0) + prec(1) <= 53)
+    inv = np.argsort(ospec)
+    return np.transpose(np.asarray(res), inv)
+
+
+def _window_params(p: Any) -> tuple[Any, ...]:
+    return (p["window_dimensions"], p["window_strides"], p["padding"], p["base_dilation"], p["window_dilation"])
+
+
+@_rule("reduce_window_sum")
+def _r_reduce_window_sum(I: _Interp, eqn: Any, x: Any) -> Any:
+    obj = I.mode == "mp"
+    x = np.asarray(x, dtype=object) if obj else np.asarray(x)
+    zero = _fill(I, 0.0) if _isf(eqn) else 0
+    pt = _window_patches(x, *_window_params(eqn.params), zero)
+    if not _isf(eqn):
+        return np.sum(pt, axis=0)
+    return _in_format_reduce(I, _TermSource(pt, None), I.ofmt(eqn))
+
+
+def _window_extreme(kind: str) -> _Rule:
+    def rule(I: _Interp, eqn: Any, x: Any) -> Any:
+        obj = I.mode == "mp"
+        x = np.asarray(x, dtype=object) if obj else np.asarray(x)
+        if _isf(eqn):
+            fill = _fill(I, -math.inf if kind == "max" else math.inf)
+        else:
+            info = np.iinfo(x.dtype) if x.dtype != bool else None
+            fill = (info.min if kind == "max" else info.max) if info else (kind != "max")
+        pt = _window_patches(x, *_window_params(eqn.params), fill)
+        return np.max(pt, axis=0) if kind == "max" else np.min(pt, axis=0)
+
+    return rule
+
+
+_RULES["reduce_window_max"] = _window_extreme("max")
+_RULES["reduce_window_min"] = _window_extreme("min")
+
+
+@_rule("reduce_window")
+def _r_reduce_window(I: _Interp, eqn: Any, x: Any, init: Any) -> Any:
+    body = eqn.params["jaxpr"]
+    jx = getattr(body, "jaxpr", body)
+    if len(jx.eqns) != 1 or jx.eqns[0].primitive.name not in ("add", "max", "min"):
+        raise NotImplementedError("simulator: reduce_window with a body other than add/max/min")
+    kind = jx.eqns[0].primitive.name
+    obj = I.mode == "mp"
+    x = np.asarray(x, dtype=object) if obj else np.asarray(x)
+    v = np.asarray(init).reshape(())[()]
+    # padding cells are skipped (XLA on CPU): pad with the operation's identity
+    ident = {"add": 0.0, "max": -math.inf, "min": math.inf}[kind]
+    if _isf(eqn):
+        ident = _fill(I, ident)
+    else:
+        info = np.iinfo(x.dtype)
+        ident = {"add": 0, "max": info.min, "min": info.max}[kind]
+    pt = _window_patches(x, *_window_params(eqn.params), ident)
+    if kind == "max":
+        return [np.maximum(np.max(pt, axis=0), v)]
+    if kind == "min":
+        return [np.minimum(np.min(pt, axis=0), v)]
+    terms = np.concatenate([np.full((1, *pt.shape[1:]), v, dtype=pt.dtype), pt])  # init first
+    if not _isf(eqn):
+        return [np.sum(terms, axis=0)]
+    return [_in_format_reduce(I, _TermSource(terms, None), I.ofmt(eqn))]
+
+
+@_rule("top_k")
+def _r_top_k(I: _Interp, eqn: Any, x: Any) -> Any:
+    k = int(eqn.params["k"])
+    x = np.asarray(x)
+    axis = int(eqn.params.get("axis", -1)) % x.ndim
+    xm = np.moveaxis(x, axis, -1)
+    # descending, ties: the lower index first (a stable sort of the negated keys)
+    order = np.argsort(-xm, axis=-1, kind="stable")[..., :k]
+    vals = np.take_along_axis(xm, order, axis=-1)
+    return [np.moveaxis(vals, -1, axis), np.moveaxis(order, -1, axis).astype(eqn.outvars[1].aval.dtype)]
+
+
+@_rule("split")
+def _r_split(I: _Interp, eqn: Any, x: Any) -> Any:
+    sizes = [int(s) for s in eqn.params["sizes"]]
+    cuts = np.cumsum(sizes)[:-1]
+    return list(np.split(np.asarray(x), cuts, axis=int(eqn.params["axis"])))
+
+
+def _scatter_targets(eqn: Any, operand: np.ndarray, idx: Any, upd_shape: tuple[int, ...]) -> np.ndarray:
+    """For every update element (row-major), the flat operand position it goes to, or
+    -1 when dropped: JAX's own transpose of scatter-add (a gather) applied to positions."""
+    import jax
+
+    p = eqn.params
+    pos = jax.numpy.arange(1, operand.size + 1, dtype=jax.numpy.float32).reshape(operand.shape)
+
+    def scat(u: Any) -> Any:
+        return jax.lax.scatter_add(jax.numpy.zeros(operand.shape, jax.numpy.float32), jax.numpy.asarray(np.asarray(idx)),
+                                   u, p["dimension_numbers"], mode=p.get("mode"))
+
+    (t,) = jax.linear_transpose(scat, jax.ShapeDtypeStruct(upd_shape, jax.numpy.float32))(pos)
+    return np.asarray(t, dtype=np.int64).reshape(-1) - 1
+
+
+@_rule("scatter-add", "scatter_add", "scatter", "scatter-min", "scatter_min", "scatter-max", "scatter_max")
+def _r_scatter(I: _Interp, eqn: Any, operand: Any, idx: Any, upd: Any) -> Any:
+    name = eqn.primitive.name.replace("_", "-")
+    add = name == "scatter-add"
+    obj = I.mode == "mp"
+    out = np.array(operand, dtype=object if obj else None, copy=True)
+    upd = np.asarray(upd, dtype=object) if obj else np.asarray(upd)
+    shape = out.shape
+    flat = out.reshape(-1)
+    targets = _scatter_targets(eqn, out, idx, upd.shape)
+    fmt = I.ofmt(eqn) if _isf(eqn) else None
+    comp = np.zeros(flat.shape) if (I.mode == "exact" and add and _isf(eqn)) else None
+    for t, u in zip(targets, upd.reshape(-1)):  # one update after the other
+        if t < 0:
+            continue
+        if name == "scatter-min":
+            flat[t] = min(flat[t], u)
+        elif name == "scatter-max":
+            flat[t] = max(flat[t], u)
+        elif not add:
+            flat[t] = u
+        elif not _isf(eqn):
+            flat[t] = flat[t] + u
+        elif comp is not None:  # exact: compensated float64
+            s, e = _two_sum(flat[t], u)
+            flat[t], comp[t] = s, comp[t] + e
+        else:
+            flat[t] = I.add(flat[t], u, fmt)
+    if comp is not None:
+        flat = flat + comp
+    return flat.reshape(shape)
 
 
 # -- control flow and calls ---------------------------------------------------

@@ -258,6 +258,14 @@ def test_every_sensitivity_rule_is_exercised_by_the_op_table():
                     walk(sub)
 
         walk(closed.jaxpr)
+    # the layer primitives' rules are exercised by tests/test_layers.py's table
+    try:
+        from test_layers import PRIMS, _inputs
+    except ImportError:  # pragma: no cover
+        from tests.test_layers import PRIMS, _inputs
+    for name, _, _ in PRIMS:
+        fn, xs = _inputs(name)
+        walk(jax.make_jaxpr(fn)(*xs).jaxpr)
     # primitives that only appear in other contexts (optimization barriers, sharding
     # hints, add_any from autodiff) are covered by the generic identity/linear rules
     generic = {p for p in sensitivity_rules if p.name in (

@@ -33,11 +33,16 @@ def _load() -> None:
     from . import (  # noqa: F401
         arithmetic,
         control_flow,
+        conv,
+        cumulative,
         discrete,
         elementwise,
         linear,
         reductions,
+        scatter,
+        sorting,
         structural,
+        windows,
     )
 
 

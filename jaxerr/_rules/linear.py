@@ -81,10 +81,18 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
     value = ctx.value(a.value, b.value)
     if isinstance(a, Discrete) or isinstance(b, Discrete):
         return _int_dot(ctx, a, b, value)
-    adt = ctx.adt
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
-    D = _Dots(dimension_numbers, n, adt)
+    return bilinear(ctx, a, b, _Dots(dimension_numbers, n, ctx.adt), value)
+
+
+def bilinear(ctx, a, b, D, value):
+    """The rule of a bilinear primitive whose every output is a sum of ``D.n`` products
+    (dot_general, conv_general_dilated). ``D`` supplies ``dot(x, y)`` (the primitive in
+    the analysis dtype), ``dot_up`` / ``dots_up`` (upper bounds for nonnegative
+    operands), ``g_an`` and ``slack`` (the analysis' own rounding of one product)."""
+    adt = ctx.adt
+    n = D.n
     ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
 
     # ---- exact range (midpoint-radius) ----

@@ -507,3 +507,7 @@ def _reduce_extreme(g, a, o, axes, is_max):
     certain = possible & bc(n_possible == 1)
     gb = Cot(bc(g.mid), bc(g.rad))
     return [C.unit_interval(gb, certain, possible)], None
+
+
+# the layer primitives' rules (conv, windows, prefix sums, sort, scatter) register themselves
+from . import sensitivity_layers as _sensitivity_layers  # noqa: E402, F401
