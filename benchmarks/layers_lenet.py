@@ -5,8 +5,9 @@ input 1x12x12x1, bfloat16, at a point and over a box ``x ± 1e-3``.
 Columns: ``median / max`` of ``abs_err / observed`` (observed: per-element max of
 ``|simulated - exact|`` over simulated executions of ``tests/_simulator.py`` with
 random summation orders; for the box, at the centre, the corners-like samples of
-``sample_box``), the bound's width ``hi - lo`` (box only), the time of the first
-eager call (trace + compile + run) and of a second call of ``jax.jit(bound(f))``.
+``sample_box``), the bound's width ``hi - lo``, the time of the first call of
+``bound(f)`` (trace + compile + run) and of a second call, for the interval,
+first_order and affine domains.
 
     python benchmarks/layers_lenet.py [--runs 20] [--box-points 4]
 """
@@ -73,7 +74,7 @@ def main() -> None:
           f"{'max obs':>10} {'width':>9} {'1st call [s]':>12} {'jit call [s]':>12}")
     for kind in ("point", "box"):
         arg = x if kind == "point" else jaxerr.Interval(x - r, x + r)
-        for domain in ("interval", "first_order"):
+        for domain in ("interval", "first_order", "affine"):
             g = jaxerr.bound(f, "bfloat16", domain=domain, warn=False)
             t0 = time.perf_counter()
             b = g(arg)

@@ -513,7 +513,8 @@ def first_order_errors(
     diag = DiagnosticCollector()
     outs = interpret(dom, jaxpr, path_consts, path_inputs, config, diag)
 
-    float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real)]
+    # zero-size outputs have no error to refine (and no seeds)
+    float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real) and o.lo.size > 0]
     if not float_outs:
         return [None] * len(outs), [None] * len(outs)
     seeds = [o for _, o in float_outs]

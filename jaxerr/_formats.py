@@ -435,7 +435,8 @@ class Accumulation:
       the block sums recursively: depth ``(B - 1) + (ceil(n/B) - 1)``.
     - ``"wide:float32"``: products and sums in float32 (any order), then one
       rounding to the output format; this is what XLA does for bfloat16/float16
-      matmuls on CPU and on GPU tensor cores.
+      matmuls on CPU and on GPU tensor cores. For a format at least as wide as the
+      accumulator (float32, float64) it means ``"recursive"`` in that format.
     - ``"auto"`` (default): ``wide:float32`` for formats narrower than float32,
       ``recursive`` otherwise.
     """
@@ -470,6 +471,12 @@ class Accumulation:
         )
 
     def resolve(self, fmt: Format) -> Accumulation:
+        if self.kind == "wide" and (self.wide.precision <= fmt.precision or self.wide.max_finite < fmt.max_finite):
+            # an accumulator that is not wider than the operands' format is not a wide
+            # accumulator: such sums (float64 under 'wide:float32') are modelled as
+            # recursive in the format itself (what XLA does), never as rounded to the
+            # narrower accumulator, whose overflow the model would not cover
+            return Accumulation("recursive")
         if self.kind != "auto":
             return self
         if fmt.precision < 24:

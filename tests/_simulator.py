@@ -1527,6 +1527,26 @@ def _r_gather(I: _Interp, eqn: Any, x: Any, idx: Any) -> Any:
     return out
 
 
+@_rule("scatter")
+def _r_scatter(I: _Interp, eqn: Any, x: Any, idx: Any, upd: Any) -> Any:
+    """Scatter (replace; what ``vmap`` makes of ``dynamic_update_slice``) moves data:
+    find which update element lands on each output position by scattering an array
+    of update positions (int32, exact) into -1s, then select. Needs unique indices
+    (XLA leaves the winner of a collision unspecified)."""
+    import jax
+
+    x = np.asarray(x, dtype=object) if I.mode == "mp" else np.asarray(x)
+    upd = np.asarray(upd, dtype=x.dtype)
+    pos = np.arange(upd.size, dtype=np.int32).reshape(upd.shape)
+    params = {k: v for k, v in eqn.params.items() if k not in ("update_jaxpr", "update_consts")}
+    got = np.asarray(jax.lax.scatter_p.bind(
+        jax.numpy.full(x.shape, -1, np.int32), jax.numpy.asarray(np.asarray(idx)), jax.numpy.asarray(pos),
+        update_jaxpr=eqn.params.get("update_jaxpr"), update_consts=eqn.params.get("update_consts", ()),
+        **params))
+    flat = upd.reshape(-1)
+    return np.where(got >= 0, flat[np.clip(got, 0, max(upd.size - 1, 0))], x)
+
+
 @_rule("dynamic_update_slice")
 def _r_dynamic_update_slice(I: _Interp, eqn: Any, x: Any, upd: Any, *starts: Any) -> Any:
     x = np.array(x, copy=True)

@@ -56,6 +56,7 @@ def test_linen_adapter_matches_bound_and_is_sound(box):
                      n_samples=3)
 
 
+@pytest.mark.slow
 def test_linen_weights_exact_bounds_the_arithmetic_only():
     m, v, x = _linen()
     rounded = jflax.bound_linen(m, v, "bfloat16", warn=False)(x)

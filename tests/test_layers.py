@@ -85,6 +85,7 @@ PRIMS = [
     ("scatter_min_max", lambda x, u: (x.at[jnp.array([1, 1, 3])].min(u), x.at[jnp.array([0, 2, 0])].max(u)),
      [N(4, 2), N(3, 2)]),
     ("split", lambda x: jnp.split(x, [2, 5], axis=1), [N(3, 7)]),
+    ("stack", lambda x, y: jnp.stack([x, y], axis=1), [N(3, 4), N(3, 4)]),
 ]
 _BY_NAME = {p[0]: p for p in PRIMS}
 

@@ -295,12 +295,21 @@ def test_every_rule_is_exercised_by_the_op_table():
 
     for _name, fn, gens, _ in OPS:
         visit(jax.make_jaxpr(fn)(*_centres(gens, 0)).jaxpr)
+    # the layer primitives have their own table (tests/test_layers.py)
+    try:
+        from test_layers import PRIMS, _inputs
+    except ImportError:  # pragma: no cover
+        from tests.test_layers import PRIMS, _inputs
+    for name, _, _ in PRIMS:
+        fn, xs = _inputs(name)
+        visit(jax.make_jaxpr(fn)(*xs).jaxpr)
     covered_elsewhere = {
         # (primitive name): where it is tested
         "add_any", "add_jaxvals",  # only in differentiated jaxprs; same rule as add
         "shift_left", "shift_right_logical", "shift_right_arithmetic",  # same integer rule as xor/rem
         "copy", "copy_p", "optimization_barrier", "sharding_constraint", "device_put", "name",  # identity
         "expand_dims", "reduce_precision",
+        "cond", "scan", "while",  # tests/test_control_flow.py
     }
     missing = sorted(
         p.name for p in jaxerr.interval_rules if p not in seen and p.name not in covered_elsewhere

@@ -133,6 +133,7 @@ def tighten(r: Real) -> Real:
     # NaN operand): ranges cannot bound that, so only finite errors are tightened.
     finite = jnp.isfinite(r.err)
     spread = jnp.maximum(F.sub_up(r.chi, r.lo), F.sub_up(r.hi, r.clo))
+    spread = F.where(jnp.isnan(spread), jnp.inf, spread)  # inf - inf: the ranges say nothing
     err = F.where(finite, jnp.minimum(r.err, spread), r.err)
     clo = F.where(finite, jnp.maximum(r.clo, F.sub_dn(r.lo, err)), r.clo)
     chi = F.where(finite, jnp.minimum(r.chi, F.add_up(r.hi, err)), r.chi)

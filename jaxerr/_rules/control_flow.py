@@ -77,7 +77,11 @@ def _flags(sub: DiagnosticCollector) -> Any:
 
 def _run(ctx, closed: Any, args: list[Any], sub: DiagnosticCollector, path: str) -> list[Any]:
     jaxpr, consts = _compat.closed_parts(closed)
-    return interpret(ctx.domain.body_domain(), jaxpr, consts, list(args), ctx.config, sub, path=path)
+    if ctx.domain is not None:
+        dom = ctx.domain.body_domain()
+    else:  # a Ctx built outside the interpreter (e.g. the per-layer report)
+        from .._bound import DOMAIN as dom
+    return interpret(dom, jaxpr, consts, list(args), ctx.config, sub, path=path)
 
 
 def _strong(x: Any, dtype: Any, shape: Any) -> Any:

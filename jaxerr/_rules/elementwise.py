@@ -184,7 +184,9 @@ def erfc_rule(ctx, a, **_):
 
 
 def _sqrt_deriv(lo, hi, f_up):
-    s = F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))
+    # a lower bound of sqrt(lo) that is >= 0 (down(0) is -tiny: the derivative bound
+    # 0.5 / s would be negative, found by fuzzing); s == 0 gives inf (Hölder takes over)
+    s = jnp.maximum(F.down(jnp.sqrt(jnp.maximum(lo, 0.0))), 0.0)
     return F.div_up(jnp.full_like(lo, 0.5), s)
 
 
@@ -205,9 +207,12 @@ def sqrt_rule(ctx, a, **_):
     )
 
 
-def _rsqrt_deriv(lo, hi, f_up):
-    s = F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))
-    return F.div_up(jnp.full_like(lo, 0.5), F.mul_dn(lo, s))
+def _rsqrt_prop(lo, err):
+    """Upper bound of sup |d rsqrt| * err = err / (2 lo^1.5) for lo > 0, as
+    (0.5 / sqrt(lo)) * (err / lo): no intermediate lo^1.5 that underflows (a negative
+    or zero lower bound of it made the bound negative or inf; found by fuzzing)."""
+    s = jnp.maximum(F.down(jnp.sqrt(jnp.maximum(lo, 0.0))), 0.0)
+    return F.mul_up(F.div_up(jnp.full_like(lo, 0.5), s), F.div_up(err, lo))
 
 
 def _rsqrt(x):
@@ -225,7 +230,7 @@ def rsqrt_rule(ctx, a, **_):
     rlo, rhi = f_dn(a.chi), f_up(a.clo)
     rho = transcendental_rounding(ctx, mag(rlo, rhi), P("rsqrt"))
     hlo, hhi = a.hull()
-    prop = None if a.exact else F.mul_up(_rsqrt_deriv(hlo, hhi, f_up), a.err)
+    prop = None if a.exact else _rsqrt_prop(hlo, a.err)
     if prop is not None:
         prop = F.where(a.err == 0, jnp.zeros_like(prop), prop)
     r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, clamp_lo=jnp.zeros_like(lo))

@@ -63,18 +63,27 @@ def reduce_sum_rule(ctx, a, *, axes, **_):
     clo, chi = F.sub_dn(rlo, rho), F.add_up(rhi, rho)
     # a sum of terms that are all computed >= 0 (<= 0) is computed >= 0 (<= 0) in any
     # order: every partial sum is rounded monotonically and 0 is representable
-    nonneg = jnp.min(a.clo, axis=axes) >= 0
+    # (initial=: a sum over a zero-size axis is an exact 0)
+    nonneg = jnp.min(a.clo, axis=axes, initial=jnp.inf) >= 0
     if math.isfinite(ca):
         # nonnegative terms: computed >= (sum of lower ends)(1 - a - b) - c
         shrink = F.sub_dn(F.sub_dn(jnp.ones_like(rlo), F.static_up(ca, rlo.dtype)), F.static_up(cb, rlo.dtype))
         pos_lo = F.sub_dn(F.mul_dn(rlo, shrink), c(cc, rlo.dtype))
         clo = F.where(nonneg, jnp.maximum(clo, pos_lo), clo)
     clo = F.where(nonneg, jnp.maximum(clo, 0.0), clo)
-    chi = F.where(jnp.max(a.chi, axis=axes) <= 0, jnp.minimum(chi, 0.0), chi)
+    chi = F.where(jnp.max(a.chi, axis=axes, initial=-jnp.inf) <= 0, jnp.minimum(chi, 0.0), chi)
     return Real(lo, hi, clo, chi, err, value)
 
 
 def _reduce_fields(a, fn, axes, value):
+    if any(jnp.shape(a.lo)[ax] == 0 for ax in axes):
+        # a reduction over a zero-size axis is its identity, exactly (like XLA)
+        def fn(x, axis, _f=fn):
+            ident = jnp.array(_identity(_f, x.dtype), x.dtype)
+            return jnp.full(tuple(d for i, d in enumerate(jnp.shape(x)) if i not in axis), ident)
+        if not isinstance(a, Discrete):
+            v = fn(a.lo, axes)
+            return Real(v, v, v, v, jnp.zeros_like(v), value, exact=True)
     if isinstance(a, Discrete):
         return Discrete(fn(a.lo, axis=axes), fn(a.hi, axis=axes), value)
     return Real(
@@ -86,6 +95,14 @@ def _reduce_fields(a, fn, axes, value):
         value,
         exact=a.exact,
     )
+
+
+def _identity(fn, dtype):
+    big = jnp.inf if jnp.issubdtype(dtype, jnp.floating) else (
+        True if dtype == jnp.bool_ else jnp.iinfo(dtype).max)
+    if fn is jnp.max:
+        return -big if dtype != jnp.bool_ else False
+    return big
 
 
 @register_rule(P("reduce_max"))

@@ -1,0 +1,187 @@
+"""Bad and edge input, in both domains: every case either gives a sound result (inf plus
+a diagnostic naming the equation where nothing finite holds) or raises a clear jaxerr
+error that says how to fix the input. Nothing crashes inside JAX or NumPy."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxerr
+
+DOMAINS = ["interval", "first_order"]
+# first_order compiles a second (reverse) pass: in the default run only where it is cheap
+SLOW_FO = ["interval", pytest.param("first_order", marks=pytest.mark.slow)]
+
+
+def B(f, *args, domain, **kw):
+    return jaxerr.bound(f, domain=domain, warn=False, **kw)(*args)
+
+
+def fired(b):
+    return b.diagnostics.fired()
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_nan_in_point_or_interval_end_is_a_clear_error(domain):
+    with pytest.raises(ValueError, match="NaN in a point input at index \\(1,\\)"):
+        B(jnp.tanh, jnp.array([1.0, np.nan]), domain=domain)
+    with pytest.raises(ValueError, match="NaN in an interval end"):
+        B(jnp.tanh, jaxerr.Interval(jnp.array([0.0, np.nan]), jnp.array([1.0, 1.0])), domain=domain)
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_inf_in_points_and_interval_ends(domain):
+    # inf is an extended real: tanh saturates (finite, sound), 2*inf is inf with a diagnostic
+    b = B(lambda x: jnp.tanh(x) * 2.0, jnp.array([1.0, np.inf]), domain=domain)
+    assert np.all(np.isfinite(b.abs_err)) and float(b.hi[1]) >= 2.0 >= float(b.lo[1])
+    b = B(lambda x: x * 2.0, jnp.array([1.0, np.inf]), domain=domain)
+    assert np.isinf(float(b.abs_err[1])) and np.isfinite(float(b.abs_err[0]))
+    assert any("`mul`" in m and "inf" in m for m in fired(b))
+    # unbounded boxes: an enclosure of tanh over (-inf, 1] and [0, inf)
+    b = B(jnp.tanh, jaxerr.Interval(jnp.array([-np.inf, 0.0]), jnp.array([1.0, np.inf])), domain=domain)
+    assert float(b.lo[0]) <= -1.0 and float(b.hi[0]) >= np.tanh(1.0) and float(b.hi[1]) >= 1.0
+    b = B(lambda x: x + 1.0, jaxerr.Interval(jnp.array([-np.inf]), jnp.array([0.0])), domain=domain)
+    assert float(b.lo[0]) == -np.inf
+
+
+def test_lo_greater_than_hi_is_a_clear_error():
+    with pytest.raises(ValueError, match="lo > hi at 1 element.*Swap the ends"):
+        jaxerr.Interval(jnp.array([1.0, 0.0]), jnp.array([2.0, -1.0]))
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_lo_greater_than_hi_under_jit_is_flagged_inf(domain):
+    g = jax.jit(jaxerr.bound(lambda x: x * 2.0, domain=domain, warn=False))
+    iv = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(jaxerr.Interval(0.0, 1.0)),
+                                      [jnp.array([1.0, 0.0]), jnp.array([0.0, 1.0])])
+    b = g(iv)
+    assert np.isinf(float(b.abs_err[0])) and np.isfinite(float(b.abs_err[1]))
+    assert any("lo > hi" in m for m in fired(b))
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_integer_and_boolean_arguments(domain):
+    b = B(lambda x, n: x * n, jnp.array([1.5, 2.0]), jnp.array([2, 3]), domain=domain)
+    np.testing.assert_allclose(b.value, [3.0, 6.0])
+    assert np.all(b.abs_err > 0) and np.all(b.abs_err < 1e-6)
+    b = B(lambda x, m: jnp.where(m, x, -x), jnp.array([1.5, 2.0]), jnp.array([True, False]), domain=domain)
+    np.testing.assert_array_equal(b.lo, [1.5, -2.0])
+    # an integer box
+    b = B(lambda x, n: x * n, jnp.array([1.5, 2.0]), jaxerr.Interval(jnp.array([1, 2]), jnp.array([3, 4])),
+          domain=domain)
+    assert float(b.lo[0]) <= 1.5 and float(b.hi[0]) >= 4.5
+    # integer-only functions: exact, certain
+    b = B(lambda n: n * 2 + 1, jnp.array([1, 2]), domain=domain)
+    np.testing.assert_array_equal(b.value, [3, 5])
+    assert np.all(b.abs_err == 0)
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_zero_size_arrays(domain):
+    x = jnp.zeros((0, 3))
+    b = B(lambda x: jnp.tanh(x) + 1.0, x, domain=domain)
+    assert b.lo.shape == (0, 3)
+    b = B(lambda x: jnp.sum(x, axis=0), x, domain=domain)
+    assert b.lo.shape == (3,) and np.all(b.lo <= 0) and np.all(b.hi >= 0) and np.all(np.isfinite(b.abs_err))
+    b = B(lambda x: jnp.max(x, axis=0, initial=-5.0), x, domain=domain)
+    np.testing.assert_array_equal(b.value, [-5.0] * 3)
+    b = B(lambda x: x @ jnp.ones((3, 2)), jaxerr.Interval(jnp.zeros((0, 3)), jnp.ones((0, 3))), domain=domain)
+    assert b.lo.shape == (0, 2)
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_scalars_and_python_numbers(domain):
+    for arg in (jnp.float32(0.5), 0.5, np.float32(0.5)):
+        b = B(jnp.exp, arg, domain=domain)
+        assert b.lo.shape == () and float(b.lo) <= np.exp(0.5) <= float(b.hi)
+    b = B(lambda x: jnp.exp(x * 1.0), 2, domain=domain)
+    assert float(b.lo) <= np.exp(2.0) <= float(b.hi)
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_float64_program_under_x64(x64, domain):
+    x = np.linspace(-1, 1, 5)
+    b = B(lambda x: jnp.tanh(x) * 3.0, jnp.asarray(x), domain=domain)
+    assert b.abs_err.dtype == jnp.float64 and float(jnp.max(b.abs_err)) < 1e-14
+    assert np.all(b.lo <= np.tanh(x) * 3) and np.all(np.tanh(x) * 3 <= b.hi)
+
+
+def test_float64_format_without_x64_is_a_clear_error():
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        jaxerr.bound(jnp.tanh, "float64")
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+@pytest.mark.parametrize("fmt,x", [("float16", 300.0), pytest.param("float8_e4m3fn", 30.0, marks=pytest.mark.slow),
+                                   pytest.param("float8_e5m2", 300.0, marks=pytest.mark.slow)])
+def test_overflow_of_narrow_formats_is_inf_with_the_equation_named(domain, fmt, x):
+    b = B(lambda x: x * x, jnp.array([x, 1.0]), domain=domain, precision=fmt)
+    assert np.isinf(float(b.abs_err[0])) and np.isfinite(float(b.abs_err[1]))
+    assert any("equation 0 `mul`" in m and "overflow" in m and fmt in m for m in fired(b))
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_input_overflowing_the_format_names_the_argument(domain):
+    b = B(lambda x: x, jnp.array([1e5, 1.0]), domain=domain, precision="float16")
+    assert np.isinf(float(b.abs_err[0])) and np.isfinite(float(b.abs_err[1]))
+    assert any("argument leaf 0" in m and "overflow" in m for m in fired(b))
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+def test_division_by_an_interval_containing_zero(domain):
+    b = B(lambda x: 1.0 / x, jaxerr.Interval(jnp.array([-1.0, 1.0]), jnp.array([1.0, 2.0])), domain=domain)
+    assert float(b.lo[0]) == -np.inf and float(b.hi[0]) == np.inf and np.isinf(float(b.abs_err[0]))
+    assert np.isfinite(float(b.abs_err[1])) and float(b.lo[1]) <= 0.5
+    assert any("`div`" in m and "contains 0" in m for m in fired(b))
+
+
+@pytest.mark.parametrize("domain", SLOW_FO)
+@pytest.mark.parametrize("fn,name", [(jnp.log, "log"), (jnp.sqrt, "sqrt"),
+                                     pytest.param(jax.lax.rsqrt, "rsqrt", marks=pytest.mark.slow),
+                                     pytest.param(jnp.log1p, "log1p", marks=pytest.mark.slow)])
+def test_functions_of_ranges_reaching_negatives(domain, fn, name):
+    lo = -2.0 if name == "log1p" else -1.0
+    b = B(fn, jaxerr.Interval(jnp.array([lo, 1.0]), jnp.array([1.0, 2.0])), domain=domain)
+    assert np.isinf(float(b.abs_err[0])) and np.isfinite(float(b.abs_err[1]))
+    assert any(f"`{name}`" in m for m in fired(b))
+
+
+@pytest.mark.parametrize("domain", DOMAINS)
+def test_unsupported_primitives_listed_in_one_message(domain):
+    f = lambda x: jnp.sin(x) + jnp.cos(x) + jnp.arctan2(x, x)  # noqa: E731
+    with pytest.raises(jaxerr.UnsupportedPrimitiveError) as e:
+        B(f, jnp.array([1.0, 2.0]), domain=domain)
+    msg = str(e.value)
+    assert "3 primitive(s)" in msg and all(f"`{p}`" in msg for p in ("sin", "cos", "atan2"))
+    assert "register_rule" in msg
+
+
+def test_complex_arguments_are_a_clear_error():
+    with pytest.raises(TypeError, match="complex.*real and imaginary parts"):
+        jaxerr.bound(lambda x: x * 2.0)(jnp.array([1 + 1j]))
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown format 'float7'"):
+        jaxerr.bound(jnp.tanh, "float7")
+    with pytest.raises(ValueError, match="unknown accumulation 'foo'"):
+        jaxerr.bound(jnp.tanh, accumulation="foo")
+    with pytest.raises(ValueError, match="unknown domain"):
+        jaxerr.bound(jnp.tanh, domain="octagon")
+
+
+def test_xla_division_by_a_broadcast_is_covered():
+    """XLA on CPU computes x / broadcast(c) as x * (1/c): 1 ulp, and 3e38 / 3e38 = 0 (1/c
+    underflows). The bound covers the real backend (found by fuzzing, seed 3005)."""
+    x = np.full((4,), 3e38, np.float32)
+    b = jaxerr.bound(lambda x, c: x / c, warn=False)(jnp.asarray(x), jnp.float32(3e38))
+    real = np.asarray(jax.jit(lambda x, c: x / c)(x, np.float32(3e38)), np.float64)
+    assert np.all(np.abs(real - 1.0) <= np.asarray(b.abs_err))
+    xs = np.random.default_rng(0).uniform(0, 10, 2000).astype(np.float32)
+    c = np.float32(1 / 3)
+    b = jaxerr.bound(lambda x: x / c, warn=False)(jnp.asarray(xs))
+    real = np.asarray(jax.jit(lambda x: x / c)(xs), np.float64)
+    assert np.all(np.abs(real - xs.astype(np.float64) / np.float64(c)) <= np.asarray(b.abs_err))
