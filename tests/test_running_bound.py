@@ -115,20 +115,22 @@ LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate
 HIGH = Arithmetic.make("float16", "recursive")
 
 
-@pytest.mark.parametrize("act", ["relu", pytest.param("tanh", marks=pytest.mark.slow)])
-def test_bound_criterion_certifies_kept_components(act):
+@pytest.mark.parametrize("act,divide", [("relu", False), pytest.param("tanh", False, marks=pytest.mark.slow),
+                                        pytest.param("exp", True, marks=pytest.mark.slow)])
+def test_bound_criterion_certifies_kept_components(act, divide):
     """Every component the running-bound criterion keeps in e4m3 is within tol·|phi(v^)| of
-    the exact activated output, with a scale and a bias in the chain; some are kept."""
+    the exact activated output, with a scale (a multiplier, or a divisor) and a bias in the
+    chain; some are kept."""
     K, tol = 24, 0.5
     low = LOW
 
     def run(x, w, b, s):
         return jaxerr.mixed_dot_general(x, w, DN, low=low, high=HIGH, tol=tol, activation=act,
-                                        criterion="bound", bias=b, scale=s, return_stats=True)
+                                        criterion="bound", bias=b, scale=s, divide=divide, return_stats=True)
 
     g = jax.jit(run)
     lowdot = jax.jit(lambda x, w: emulated_dot_general(low.round(x), low.round(w), DN, low))
-    phi = (lambda v: np.maximum(v, 0.0)) if act == "relu" else np.tanh
+    phi = {"relu": lambda v: np.maximum(v, 0.0), "tanh": np.tanh, "exp": np.exp}[act]
     kept_total = [0]
 
     @given(st.integers(0, 2**31 - 1))
@@ -142,9 +144,11 @@ def test_bound_criterion_certifies_kept_components(act):
         y = np.asarray(y, np.float64)
         lo = np.asarray(lowdot(x, w), np.float64)
         kept = (y == lo) & (np.asarray(st_["count"]) >= 0)
-        v_hat = np.asarray((jnp.asarray(lo, jnp.float32) * s) + jnp.asarray(b), np.float64)
+        lo32 = jnp.asarray(lo, jnp.float32)
+        v_hat = np.asarray((lo32 / s if divide else lo32 * s) + jnp.asarray(b), np.float64)
+        fs = 1 / Fraction(float(s)) if divide else Fraction(float(s))
         exact = np.asarray([[float(sum(Fraction(float(x[i, k])) * Fraction(float(w[k, j])) for k in range(K))
-                                   * Fraction(float(s)) + Fraction(float(b[0, j])))
+                                   * fs + Fraction(float(b[0, j])))
                              for j in range(6)] for i in range(8)])
         err = np.abs(phi(v_hat) - phi(exact))
         bad = kept & ~(err <= tol * np.abs(phi(v_hat)) + 1e-12 * np.abs(phi(exact)))
