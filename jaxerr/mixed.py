@@ -147,7 +147,7 @@ def _phi(act: str, v):
 
 def _lipschitz(act: str, v, e):
     """Upper bound of |phi'| on [v - e, v + e] (a small relative safety margin added)."""
-    m = jnp.maximum(jnp.abs(v) - e, 0.0)
+    m = jnp.maximum(F.sub_dn(jnp.abs(v), e), 0.0)  # a lower bound of |v| on the interval
     if act == "tanh":
         t = jnp.tanh(m)
         return jnp.minimum((1.0 - t * t) * (1 + 2.0**-18) + 2.0**-20, 1.0)
