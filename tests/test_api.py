@@ -76,7 +76,7 @@ class Small(nn.Module):
 
 
 @pytest.mark.parametrize(
-    "precision", [None, "bfloat16", pytest.param("float16", marks=pytest.mark.slow)]
+    "precision", [pytest.param(None, marks=pytest.mark.slow), "bfloat16", pytest.param("float16", marks=pytest.mark.slow)]
 )
 def test_jit_vmap_compose_and_agree(precision):
     m = Small()

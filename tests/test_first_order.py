@@ -47,11 +47,19 @@ def test_first_order_sound_over_box(op, precision):
     assert not v, "\n".join(v[:10])
 
 
-@pytest.mark.parametrize("accumulation", [
-    pytest.param(a, marks=() if a == "blocked:8" else (pytest.mark.slow,))
-    for a in ["recursive", "pairwise", "blocked:8", "blocked:4", "wide:float32"]])
-@pytest.mark.parametrize("precision", _fmt_params([None, "bfloat16", "float16", "float8_e5m2"], {"bfloat16"}))
-@pytest.mark.parametrize("op", REDUCING, ids=[o[0] for o in REDUCING])
+def _acc_params():
+    """Default run: blocked:8 in bfloat16 on a long dot and a full sum; the rest -m slow."""
+    out = []
+    for op in REDUCING:
+        for prec in [None, "bfloat16", "float16", "float8_e5m2"]:
+            for acc in ["recursive", "pairwise", "blocked:8", "blocked:4", "wide:float32"]:
+                fast = acc == "blocked:8" and prec == "bfloat16" and op[0] in ("matvec_long", "sum_all")
+                out.append(pytest.param(op, prec, acc, id=f"{op[0]}-{prec}-{acc}",
+                                        marks=() if fast else (pytest.mark.slow,)))
+    return out
+
+
+@pytest.mark.parametrize("op,precision,accumulation", _acc_params())
 def test_first_order_accumulation_models_sound(op, precision, accumulation):
     name, fn, gens, radius = op
     v = check(fn, _centres(gens, 3), precision=precision, accumulation=accumulation, n_samples=2,
@@ -59,7 +67,7 @@ def test_first_order_accumulation_models_sound(op, precision, accumulation):
     assert not v, "\n".join(v[:10])
 
 
-@pytest.mark.parametrize("precision", _fmt_params([None, "bfloat16", "float16"], {None, "bfloat16"}))
+@pytest.mark.parametrize("precision", _fmt_params([None, "bfloat16", "float16"], {"bfloat16"}))
 @pytest.mark.parametrize("radius", [0.0, 0.01])
 def test_first_order_flax_mlp_sound(precision, radius):
     m = MLP()
@@ -147,8 +155,8 @@ def test_probabilistic_result_says_so_and_arguments_are_checked():
         jaxerr.bound(f, domain="affine-ish")
 
 
-@pytest.mark.parametrize("domain", ["interval", "first_order"])
-@pytest.mark.parametrize("act", ["sigmoid", "softmax"])
+@pytest.mark.parametrize("domain,act", [("interval", "sigmoid"), ("interval", "softmax"), ("first_order", "sigmoid"),
+                                        pytest.param("first_order", "softmax", marks=pytest.mark.slow)])
 def test_activation_recovers_relative_accuracy_lost_to_cancellation(domain, act):
     """Lauter & Volkova 2020: a dense layer loses relative accuracy through cancellation
     (w.x close to 0 while |w|.|x| is large); a well-conditioned activation after it
@@ -197,7 +205,8 @@ def test_layernorm_and_softmax_in_bfloat16_give_useful_bounds_at_a_point():
             assert np.all(np.isfinite(np.asarray(b.abs_err)))
             # the variance stays away from 0, the max does not decorrelate from exp's argument
             assert float(np.max(b.rel_err)) < rel_cap
-            assert not check(f, [x], precision="bfloat16", n_samples=1, domain=domain)
+    # soundness of both in both domains: test_first_order_sound_at_point /
+    # test_soundness.test_rule_sound_at_point (layernorm, softmax)
 
 
 _ACTS = {
@@ -239,7 +248,7 @@ def _two_layers(m, k, h, act, precision, accumulation, scale, radius, seed):
 
 
 # every example compiles a new analysis: a few in the default run, many under -m slow
-test_property_first_order_two_layers = settings(max_examples=3, deadline=None)(given(**_TWO_LAYERS)(_two_layers))
+test_property_first_order_two_layers = settings(max_examples=2, deadline=None)(given(**_TWO_LAYERS)(_two_layers))
 test_property_first_order_two_layers_long = pytest.mark.slow(
     settings(max_examples=60, deadline=None)(given(**_TWO_LAYERS)(_two_layers)))
 

@@ -275,7 +275,7 @@ def _dot(m, k, n, precision, accumulation, seed):
 
 
 # every example compiles a new analysis: a few in the default run, many under -m slow
-test_property_dot = settings(max_examples=5)(given(**_DOT)(_dot))
+test_property_dot = settings(max_examples=3)(given(**_DOT)(_dot))
 test_property_dot_long = pytest.mark.slow(settings(max_examples=100)(given(**_DOT)(_dot)))
 
 
