@@ -868,12 +868,17 @@ def _flag_input_overflow(diag: DiagnosticCollector, where: str, r: Real, config:
 
 
 def _any_subnormal(arrs, adt):
-    """Some nonzero |x| below the smallest normal (a float reduction: cheap on weights)."""
-    tiny = np.finfo(adt).tiny
+    """Some nonzero |x| below the analysis dtype's smallest normal. Decided on the bits
+    (zero exponent field, nonzero significand): XLA's float comparisons flush subnormals
+    to 0, so ``0 < |x| < tiny`` is never true (found by fuzzing)."""
+    nbits = np.dtype(adt).itemsize * 8
+    it = jnp.int64 if nbits == 64 else jnp.int32
+    expo = (1 << 11) - 1 << 52 if nbits == 64 else 0xFF << 23
+    mant = (1 << 52) - 1 if nbits == 64 else (1 << 23) - 1
     flag = jnp.asarray(False)
     for a in arrs:
-        a = jnp.abs(a.astype(adt))
-        flag = flag | (jnp.min(F.where(a > 0, a, jnp.inf)) < tiny)
+        b = jax.lax.bitcast_convert_type(a.astype(adt), it)
+        flag = flag | jnp.any(((b & expo) == 0) & ((b & mant) != 0))
     return flag
 
 

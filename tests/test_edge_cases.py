@@ -185,3 +185,15 @@ def test_xla_division_by_a_broadcast_is_covered():
     b = jaxerr.bound(lambda x: x / c, warn=False)(jnp.asarray(xs))
     real = np.asarray(jax.jit(lambda x: x / c)(xs), np.float64)
     assert np.all(np.abs(real - xs.astype(np.float64) / np.float64(c)) <= np.asarray(b.abs_err))
+
+
+def test_subnormal_box_end_under_jit_is_detected():
+    """Fuzz finding (seed 2038): a box end below float32's smallest normal, traced under
+    jit/vmap, was not detected (float comparisons flush it) and kept abs_err 0."""
+    f = lambda x: x[::-1]  # noqa: E731
+    lo = jnp.asarray([8.79e-39, 3.0], jnp.float32)
+    hi = jnp.asarray([2.2e-38, 3.1], jnp.float32)
+    b = jax.jit(lambda lo, hi: jaxerr.bound(f, warn=False)(jaxerr.Interval(lo, hi)))(lo, hi)
+    assert np.all(np.isinf(np.asarray(b.abs_err)))
+    bv = jax.vmap(lambda lo, hi: jaxerr.bound(f, warn=False)(jaxerr.Interval(lo, hi)))(lo[None], hi[None])
+    assert np.all(np.isinf(np.asarray(bv.abs_err)))
