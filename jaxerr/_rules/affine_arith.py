@@ -20,12 +20,14 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.affine import Affine, Form, abroadcast, fadd, fmul, fscale, fwhere, fwiden
 from .._domains.interval import Discrete, mag
+from .._domains.interval import mig as mag_min
 from .._interpreter import is_float_dtype
 from . import interval_rules
 from ._common import c as const
 from ._common import is_pow2_literal, rounding, underflow_only
 from .affine_common import fallback, invalid, make, out_shape, prep, register_affine, to_affine
 from .affine_elementwise import computed_bounds, smooth
+from .arithmetic import _recip_rounding
 
 P = _compat.prim
 
@@ -162,9 +164,17 @@ def div_rule(ctx, a, b, **_):
     r = _recip(ctx, b)
     x = fmul(a.x, r.x)
     e = _product_error(a, r)
-    M = F.mul_up(_comp_mag(a.x, a.e), _comp_mag(r.x, r.e))
-    rho = underflow_only(ctx, M) if (b.exact and is_pow2_literal(ctx.eqn.invars[1])) else rounding(ctx, M)
+    xmag = _comp_mag(a.x, a.e)
+    M = F.mul_up(xmag, _comp_mag(r.x, r.e))
+    pow2 = b.exact and is_pow2_literal(ctx.eqn.invars[1])
+    # XLA may compute x * (1/y) (a division by a broadcast or a constant): 2u, not u
+    # (fuzz seed 2049: x / 0.333...); the interval rule's bound, same argument
+    rho = underflow_only(ctx, M) if pow2 else _recip_rounding(ctx, M, xmag)
     out = make(ctx, x, fwiden(e, rho), value, a, b)
+    if not pow2 and not F.is_exact_format(ctx.fmt):
+        # and 1/y overflows for |y| < 1/max_finite
+        small = mag_min(hlo, hhi) < F.static_up(1.0 / ctx.fmt.max_finite, hlo.dtype)
+        out = invalid(ctx, small & ~bad, out, "divisor below 1/max_finite: XLA's x * (1/y) may overflow to inf")
     return invalid(ctx, bad, out, "the divisor's range contains 0, so the quotient is unbounded")
 
 
