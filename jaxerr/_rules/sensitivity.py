@@ -460,24 +460,31 @@ def dot_general_rule(ctx, gs, ins, outs, *, dimension_numbers, **_):
     def cot_for(k, other: Real):
         # each transposed entry sums over the other operand's free dimensions
         n = max(1, int(np.prod(jnp.shape(other.lo))) // max(1, contract * batch))
-        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
-        slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
-
-        def dot_up(cot, oth):  # upper bound of the product of nonnegative arrays
-            return F.add_up_nn(F.scale_up(transpose(k, oth, cot), 1 + 2 * gam), slack)
-
-        if other.point:
-            om, orad = other.lo, None
-        else:
-            om, orad = C.mid_rad(other.lo, other.hi)
-        mid = transpose(k, om, g.mid)
-        # |g o - gm om| <= gr (|om| + orad) + |gm| orad, plus the float error gamma |gm| |om|
-        rad = dot_up(F.add_up_nn(g.rad, F.scale_up(jnp.abs(g.mid), gam)), jnp.abs(om))
-        if orad is not None:
-            rad = F.add_up_nn(rad, dot_up(g.mag(), orad))
-        return Cot(mid, rad)
+        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt)
 
     return [cot_for(0, b) if ctx.need[0] else None, cot_for(1, a) if ctx.need[1] else None], None
+
+
+def bilinear_cot(g: Cot, other: Real, transpose: Any, n: int, adt: Any) -> Cot:
+    """The cotangent of one operand of a bilinear primitive (dot_general, conv): the
+    transpose ``transpose(other, cot)`` of ``g`` by the other operand's enclosure, each
+    entry a float sum of ``n`` terms. ``|g o - gm om| <= gr (|om| + orad) + |gm| orad``,
+    plus the float error ``gamma |gm| |om|`` of the midpoint transpose."""
+    gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+    slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
+
+    def t_up(cot, oth):  # upper bound of the transpose for nonnegative arrays
+        return F.add_up_nn(F.scale_up(transpose(oth, cot), 1 + 2 * gam), slack)
+
+    if other.point:
+        om, orad = other.lo, None
+    else:
+        om, orad = C.mid_rad(other.lo, other.hi)
+    mid = transpose(om, g.mid)
+    rad = t_up(F.add_up_nn(g.rad, F.scale_up(jnp.abs(g.mid), gam)), jnp.abs(om))
+    if orad is not None:
+        rad = F.add_up_nn(rad, t_up(g.mag(), orad))
+    return Cot(mid, rad)
 
 
 @register_sensitivity(P("reduce_max"))

@@ -25,12 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _compat
-from .. import _formats as F
 from .._domains import first_order as C
 from .._domains.first_order import Cot
 from .._domains.interval import Real
 from .conv import conv_params
-from .sensitivity import _linear_transpose, linear_rule, register_sensitivity
+from .sensitivity import _linear_transpose, bilinear_cot, linear_rule, register_sensitivity
 from .sorting import _hull, _ordered, _take
 
 P = _compat.prim
@@ -68,21 +67,7 @@ def conv_rule(ctx, gs, ins, outs, **params):
 
     def cot_for(k, other: Real):
         n = n_lhs if k == 0 else n_rhs
-        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
-        slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
-
-        def t_up(cot, oth):  # upper bound of the transpose for nonnegative arrays
-            return F.add_up_nn(F.scale_up(transpose(k, oth, cot), 1 + 2 * gam), slack)
-
-        if other.point:
-            om, orad = other.lo, None
-        else:
-            om, orad = C.mid_rad(other.lo, other.hi)
-        mid = transpose(k, om, g.mid)
-        rad = t_up(F.add_up_nn(g.rad, F.scale_up(jnp.abs(g.mid), gam)), jnp.abs(om))
-        if orad is not None:
-            rad = F.add_up_nn(rad, t_up(g.mag(), orad))
-        return Cot(mid, rad)
+        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt)
 
     return [cot_for(0, b) if ctx.need[0] else None, cot_for(1, a) if ctx.need[1] else None], None
 
