@@ -17,6 +17,7 @@ from .._domains.affine import Affine, Form
 from .._domains.interval import Discrete
 from . import interval_rules
 from .affine_common import fallback, make, prep, register_affine
+from .structural import _IDENTITY
 
 P = _compat.prim
 
@@ -63,10 +64,6 @@ register_affine(
     P("rev"),
     P("pad"),
 )(structural_rule)
-
-
-_IDENTITY = (P("copy"), P("copy_p"), P("stop_gradient"), P("optimization_barrier"),
-             P("sharding_constraint"), P("device_put"), P("name"))
 
 
 @register_affine(*_IDENTITY)
