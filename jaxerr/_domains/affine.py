@@ -165,23 +165,29 @@ class Form:
 class Affine:
     """Exact value ``x`` and error ``e`` (computed - exact) of a floating variable.
 
-    ``value``: the value computed at the centre of the input set. Static: ``stamp``,
-    the pool counter its slots are valid for; ``boxed``, the exact part carries input
-    uncertainty (False at point inputs, where ``x.r`` is only the analysis' rounding,
-    which is not worth symbols).
+    ``value``: the value computed at the centre of the input set. ``iv``: None, or an
+    interval-domain value (:class:`~jaxerr._domains.interval.Real`) that is a second,
+    independent valid claim about the same variable (the *reduced product*: the
+    affine domain also runs the interval rule of every equation on the operands'
+    tightest intervals, see ``_affine.py``); where an affine form's range is wider
+    than that interval (products and squares over wide boxes), rules read the
+    intersection (:func:`to_real`). Static: ``stamp``, the pool counter its slots are
+    valid for; ``boxed``, the exact part carries input uncertainty (False at point
+    inputs, where ``x.r`` is only the analysis' rounding, which is not worth symbols).
     """
 
-    __slots__ = ("x", "e", "value", "stamp", "boxed")
+    __slots__ = ("x", "e", "value", "stamp", "boxed", "iv")
 
-    def __init__(self, x: Form, e: Form, value, stamp: int = 0, boxed: bool = False):
+    def __init__(self, x: Form, e: Form, value, stamp: int = 0, boxed: bool = False, iv: Any = None):
         self.x, self.e, self.value, self.stamp, self.boxed = x, e, value, stamp, boxed
+        self.iv = iv
 
     def tree_flatten(self):
-        return (self.x, self.e, self.value), (self.stamp, self.boxed)
+        return (self.x, self.e, self.value, self.iv), (self.stamp, self.boxed)
 
     @classmethod
     def tree_unflatten(cls, aux, ch):
-        return cls(*ch, stamp=aux[0], boxed=aux[1])
+        return cls(*ch[:3], stamp=aux[0], boxed=aux[1], iv=ch[3])
 
     @property
     def shape(self):
@@ -257,7 +263,7 @@ def sync(a: Any, pool: Pool) -> Any:
     x, e = a.x, a.e
     if m is not None:
         x, e = fold(x, m), fold(e, m)
-    return Affine(x, e, a.value, pool.T, a.boxed)
+    return Affine(x, e, a.value, pool.T, a.boxed, a.iv)
 
 
 def _diag(r: Any, start: int, K: int) -> Any:
@@ -302,7 +308,7 @@ def prepare(pool: Pool, operands: list[Any], promote: list[bool]) -> list[Any]:
         sx, se = starts[i]
         x = _promote_form(a.x, sx, K) if px else a.x
         e = _promote_form(a.e, se, K) if pe else a.e
-        new = Affine(x, e, a.value, pool.T, a.boxed)
+        new = Affine(x, e, a.value, pool.T, a.boxed, a.iv)
         pool.memo[id(operands[i])] = (operands[i], new)
         out[i] = new
     return out
@@ -340,8 +346,8 @@ def from_real(r: Real, stamp: int = 0) -> Affine:
     return Affine(x, e, r.value, stamp, boxed=not r.point)
 
 
-def to_real(a: Affine) -> Real:
-    """The interval hull of an affine value (exact range, computed range, error)."""
+def _form_real(a: Affine) -> Real:
+    """The interval hull of the affine forms alone (exact range, computed range, error)."""
     lo, hi = a.x.bounds()
     err = a.err()
     if a.exact:
@@ -356,6 +362,37 @@ def to_real(a: Affine) -> Real:
     clo = F.where(bad, -jnp.inf, clo)
     chi = F.where(bad, jnp.inf, chi)
     return Real(lo, hi, clo, chi, err, a.value)
+
+
+def meet(a: Real, b: Real) -> Real:
+    """The intersection of two valid claims about one variable (both hold, so every
+    field may take the tighter of the two; ``exact``/``point`` survive from either)."""
+    exact = a.exact or b.exact
+    lo, hi = jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi)
+    if exact:
+        z = jnp.zeros_like(lo)
+        return Real(lo, hi, lo, hi, z, a.value, exact=True, point=a.point or b.point)
+    clo, chi = jnp.maximum(a.clo, b.clo), jnp.minimum(a.chi, b.chi)
+    err = jnp.minimum(a.err, b.err)
+    return Real(lo, hi, clo, chi, err, a.value, point=a.point or b.point)
+
+
+def to_real(a: Affine) -> Real:
+    """The interval hull of an affine value (exact range, computed range, error),
+    intersected with its interval claim ``a.iv`` where it has one."""
+    r = _form_real(a)
+    if a.iv is not None and jnp.shape(a.iv.lo) == jnp.shape(r.lo):
+        r = meet(r, a.iv)
+    return r
+
+
+def rbroadcast(r: Any, shape: tuple) -> Any:
+    """A :class:`Real` (or None) broadcast to ``shape``."""
+    if r is None or tuple(jnp.shape(r.lo)) == tuple(shape):
+        return r
+    b = lambda t: jnp.broadcast_to(t, shape)  # noqa: E731
+    return Real(b(r.lo), b(r.hi), b(r.clo), b(r.chi), b(r.err),
+                r.value if jnp.ndim(r.value) != 0 else b(r.value), exact=r.exact, point=r.point)
 
 
 # ---------------------------------------------------------------------------
@@ -521,4 +558,4 @@ def abroadcast(a: Affine, shape: tuple) -> Affine:
     if tuple(a.shape) == tuple(shape):
         return a
     v = jnp.broadcast_to(a.value, shape) if jnp.ndim(a.value) == 0 else a.value
-    return Affine(fbroadcast(a.x, shape), fbroadcast(a.e, shape), v, a.stamp, a.boxed)
+    return Affine(fbroadcast(a.x, shape), fbroadcast(a.e, shape), v, a.stamp, a.boxed, rbroadcast(a.iv, shape))

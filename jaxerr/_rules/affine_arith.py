@@ -18,15 +18,15 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.affine import Affine, Form, abroadcast, fadd, fmul, fscale, fwhere, fwiden
-from .._domains.interval import Discrete, mag
+from .._domains.affine import Affine, Form, abroadcast, fadd, fmul, fscale, fwhere, fwiden, to_real
+from .._domains.interval import Discrete, Real, mag
 from .._domains.interval import mig as mag_min
 from .._interpreter import is_float_dtype
 from . import interval_rules
 from ._common import c as const
 from ._common import is_pow2_literal, rounding, underflow_only
 from .affine_common import fallback, invalid, make, out_shape, prep, register_affine, to_affine
-from .affine_elementwise import computed_bounds, smooth
+from .affine_elementwise import computed_bounds, exact_bounds, smooth
 from .arithmetic import _recip_rounding
 
 P = _compat.prim
@@ -45,6 +45,12 @@ def _comp_mag(x: Form, e: Form):
     cc = x.c + e.c
     rad = F.add_up_nn(F.add_up_nn(x.rad(), e.rad()), F.up_nn(jnp.abs(cc) * (float(jnp.finfo(cc.dtype).eps) / 2)))
     return F.add_up_nn(jnp.abs(cc), rad)
+
+
+def _vmag(a: Affine):
+    """Upper bound of ``|computed value|`` of an operand (forms and interval claim)."""
+    r = to_real(a)
+    return jnp.minimum(_comp_mag(a.x, a.e), mag(r.clo, r.chi))
 
 
 def _addsub(ctx, a, b, s: int):
@@ -66,7 +72,12 @@ def _addsub(ctx, a, b, s: int):
     a, b = _binary_prep(ctx, a, b)
     x = fadd(a.x, b.x, s)
     e = fadd(a.e, b.e, s)
-    rho = rounding(ctx, _comp_mag(x, e))
+    ra, rb = to_real(a), to_real(b)
+    if s == 1:
+        slo, shi = F.add_dn(ra.clo, rb.clo), F.add_up(ra.chi, rb.chi)
+    else:
+        slo, shi = F.sub_dn(ra.clo, rb.chi), F.sub_up(ra.chi, rb.clo)
+    rho = rounding(ctx, jnp.minimum(_comp_mag(x, e), mag(slo, shi)))
     return make(ctx, x, fwiden(e, rho), value, a, b)
 
 
@@ -114,7 +125,7 @@ def mul_rule(ctx, a, b, **_):
     a, b = _binary_prep(ctx, a, b)
     x = fmul(a.x, b.x)
     e = _product_error(a, b)
-    M = F.mul_up(_comp_mag(a.x, a.e), _comp_mag(b.x, b.e))
+    M = F.mul_up(_vmag(a), _vmag(b))
     exact_scaling = (b.exact and is_pow2_literal(ib)) or (a.exact and is_pow2_literal(ia))
     rho = underflow_only(ctx, M) if exact_scaling else rounding(ctx, M)
     return make(ctx, x, fwiden(e, rho), value, a, b)
@@ -160,12 +171,20 @@ def div_rule(ctx, a, b, **_):
             bx = Form(bx.c, F.where(bad[None], jnp.zeros_like(b.x.G), b.x.G), bx.r)
         if not b.e.nil and b.e.G is not None:
             be = Form(be.c, F.where(bad[None], jnp.zeros_like(b.e.G), b.e.G), be.r)
-        b = Affine(bx, be, b.value, b.stamp, b.boxed)
+        iv = b.iv
+        if iv is not None:
+            one, zero = jnp.ones_like(iv.lo), jnp.zeros_like(iv.lo)
+            w = lambda t, v: F.where(bad, v, t)  # noqa: E731
+            iv = Real(w(iv.lo, one), w(iv.hi, one), w(iv.clo, one), w(iv.chi, one), w(iv.err, zero), iv.value,
+                      exact=iv.exact, point=iv.point)
+        b = Affine(bx, be, b.value, b.stamp, b.boxed, iv)
     r = _recip(ctx, b)
     x = fmul(a.x, r.x)
     e = _product_error(a, r)
-    xmag = _comp_mag(a.x, a.e)
-    M = F.mul_up(xmag, _comp_mag(r.x, r.e))
+    xmag = _vmag(a)
+    bclo, bchi = computed_bounds(b)
+    rmag = jnp.minimum(_comp_mag(r.x, r.e), F.div_up(jnp.ones_like(bclo), mag_min(bclo, bchi)))
+    M = F.mul_up(xmag, rmag)
     pow2 = b.exact and is_pow2_literal(ctx.eqn.invars[1])
     # XLA may compute x * (1/y) (a division by a broadcast or a constant): 2u, not u
     # (fuzz seed 2049: x / 0.333...); the interval rule's bound, same argument
@@ -179,7 +198,7 @@ def div_rule(ctx, a, b, **_):
 
 
 def _hull(a: Affine):
-    lo, hi = a.x.bounds()
+    lo, hi = exact_bounds(a)
     clo, chi = computed_bounds(a)
     return jnp.minimum(lo, clo), jnp.maximum(hi, chi)
 

@@ -41,11 +41,11 @@ def to_interval(v: Any) -> Any:
 
 
 def to_affine(ctx, v: Any, boxed: bool | None = None) -> Any:
+    """An interval value as an affine one (independent terms only), keeping the
+    interval itself as its ``iv`` claim."""
     if isinstance(v, Real):
         a = from_real(v, stamp=pool(ctx).T)
-        if boxed is not None:
-            a = Affine(a.x, a.e, a.value, a.stamp, boxed)
-        return a
+        return Affine(a.x, a.e, a.value, a.stamp, a.boxed if boxed is None else boxed, v)
     return v
 
 

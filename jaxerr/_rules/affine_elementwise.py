@@ -35,7 +35,7 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.affine import Affine, Form, fadd, fcentred, fscale, fwiden
+from .._domains.affine import Affine, Form, fadd, fcentred, fscale, fwiden, to_real
 from .._domains.interval import Discrete, mag, mig
 from . import interval_rules
 from ._common import c as const
@@ -60,12 +60,20 @@ def _half(lo, hi):
 
 
 def computed_bounds(a: Affine):
-    """Outward bounds of the computed value ``x + e``."""
-    if a.exact:
-        return a.x.bounds()
-    cc = a.x.c + a.e.c
-    rad = F.add_up_nn(F.add_up_nn(a.x.rad(), a.e.rad()), F.up_nn(jnp.abs(cc) * (float(jnp.finfo(cc.dtype).eps) / 2)))
-    return F.sub_dn(cc, rad), F.add_up(cc, rad)
+    """Outward bounds of the computed value ``x + e`` (the tighter of the forms' hull and
+    the value's interval claim)."""
+    r = to_real(a)
+    return r.clo, r.chi
+
+
+def exact_bounds(a: Affine):
+    """Outward bounds of the exact value (forms' hull meet the interval claim)."""
+    r = to_real(a)
+    return r.lo, r.hi
+
+
+def _u(dt) -> float:
+    return float(jnp.finfo(dt).eps) / 2
 
 
 def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", holder=None, value=None):
@@ -74,27 +82,43 @@ def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", hol
     ``enc(t) -> (lo, hi)`` encloses ``f(t)``; ``deriv(l, h)`` and ``frange(l, h)`` enclose
     ``f'`` and ``f`` over ``[l, h]``; ``rho(M, xmag)`` bounds the rounding of computing ``f``
     with ``|f| <= M`` at ``|x| <= xmag`` (None: an exact operation); ``holder(m)`` bounds
-    ``|f(x^) - f(x)|`` for ``|x^ - x| <= m`` where the derivative enclosure is infinite."""
+    ``|f(x^) - f(x)|`` for ``|x^ - x| <= m`` where the derivative enclosure is infinite.
+
+    The exact part is linearised around the midpoint ``m`` of the tightest known range
+    ``[l, h]`` of the operand (its forms' hull meet its interval claim):
+    ``f(x) = f(m) + alpha (x - m) + t`` with ``|t| <= w |x - m| <= w rad([l, h])``
+    (mean value theorem, ``f'`` in ``alpha +- w`` on ``[l, h]``, which holds ``x`` and
+    ``m``), and ``x - m = (X.c - m) + (X - X.c)`` keeps the operand's generators."""
     (a,) = prep(ctx, a)
     value = ctx.value(a.value) if value is None else value
     X, E = a.x, a.e
-    l, h = X.bounds()
-    fl_, fh_ = enc(X.c)
-    fc, frad = _mid_rad(fl_, fh_)
+    view = to_real(a)
+    l, h = view.lo, view.hi
+    dt = l.dtype
+    u = _u(dt)
+    m, radm = _mid_rad(l, h)
+    fl_, fh_ = enc(m)
+    fm, frad = _mid_rad(fl_, fh_)
     dlo, dhi = deriv(l, h)
     alpha, w = _half(dlo, dhi)
-    radX = X.rad()
-    aff_extra = F.add_up_nn(F.mul_up(w, radX), frad)
+    # centre fm + alpha (X.c - m), three roundings (each <= u |result|, + underflow)
+    dc = X.c - m
+    p = alpha * dc
+    cc = fm + p
+    slack = F.add_up_nn(F.add_up_nn(F.mul_up(jnp.abs(alpha), F.up_nn(jnp.abs(dc) * u)), F.up_nn(jnp.abs(p) * u)),
+                        F.up_nn(jnp.abs(cc) * u))
+    slack = F.add_up_nn(slack, F.static_up(3 * float(jnp.finfo(dt).tiny), dt))
+    aff_extra = F.add_up_nn(F.add_up_nn(F.mul_up(w, radm), frad), slack)
     ilo, ihi = frange(l, h)
     imid, irad = _mid_rad(ilo, ihi)
     # the interval enclosure where the linearisation's remainder alone is wider (wide
     # ranges, saturation; correlated generators are worth keeping otherwise), or where
     # the linearisation is not finite
-    use_iv = ~(aff_extra < irad) | ~jnp.isfinite(alpha)
+    use_iv = ~(aff_extra < irad) | ~jnp.isfinite(alpha) | ~jnp.isfinite(cc)
     alpha0 = F.where(use_iv, jnp.zeros_like(alpha), alpha)
-    xz = fcentred(X, F.where(use_iv, imid, fc), alpha0, F.where(use_iv, irad, aff_extra))
+    xz = fcentred(X, F.where(use_iv, imid, cc), alpha0, F.where(use_iv, irad, aff_extra))
 
-    clo, chi = computed_bounds(a)
+    clo, chi = view.clo, view.chi
     Hl, Hh = jnp.minimum(l, clo), jnp.maximum(h, chi)
     if rho is None:
         r = None
@@ -102,11 +126,11 @@ def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", hol
         rlo, rhi = frange(clo, chi)
         r = rho(mag(rlo, rhi), mag(clo, chi))
     if a.exact:
-        ez = Form(jnp.zeros_like(fc), None, r, nil=r is None)
+        ez = Form(jnp.zeros_like(fm), None, r, nil=r is None)
     else:
         Dlo, Dhi = deriv(Hl, Hh)
         beta, wb = _half(Dlo, Dhi)
-        magE = E.mag()
+        magE = jnp.minimum(E.mag(), view.err)
         fin = jnp.isfinite(beta) & jnp.isfinite(wb)
         beta0 = F.where(fin, beta, jnp.zeros_like(beta))
         extra = F.where(fin, F.mul_up(wb, magE), jnp.full_like(magE, jnp.inf))
