@@ -279,7 +279,12 @@ def sample_inputs(k: Kernel, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     hi = np.array([b[1] for b in k.box], np.float64)
     corners = np.array(list(itertools.product(*[(a, b) for a, b in k.box])), np.float64)
     u = rng.random((n, len(k.box)))
-    pts = lo + (hi - lo) * u
+    # per coordinate: uniform (half of the points), or at a distance 10^-U(0, 8) of
+    # the box's width from one end (cancellation near an end: (x - 1) / (x^2 - 1))
+    mode = rng.integers(0, 4, (n, len(k.box)))
+    near = 10.0 ** -rng.uniform(0, 8, (n, len(k.box)))
+    u = np.where(mode == 2, near, np.where(mode == 3, 1 - near, u))
+    pts = np.clip(lo + (hi - lo) * u, lo, hi)
     xf = np.concatenate([corners, pts], axis=0)
     d = rng.uniform(-0.999, 0.999, xf.shape)
     d = np.where(xf <= lo, np.abs(d), d)
