@@ -23,7 +23,13 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import accumulation_coefficients, c
+from ._common import (
+    accumulation_coefficients,
+    c,
+    guard_partial_sums,
+    partial_sums_overflow,
+    partial_sums_overflow_err,
+)
 
 P = _compat.prim
 
@@ -153,6 +159,12 @@ def bilinear(ctx, a, b, D, value):
     err = err_terms[0] if err_terms else jnp.zeros_like(ymid)
     for t in err_terms[1:]:
         err = F.add_up(err, t)
+    if ctx.acc.accumulator(ctx.fmt).max_finite < 1e37:
+        # a narrow accumulator (float16, float8): S itself, one more matmul
+        ovf = partial_sums_overflow(ctx, D.dot_up(mag_ac, mag(b.clo, b.chi)), ca, cb, cc)
+    else:
+        # err >= ca S: no extra matmul (a false alarm needs an error near ca * 3e38)
+        ovf = partial_sums_overflow_err(ctx, err, ca, cb, cc)
     if cb != 0:
         # wide accumulation: one final rounding of a result with |y^| <= |y| + err
         ymag = F.add_up(mag(lo, hi), err)
@@ -160,7 +172,7 @@ def bilinear(ctx, a, b, D, value):
     err = F.add_up(err, c(cc, adt))
     clo = F.sub_dn(lo, err)
     chi = F.add_up(hi, err)
-    return Real(lo, hi, clo, chi, err, value)
+    return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)
 
 
 def _int_dot(ctx, a, b, value):
