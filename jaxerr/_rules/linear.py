@@ -82,30 +82,56 @@ def _mid_rad(x: Real):
     return mid, rad
 
 
+def value_is_analysis_product(ctx, a, b) -> bool:
+    """Whether the centre value of a bilinear equation is the analysis' own product of
+    ``a.value`` and the exact point ``b`` (a program as written in the analysis dtype
+    with exact weights): then one matmul serves as both (see :func:`bilinear`)."""
+    adt = np.dtype(ctx.adt)
+    return (not ctx.override and isinstance(a, Real) and isinstance(b, Real) and b.point and b.exact
+            and np.dtype(a.value.dtype) == adt and np.dtype(b.value.dtype) == adt
+            and all(np.dtype(v.aval.dtype) == adt for v in ctx.eqn.outvars))
+
+
 @register_rule(P("dot_general"))
 def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
-    value = ctx.value(a.value, b.value)
     if isinstance(a, Discrete) or isinstance(b, Discrete):
-        return _int_dot(ctx, a, b, value)
+        return _int_dot(ctx, a, b, ctx.value(a.value, b.value))
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
+    value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
     return bilinear(ctx, a, b, _Dots(dimension_numbers, n, ctx.adt), value)
+
+
+def _value_rad(x: Real):
+    """``(centre, radius)`` with the computed centre value as the centre: the exact
+    range lies within ``value ± radius`` (``radius`` None for an exact point)."""
+    if x.point and x.exact:
+        return x.lo, None
+    v = x.value
+    return v, jnp.maximum(F.sub_up(x.hi, v), F.sub_up(v, x.lo))
 
 
 def bilinear(ctx, a, b, D, value):
     """The rule of a bilinear primitive whose every output is a sum of ``D.n`` products
     (dot_general, conv_general_dilated). ``D`` supplies ``dot(x, y)`` (the primitive in
     the analysis dtype), ``dot_up`` / ``dots_up`` (upper bounds for nonnegative
-    operands), ``g_an`` and ``slack`` (the analysis' own rounding of one product)."""
+    operands), ``g_an`` and ``slack`` (the analysis' own rounding of one product).
+
+    ``value=None`` (only when :func:`value_is_analysis_product`): the exact range is
+    formed around ``a.value`` instead of the midpoint of ``a``'s range (the radius
+    covers the whole range either way), so the analysis' product of the centres is
+    the equation's centre value too, and the program's own matmul is not repeated."""
     adt = ctx.adt
     n = D.n
     ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
 
     # ---- exact range (midpoint-radius) ----
-    ac, ar = _mid_rad(a)
+    ac, ar = _mid_rad(a) if value is not None else _value_rad(a)
     bc, br = _mid_rad(b)
     g = D.g_an
     ymid = D.dot(ac, bc)
+    if value is None:
+        value = ymid
     abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
     rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
 
