@@ -73,6 +73,7 @@ def jobs(quick: bool, sections: list[str]) -> list[dict]:
     domain, input, symbols."""
 
     def row(section, model, domain, inp, width=HIDDEN, depth=1, symbols=None, batch=BATCH):
+        batch = batch if model == "mlp" else 1
         return {"section": section, "model": model, "width": width, "depth": depth, "batch": batch,
                 "domain": domain, "input": inp, "symbols": symbols}
 
@@ -85,21 +86,25 @@ def jobs(quick: bool, sections: list[str]) -> list[dict]:
         sym_cfg = (64, 2)
     else:
         grid = [(w, d) for w in (64, 256, 1024, 4096) for d in (2, 4, 8, 16)]
-        fo = [(64, 2), (64, 4), (64, 8), (256, 2), (256, 4)]
-        aff = [(64, 2), (64, 4), (256, 2), (256, 4), (1024, 2)]
+        fo = [(64, 2), (256, 2), (64, 4)]
+        aff = [(64, 2), (256, 2), (64, 4)]
         syms = (64, 128, 256, 512, 1024)
         sym_cfg = (64, 4)
     if "mlp" in sections:
-        for w, d in grid:
-            for inp in ("point", "box"):
-                out.append(row("mlp", "mlp", "interval", inp, w, d))
+        # the box at every size first; the point input (about the same cost) at depth 2 and 4
+        for d in sorted({d for _, d in grid}):
+            for w in sorted({w for w, _ in grid}):
+                if (w, d) not in grid:
+                    continue
+                out.append(row("mlp", "mlp", "interval", "box", w, d))
+                if quick or d <= 4:
+                    out.append(row("mlp", "mlp", "interval", "point", w, d))
     if "block" in sections:
         out.append(row("block", "block", "interval", "point"))
         if not quick:
             out.append(row("block", "block", "interval", "box"))
     if "encoder" in sections and not quick:
         out.append(row("encoder", "encoder", "interval", "point", depth=LAYERS))
-        out.append(row("encoder", "encoder", "interval", "box", depth=LAYERS))
     if "symbols" in sections:
         # batch 1: the box (width elements) fits the budget, so every K promotes it
         w, d = sym_cfg
@@ -117,9 +122,10 @@ def jobs(quick: bool, sections: list[str]) -> list[dict]:
             out.append(row("affine", "mlp", "affine", "point", 256, 4, 1024))
     if "block" in sections and not quick:
         out.append(row("block", "block", "affine", "point", symbols=256))
-        out.append(row("block", "block", "affine", "box", symbols=256))
         out.append(row("block", "block", "first_order", "point"))
+        out.append(row("block", "block", "affine", "box", symbols=256))
     if "encoder" in sections and not quick:
+        out.append(row("encoder", "encoder", "interval", "box", depth=LAYERS))
         out.append(row("encoder", "encoder", "affine", "point", depth=LAYERS, symbols=256))
         out.append(row("encoder", "encoder", "first_order", "point", depth=LAYERS))
     return out
@@ -508,6 +514,10 @@ def _header(a) -> None:
           f"MLP batch {BATCH}; transformer seq {SEQ}, hidden {HIDDEN}, {HEADS} heads, MLP {FF}.", flush=True)
 
 
+def _key(r: dict) -> tuple:
+    return tuple(r.get(k) for k in ("section", "model", "width", "depth", "batch", "domain", "input", "symbols"))
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small grid, under 3 minutes on 2 cores")
@@ -521,7 +531,10 @@ def main(argv=None) -> int:
                     help="PNG path (default docs/scale.png for a full run; quick: no plot unless given)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--json", type=str, default=None, help="save the rows to this JSON file")
-    ap.add_argument("--from-json", type=str, default=None, help="print / plot rows saved by --json")
+    ap.add_argument("--from-json", type=str, default=None,
+                    help="print / plot rows saved by --json (comma-separated files are merged)")
+    ap.add_argument("--resume", action="store_true",
+                    help="with --json: keep the rows already in that file and skip them")
     ap.add_argument("--_row", type=str, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", type=str, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -532,8 +545,10 @@ def main(argv=None) -> int:
         return _child(a)
 
     if a.from_json:
-        with open(a.from_json) as fh:
-            rows = json.load(fh)["rows"]
+        rows = []
+        for path in a.from_json.split(","):
+            with open(path) as fh:
+                rows += json.load(fh)["rows"]
     else:
         sections = (a.sections or ",".join(SECTIONS)).split(",")
         for s in sections:
@@ -541,10 +556,15 @@ def main(argv=None) -> int:
                 ap.error(f"unknown section {s!r}")
         _header(a)
         rows = []
+        if a.resume and a.json and os.path.exists(a.json):
+            with open(a.json) as fh:
+                rows = [r for r in json.load(fh)["rows"] if "status" not in r]
+        done = {_key(r) for r in rows}
         t_start = time.perf_counter()
-        todo = jobs(a.quick, sections)
+        todo = [r for r in jobs(a.quick, sections) if _key(r) not in done]
         for i, r in enumerate(todo):
             row = run_row(r, a)
+            row["row_timeout"] = a.row_timeout
             rows.append(row)
             print(f"  [{i + 1}/{len(todo)}] {row['model']} w{row['width']} d{row['depth']} "
                   f"{row['domain']} {row['input']} K={row['symbols']}: {row['secs']:.0f} s (total "
