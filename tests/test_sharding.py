@@ -62,3 +62,38 @@ def test_symbol_sharding_on_one_device_changes_nothing():
     for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi"):
         np.testing.assert_array_equal(np.asarray(getattr(a, k)), np.asarray(getattr(b, k)))
     assert np.all(np.isfinite(np.asarray(b.abs_err))) and np.all(np.asarray(b.abs_err) > 0)
+
+
+def test_staged_analysis_of_a_composition_is_sound():
+    """docs/scaling.md, "split the model into stages": bound g2 over the box holding both
+    the exact and the computed output of g1; then [lo, hi] encloses the exact result of
+    g2(g1(x)) and abs_err + (hi - lo) bounds its error (checked against the simulator)."""
+    import _simulator as S
+
+    rng = np.random.default_rng(3)
+    w1 = (rng.standard_normal((6, 5)) / 2).astype(np.float32)
+    w2 = (rng.standard_normal((5, 3)) / 2).astype(np.float32)
+
+    def g1(x):
+        return jnp.tanh(x @ w1)
+
+    def g2(h):
+        return jax.nn.softmax(h @ w2, axis=-1)
+
+    x = rng.uniform(-1, 1, (4, 6)).astype(np.float32)
+    b1 = jaxerr.bound(g1, "bfloat16", warn=False)(x)
+    box = jaxerr.Interval(jnp.minimum(b1.lo, b1.computed_lo), jnp.maximum(b1.hi, b1.computed_hi))
+    b2 = jaxerr.bound(g2, "bfloat16", warn=False)(box)
+    lo, hi = np.asarray(b2.lo, np.float64), np.asarray(b2.hi, np.float64)
+    err = np.asarray(b2.abs_err, np.float64) + (hi - lo)
+    assert np.all(np.isfinite(err))
+
+    def f(x):
+        return g2(g1(x))
+
+    (exact,) = S.exact(f, [x])
+    exact = np.asarray(exact, np.float64)
+    assert np.all((lo <= exact) & (exact <= hi))
+    for order in ("sequential", "reverse", "random"):
+        (sim,) = S.simulate(f, [x], fmt="bfloat16", accumulation="wide:float32", order=order, rng=rng)
+        assert np.all(np.abs(np.asarray(sim, np.float64) - exact) <= err)
