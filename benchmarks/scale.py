@@ -533,6 +533,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=str, default=None, help="save the rows to this JSON file")
     ap.add_argument("--from-json", type=str, default=None,
                     help="print / plot rows saved by --json (comma-separated files are merged)")
+    ap.add_argument("--domains", type=str, default=None, help="only rows of these domains (comma-separated)")
+    ap.add_argument("--inputs", type=str, default=None, help="only rows with these inputs (point,box)")
     ap.add_argument("--resume", action="store_true",
                     help="with --json: keep the rows already in that file and skip them")
     ap.add_argument("--_row", type=str, default=None, help=argparse.SUPPRESS)
@@ -545,10 +547,13 @@ def main(argv=None) -> int:
         return _child(a)
 
     if a.from_json:
-        rows = []
+        merged: dict[tuple, dict] = {}  # a row measured again in a later file replaces it
         for path in a.from_json.split(","):
             with open(path) as fh:
-                rows += json.load(fh)["rows"]
+                for r in json.load(fh)["rows"]:
+                    merged.pop(_key(r), None)
+                    merged[_key(r)] = r
+        rows = sorted(merged.values(), key=lambda r: SECTIONS.index(r["section"]))
     else:
         sections = (a.sections or ",".join(SECTIONS)).split(",")
         for s in sections:
@@ -561,7 +566,9 @@ def main(argv=None) -> int:
                 rows = [r for r in json.load(fh)["rows"] if "status" not in r]
         done = {_key(r) for r in rows}
         t_start = time.perf_counter()
-        todo = [r for r in jobs(a.quick, sections) if _key(r) not in done]
+        todo = [r for r in jobs(a.quick, sections) if _key(r) not in done
+                and (a.domains is None or r["domain"] in a.domains.split(","))
+                and (a.inputs is None or r["input"] in a.inputs.split(","))]
         for i, r in enumerate(todo):
             row = run_row(r, a)
             row["row_timeout"] = a.row_timeout
