@@ -440,57 +440,74 @@ def report(rows: list[dict], markdown: bool) -> None:
 
 
 def plot(rows: list[dict], path: str) -> None:
+    """Four panels: time ratio vs width, compile time vs depth, XLA memory ratio vs width
+    (interval domain, box input, MLPs) and the affine symbol sweep."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [r for r in rows if "t_b" in r and "t_f" in r]
-    mlp = [r for r in ok if r["section"] == "mlp"]
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4.4))
-    widths = sorted({r["width"] for r in mlp})
+    mlp = [r for r in rows if r["section"] == "mlp" and r["input"] == "box"]
+    fig, axs = plt.subplots(2, 2, figsize=(12, 8.5))
+    (a_t, a_c), (a_m, a_s) = axs
     depths = sorted({r["depth"] for r in mlp})
-    for inp, ls in (("box", "-"), ("point", "--")):
-        for d in depths:
-            pts = sorted((r["width"], r["t_b"] / r["t_f"]) for r in mlp if r["depth"] == d and r["input"] == inp)
-            if pts:
-                ax[0].plot(*zip(*pts), ls, marker="o", label=f"depth {d} {inp}")
-        for w in widths:
-            pts = sorted((r["depth"], r["t_b"] / r["t_f"]) for r in mlp if r["width"] == w and r["input"] == inp)
-            if pts:
-                ax[1].plot(*zip(*pts), ls, marker="o", label=f"width {w} {inp}")
-    for a_, xl in ((ax[0], "MLP width (batch 32)"), (ax[1], "MLP depth (Dense layers)")):
-        a_.set_xscale("log", base=2)
-        a_.set_yscale("log")
-        a_.set_xlabel(xl)
-        a_.set_ylabel("time jit(bound(f)) / jit(f)")
-        a_.grid(True, which="both", alpha=0.3)
-        a_.legend(fontsize=7, ncol=2)
-    ax[0].set_title("interval domain: cost vs width")
-    ax[1].set_title("interval domain: cost vs depth")
-    sym = sorted((r["symbols"], r["t_b"] / r["t_f"], r.get("mem_b", float("nan")) / r.get("mem_f", float("nan")),
-                  r.get("compile_b", float("nan"))) for r in ok if r["section"] == "symbols")
+    widths = sorted({r["width"] for r in mlp})
+
+    def series(sel, x, y):
+        return sorted((r[x], y(r)) for r in sel if y(r) is not None)
+
+    for d in depths:
+        sel = [r for r in mlp if r["depth"] == d]
+        pts = series(sel, "width", lambda r: r["t_b"] / r["t_f"] if "t_b" in r and "t_f" in r else None)
+        if pts:
+            a_t.plot(*zip(*pts), "-o", label=f"depth {d}")
+        pts = series(sel, "width", lambda r: r["mem_b"] / r["mem_f"] if "mem_b" in r and "mem_f" in r else None)
+        if pts:
+            a_m.plot(*zip(*pts), "-o", label=f"depth {d}")
+    for w in widths:
+        sel = [r for r in mlp if r["width"] == w]
+        pts = series(sel, "depth", lambda r: r.get("compile_b"))
+        if pts:
+            a_c.plot(*zip(*pts), "-o", label=f"bound(f), width {w}")
+        stopped = [(r["depth"], r.get("row_timeout", 0)) for r in sel if "compile_b" not in r and "compile_f" in r]
+        if stopped:
+            a_c.plot(*zip(*stopped), "x", color="red", ms=10, label=f"width {w}: stopped at the row limit")
+    pts = series([r for r in mlp if r["width"] == widths[0]] if widths else [], "depth", lambda r: r.get("compile_f"))
+    if pts:
+        a_c.plot(*zip(*pts), "--", color="gray", label=f"f, width {widths[0]}")
+    for ax, xl, yl, title in (
+        (a_t, "MLP width (batch 32)", "time jit(bound(f)) / jit(f)", "interval, box: run time ratio vs width"),
+        (a_m, "MLP width (batch 32)", "XLA peak memory bound(f) / f", "interval, box: memory ratio vs width"),
+        (a_c, "MLP depth (Dense layers)", "compile time [s]", "interval, box: compile time vs depth"),
+    ):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(xl)
+        ax.set_ylabel(yl)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    ok = [r for r in rows if r["section"] == "symbols" and "t_b" in r and "t_f" in r]
+    sym = sorted((r["symbols"], r["t_b"] / r["t_f"], r["mem_b"] / r["mem_f"], r["compile_b"]) for r in ok)
     if sym:
-        k = [s[0] for s in sym]
-        ax[2].plot(k, [s[1] for s in sym], "-o", label="time ratio")
-        ax[2].plot(k, [s[2] for s in sym], "-s", label="XLA memory ratio")
-        ax2 = ax[2].twinx()
-        ax2.plot(k, [s[3] for s in sym], ":^", color="gray", label="compile [s]")
-        ax2.set_ylabel("compile time of bound(f) [s]")
-        ax2.legend(loc="lower right", fontsize=7)
-        cfg = next(r for r in ok if r["section"] == "symbols")
-        ax[2].set_title(f"affine, MLP width {cfg['width']} depth {cfg['depth']} batch {cfg['batch']} box: "
-                        "cost vs symbols K", fontsize=9)
-        ax[2].set_xscale("log", base=2)
-        ax[2].set_yscale("log")
-        ax[2].set_xlabel("symbol budget K")
-        ax[2].set_ylabel("bound(f) / f")
-        ax[2].grid(True, which="both", alpha=0.3)
-        ax[2].legend(loc="upper left", fontsize=7)
+        k = [v[0] for v in sym]
+        a_s.plot(k, [v[1] for v in sym], "-o", label="run time ratio")
+        a_s.plot(k, [v[2] for v in sym], "-s", label="XLA memory ratio")
+        a_s.plot(k, [v[3] for v in sym], ":^", color="gray", label="compile time [s]")
+        cfg = ok[0]
+        a_s.set_title(f"affine, MLP width {cfg['width']} depth {cfg['depth']} batch {cfg['batch']}, box: "
+                      "cost vs symbol budget", fontsize=10)
+        a_s.set_xscale("log", base=2)
+        a_s.set_yscale("log")
+        a_s.set_xlabel("symbols K")
+        a_s.set_ylabel("bound(f) / f  (compile: seconds)")
+        a_s.grid(True, which="both", alpha=0.3)
+        a_s.legend(fontsize=7)
     fig.tight_layout()
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
     print(f"plot written to {path}")
 
 
