@@ -580,8 +580,8 @@ def main(argv=None) -> int:
         rows = []
         if a.resume and a.json and os.path.exists(a.json):
             with open(a.json) as fh:
-                rows = [r for r in json.load(fh)["rows"] if "status" not in r]
-        done = {_key(r) for r in rows}
+                rows = json.load(fh)["rows"]
+        done = {_key(r) for r in rows if "status" not in r}  # stopped rows are run again
         t_start = time.perf_counter()
         todo = [r for r in jobs(a.quick, sections) if _key(r) not in done
                 and (a.domains is None or r["domain"] in a.domains.split(","))
@@ -589,7 +589,7 @@ def main(argv=None) -> int:
         for i, r in enumerate(todo):
             row = run_row(r, a)
             row["row_timeout"] = a.row_timeout
-            rows.append(row)
+            rows = [q for q in rows if _key(q) != _key(row)] + [row]
             print(f"  [{i + 1}/{len(todo)}] {row['model']} w{row['width']} d{row['depth']} "
                   f"{row['domain']} {row['input']} K={row['symbols']}: {row['secs']:.0f} s (total "
                   f"{time.perf_counter() - t_start:.0f} s)" + (f"  STOPPED: {row['status']}" if "status" in row else ""),
