@@ -418,6 +418,7 @@ def report(rows: list[dict], markdown: bool) -> None:
         sel = [r for r in rows if r["section"] == sec]
         if not sel:
             continue
+        sel.sort(key=lambda r: (r["depth"], r["width"], r["symbols"] or 0, r["domain"], r["input"] != "point"))
         print(f"\n{'### ' if markdown else '== '}{sec}\n")
         print_table(sel, markdown)
     print()
