@@ -26,7 +26,7 @@ def test_sharded_analysis_matches_one_device():
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), env.get("PYTHONPATH", "")])
     p = subprocess.run([sys.executable, os.path.join(here, "_sharded_check.py")], env=env,
-                       capture_output=True, text=True, timeout=3000)
+                       capture_output=True, text=True, timeout=5400)
     print(p.stdout)
     assert p.returncode == 0, p.stdout + p.stderr[-3000:]
     assert p.stdout.count("batch-sharded") == 6
