@@ -3,7 +3,7 @@ and tightness.
 
     python benchmarks/zoo.py [--models mlp,lenet,...] [--formats bfloat16,float16]
                              [--domains interval,first_order,affine] [--runs 20]
-                             [--timeout 900] [--markdown]
+                             [--timeout 900] [--jobs 1] [--resume rows.jsonl]
 
 One row per model x format x input kind (a point, or a box ``centre ± radius`` over the
 floating inputs; token inputs stay exact, the box of the LSTM classifier is over its
@@ -25,6 +25,7 @@ slow compile cannot stall the table. Columns:
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -154,7 +155,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--box-points", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=900)
-    ap.add_argument("--jsonl", default=None, help="also append every row as JSON to this file")
+    ap.add_argument("--jobs", type=int, default=1, help="rows computed at a time (one subprocess each)")
+    ap.add_argument("--resume", default=None,
+                    help="JSON-lines file: rows found there are not recomputed, new rows are appended")
     args = ap.parse_args()
     if args.row:
         print(json.dumps(_row(*args.row, args.runs, args.box_points)), flush=True)
@@ -162,20 +165,34 @@ def main() -> None:
     import zoo
 
     models = args.models.split(",") if args.models else list(zoo.NAMES)
+    rows = [(name, fmt, kind, dom) for fmt in args.formats.split(",") for name in models
+            for kind in args.kinds.split(",") for dom in args.domains.split(",")]
+    done = {}
+    if args.resume and os.path.exists(args.resume):
+        with open(args.resume) as fh:
+            for line in fh:
+                r = json.loads(line)
+                done[(r["model"], r["format"], r["kind"], r["domain"])] = r
     print(f"model zoo (tests/zoo.py): {args.runs} simulated executions per row, accumulation auto "
-          f"(wide:float32), timeout {args.timeout:.0f} s per row")
-    print("| model | format | input | domain | compile [s] | call [ms] | median abs_err/obs | "
-          "max abs_err/obs | inf | viol |")
-    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
-    for name in models:
-        for fmt in args.formats.split(","):
-            for kind in args.kinds.split(","):
-                for dom in args.domains.split(","):
-                    r = _run_row(name, fmt, kind, dom, args.runs, args.box_points, args.timeout)
-                    print(_fmt_row(r), flush=True)
-                    if args.jsonl:
-                        with open(args.jsonl, "a") as fh:
-                            fh.write(json.dumps(r) + "\n")
+          f"(wide:float32), timeout {args.timeout:.0f} s per row, {args.jobs} row(s) at a time")
+    header = ("| model | format | input | domain | compile [s] | call [ms] | median abs_err/obs | "
+              "max abs_err/obs | inf | viol |\n|---|---|---|---|---|---|---|---|---|---|")
+    print(header, flush=True)
+    todo = [k for k in rows if k not in done]
+
+    def work(key):
+        return _run_row(*key, args.runs, args.box_points, args.timeout)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as ex:
+        for r in ex.map(work, todo):
+            done[(r["model"], r["format"], r["kind"], r["domain"])] = r
+            print(_fmt_row(r), flush=True)
+            if args.resume:
+                with open(args.resume, "a") as fh:
+                    fh.write(json.dumps(r) + "\n")
+    print("\nall rows, in order:\n" + header)
+    for k in rows:
+        print(_fmt_row(done[k]))
 
 
 if __name__ == "__main__":

@@ -260,7 +260,7 @@ def _nnx():
 def _keras():
     import jaxerr.keras as jkeras  # sets KERAS_BACKEND=jax before keras is imported
 
-    import keras
+    keras = jkeras.keras
 
     m = keras.Sequential([
         keras.Input((6, 6, 2)),
@@ -306,7 +306,7 @@ _BUILDERS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build(name: str) -> Model:
     """The zoo model ``name`` (one of :data:`NAMES`), built once per process."""
     return _BUILDERS[name]()

@@ -173,7 +173,8 @@ def _window_extreme(ctx, a, is_max: bool, **params):
 
     pl, ph, pcl, pch = (patch(t, -jnp.inf) for t in (xl, xh, cl, ch))
     k = jnp.argmax(pl, axis=-1)
-    one = jnp.arange(idx.shape[-1]) == k[..., None]
+    cells = jnp.arange(idx.shape[-1]).reshape((1,) * k.ndim + (idx.shape[-1],))
+    one = cells == k[..., None]
     others_h = jnp.max(F.where(one, -jnp.inf, ph), axis=-1)
     others_ch = jnp.max(F.where(one, -jnp.inf, pch), axis=-1)
     kl = jnp.take_along_axis(pl, k[..., None], axis=-1)[..., 0]
