@@ -65,8 +65,8 @@ def test_patches_read_what_reduce_window_reads(shape, wp):
     np.testing.assert_array_equal(got, want)
 
 
-# the default run: one convolution and one max pool over a box, bfloat16
-@pytest.mark.parametrize("name", ["conv_strided_padded_dilated", "max_pool"])
+# the default run: one max pool over a box, bfloat16 (a convolution under -m slow)
+@pytest.mark.parametrize("name", [pytest.param("conv_strided_padded_dilated", marks=pytest.mark.slow), "max_pool"])
 def test_affine_layer_sound_quick(name):
     fn, xs = TL._inputs(name)
     v = check(fn, xs, precision="bfloat16", domain="affine", radius=0.02, n_samples=2)

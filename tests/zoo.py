@@ -113,15 +113,30 @@ class BasicBlock(nn.Module):
         return nn.relu(x + y)
 
 
+def finite_mask_attention(query, key, value, mask=None, **kw):
+    """``nn.dot_product_attention`` with the mask applied as an additive bias of -1e4.
+
+    Flax's default masks with ``finfo(float32).min``; analysed "as if" in bfloat16 or
+    float16 that constant rounds to -inf (it is beyond both formats' largest finite
+    value), so the interval analysis sees an input error of inf and the whole bound is
+    inf (sound, with a diagnostic, but useless). A real low-precision model masks with
+    its own format's finite minimum; -1e4 is finite in every format and ``exp(-1e4)``
+    underflows to 0 like the masked logits should."""
+    bias = None if mask is None else jnp.where(mask, 0.0, -1e4).astype(query.dtype)
+    return nn.dot_product_attention(query, key, value, bias=bias, mask=None, **kw)
+
+
 class EncoderBlock(nn.Module):
-    """Pre-LN transformer encoder block."""
+    """Pre-LN transformer encoder block (MultiHeadDotProductAttention with the mask as
+    a finite bias, see :func:`finite_mask_attention`)."""
 
     heads: int = 2
 
     @nn.compact
     def __call__(self, x, mask):
         h = nn.LayerNorm()(x)
-        h = nn.MultiHeadDotProductAttention(num_heads=self.heads, deterministic=True)(h, h, mask=mask)
+        h = nn.MultiHeadDotProductAttention(num_heads=self.heads, deterministic=True,
+                                            attention_fn=finite_mask_attention)(h, h, mask=mask)
         x = x + h
         h = nn.LayerNorm()(x)
         h = nn.Dense(2 * x.shape[-1])(h)
