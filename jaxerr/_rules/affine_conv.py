@@ -12,7 +12,9 @@ convolution itself:
   the convolution is linear in each argument), independent term
   ``|c_x| * r_w + r_x * |c_w| + rad X * rad W``;
 * error: ``x^ * w^ - x * w = X * Ew + Ex * (W + Ew)`` (form products again), plus the accumulation model's ``a S + b |z^| + c`` with
-  ``S = |x^| * |w^|`` (the same coefficients as the interval rule in ``conv.py``).
+  ``S = |x^| * |w^|`` (the same coefficients as the interval rule in ``conv.py``);
+  where a partial sum may overflow the accumulator (``_common.partial_sums_overflow``)
+  the error bound is inf.
 
 Before the convolution the operands' independent terms become fresh shared symbols
 (``prep(..., promote=...)``) when they fit in the budget, so that the rounding errors
@@ -33,7 +35,7 @@ from .. import _formats as F
 from .._domains.affine import Form, fadd, fwiden, tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
-from ._common import accumulation_coefficients, c
+from ._common import accumulation_coefficients, c, partial_sums_overflow
 from .affine_arith import _comp_mag
 from .affine_common import fallback, make, prep, register_affine
 from .affine_linear import fdot
@@ -94,4 +96,7 @@ def conv_general_dilated_rule(ctx, a, b, **params):
         zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
         acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
     acc = F.add_up_nn(acc, c(cc, ctx.adt))
+    ovf = partial_sums_overflow(ctx, S, ca, cb, cc)
+    if ovf is not None:
+        acc = F.where(ovf, jnp.inf, acc)  # a partial sum may overflow: no bound
     return make(ctx, x, fwiden(e, acc), value, a, b)

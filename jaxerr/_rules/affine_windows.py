@@ -8,7 +8,8 @@ and ``wsum(G)`` (``gamma_n`` times the windowed sum of the magnitudes, rounded u
 goes into the independent term. The error form is the windowed sum of the error form
 plus the summation bound ``a S + b |z^| + c`` of ``windows.sum_coefficients`` (the
 accumulation model, or every addition rounded to the format in any order, whichever is
-larger, as for the interval rule), ``S`` the windowed sum of ``|x^|``. Padding and
+larger, as for the interval rule), ``S`` the windowed sum of ``|x^|`` (inf where a
+partial sum may overflow the format, ``_common.partial_sums_overflow``). Padding and
 base-dilation holes contribute exact zeros. The operand's independent terms are
 promoted to shared symbols first (when they fit in the budget).
 
@@ -41,7 +42,7 @@ from .. import _formats as F
 from .._domains.affine import Form, fwhere, fwiden, tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
-from ._common import c
+from ._common import c, partial_sums_overflow
 from .affine_arith import _comp_mag
 from .affine_common import fallback, make, prep, register_affine
 from .affine_elementwise import computed_bounds
@@ -95,6 +96,10 @@ def reduce_window_sum_rule(ctx, a, **params):
         zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
         acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
     acc = F.add_up_nn(acc, c(cc if n > 1 else 0.0, ctx.adt))
+    # XLA rounds every partial windowed sum to the format: where one may overflow, no bound
+    ovf = partial_sums_overflow(ctx, S, ca, cb, cc, in_format=True) if n > 2 else None
+    if ovf is not None:
+        acc = F.where(ovf, jnp.inf, acc)
     e = Form(e.c, None, acc) if e.nil else fwiden(e, acc)
     return make(ctx, x, e, value, a)
 
