@@ -24,9 +24,11 @@ DEFAULT_SYMBOLS = 1024
 def _load_rules() -> dict[Any, Any]:
     from ._rules import (  # noqa: F401
         affine_arith,
+        affine_conv,
         affine_elementwise,
         affine_linear,
         affine_structural,
+        affine_windows,
         interval_rules,
     )
     from ._rules.affine_common import affine_rules, fallback
