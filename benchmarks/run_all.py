@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str], dict[str, str]]] = {
     "layers_lenet": ("layers_lenet.py", ["--runs", "5", "--box-points", "2"], [], {}),
     "control_flow": ("control_flow.py", ["--runs", "5"], [], {}),
     "mixed": ("mixed.py", ["--quick", "--reps", "1"], [], {}),
+    "zoo": ("zoo.py", ["--models", "mlp", "--formats", "bfloat16", "--kinds", "point", "--domains",
+                       "interval,affine", "--runs", "5", "--timeout", "300"], [], {}),
 }
 
 
