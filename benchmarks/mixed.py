@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np
 
 import jaxerr
-from jaxerr.emulate import emulated_dot_general
+from jaxerr import emulated_dot_general
 
 EX = runpy.run_path(str(pathlib.Path(__file__).resolve().parent.parent / "examples" / "mixed_precision_digits.py"))
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxerr
-from jaxerr.emulate import Arithmetic
+from jaxerr import Arithmetic
 
 LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
 HIGH = Arithmetic.make("float16", "recursive")

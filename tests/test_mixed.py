@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxerr
-from jaxerr.emulate import Arithmetic, emulated_dot_general
+from jaxerr._emulate import Arithmetic, emulated_dot_general
 
 LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
 HIGH = Arithmetic.make("float16", "recursive")
@@ -210,7 +210,7 @@ def test_gathered_dot_equals_full_product(ar, monkeypatch):
     chunks so that every chunking path runs, equals the full emulated product's entries."""
     import importlib
 
-    E = importlib.import_module("jaxerr.emulate")  # the module (jaxerr.emulate is also the function)
+    E = importlib.import_module("jaxerr._emulate")
     monkeypatch.setattr(E, "_GATHER_CHUNK", 4)
     monkeypatch.setattr(E, "_COMPONENT_CHUNK", 5)
     rng = np.random.default_rng(7)
