@@ -9,10 +9,10 @@ enclosure of the exact real result and a rigorous bound on the error of running
 from . import testing  # noqa: E402
 from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
 from ._domains.interval import Discrete, Real
+from ._emulate import Arithmetic, emulate, emulated_dot_general, emulated_dot_general_with_bound
 from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
-from ._emulate import Arithmetic, emulate, emulated_dot_general, emulated_dot_general_with_bound
 from .mixed import mixed_dot_general, mixed_precision
 from .report import Report, report
 from .tune import Target, TuneResult, tune

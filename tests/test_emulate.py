@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxerr
-from jaxerr._exact import round_exact
 from jaxerr._emulate import emulate
+from jaxerr._exact import round_exact
 
 NARROW = ["float8_e4m3fn", "float8_e5m2", "float16", "bfloat16"]
 ALL = [n for n in jaxerr.FORMATS if n != "float64"]
