@@ -46,8 +46,8 @@ E4M3 = jaxerr.FORMATS["float8_e4m3fn"]
 TAUS = (1.0, 0.5, 0.3, 0.1)
 SWEEPS = {
     "activation": TAUS,
-    "condition": (3.0, 1.0, 0.3, 0.1, 0.03),
-    "condition+sign": (1.0, 0.3, 0.1),
+    "condition": (30.0, 10.0, 3.0, 1.0, 0.3, 0.1),
+    "condition+sign": (3.0, 1.0, 0.3, 0.1),
     "bound": (3.0, 1.0, 0.3),
 }
 #: ``"condition+sign"``: the condition criterion plus the sign-uncertainty test for ReLU:
