@@ -28,7 +28,7 @@ import jaxerr.flax
 
 
 class CNN(nn.Module):
-    """conv 3x3 (8) -> BatchNorm -> ReLU -> 2x2 average pool -> conv 3x3 (16) -> ReLU
+    """conv 3x3 (8) -> BatchNorm -> ReLU -> 2x2 average pool -> conv 3x3 (16) -> tanh
     -> dense (10 logits), on 8x8x1 images."""
 
     train: bool = False
@@ -39,7 +39,7 @@ class CNN(nn.Module):
         x = nn.BatchNorm(use_running_average=not self.train)(x)
         x = nn.relu(x)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = nn.relu(nn.Conv(16, (3, 3))(x))
+        x = nn.tanh(nn.Conv(16, (3, 3))(x))
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(10)(x)
 
@@ -152,7 +152,7 @@ def main(argv=None) -> dict:
 
     if not ns.quick:
         # --8<-- [start:tune]
-        res = jaxerr.tune(predict, (variables, jaxerr.Interval.around(x, 1 / 128)), target="argmax",
+        res = jaxerr.tune(predict, (variables, x), target="argmax",
                           candidates=["float32", "bfloat16", "float16"])
         res.print()
         # --8<-- [end:tune]

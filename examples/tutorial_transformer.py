@@ -115,33 +115,28 @@ def main(argv=None) -> dict:
     # --8<-- [end:point]
     out["all_bf16_abs_err"] = float(b.abs_err.max())
 
-    # --8<-- [start:layer_precision]
-    blk = "Classifier/EncoderBlock_0"
-    prec = {"": "float32",  # LayerNorms and the residual stream
-            "Classifier/Dense_0": "bfloat16",  # embedding
-            f"{blk}/MultiHeadDotProductAttention_0": "bfloat16",
-            f"{blk}/Dense_0": "bfloat16", f"{blk}/Dense_1": "bfloat16",  # MLP
-            "Classifier/Dense_1": "bfloat16"}  # classifier head
-    b2 = jaxerr.flax.bound_linen(model, variables, prec, jit=False)(x)
-    print(f"bfloat16 matmuls, float32 LayerNorm and residuals: max abs_err {float(b2.abs_err.max()):.3g}, "
-          f"median rel_err {float(jnp.median(b2.rel_err)):.3g}")
-    # --8<-- [end:layer_precision]
-    out["mixed_abs_err"] = float(b2.abs_err.max())
-
     # --8<-- [start:report]
-    rep = jaxerr.report(predict, prec, jit=False)(variables, x)
+    rep = jaxerr.report(predict, "bfloat16", jit=False)(variables, x)
     rep.print()
     rep.plot(os.path.join(ns.out, "transformer_report.png"))
     # --8<-- [end:report]
     out["report"] = rep
 
-    # --8<-- [start:certified]
-    from jaxerr.testing import assert_allclose_certified
-
-    actual = predict(variables, x)  # float32 execution: within the float32 bound
-    assert_allclose_certified(actual, predict, variables, x, precision="float32", jit=False)
-    # --8<-- [end:certified]
-    print("assert_allclose_certified (float32): passed")
+    # --8<-- [start:layer_precision]
+    prec = {"": "float32",  # attention, LayerNorms and the residual stream
+            "Classifier/Dense_0": "bfloat16",  # embedding
+            "Classifier/EncoderBlock_0/Dense_0": "bfloat16",  # MLP
+            "Classifier/EncoderBlock_0/Dense_1": "bfloat16",
+            "Classifier/Dense_1": "bfloat16"}  # classifier head
+    b2 = jaxerr.flax.bound_linen(model, variables, prec, jit=False)(x)
+    print(f"bfloat16 embedding, MLP and head, the rest float32: max abs_err {float(b2.abs_err.max()):.3g}, "
+          f"median rel_err {float(jnp.median(b2.rel_err)):.3g}")
+    low = model.apply(jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16).astype(jnp.float32), variables),
+                      x)  # float32 run with bfloat16-rounded weights, for scale
+    print(f"(for scale: the logits change by {float(jnp.abs(low - predict(variables, x)).max()):.3g} "
+          f"when only the weights are rounded to bfloat16)")
+    # --8<-- [end:layer_precision]
+    out["mixed_abs_err"] = float(b2.abs_err.max())
     print(f"total {time.perf_counter() - t0:.1f} s")
     return out
 
