@@ -19,7 +19,7 @@ from jaxerr.testing import assert_allclose_certified
 key_x, key_w = jax.random.split(jax.random.PRNGKey(0))
 x = jax.random.uniform(key_x, (8, 64), minval=-1.0, maxval=1.0)
 w = jax.random.normal(key_w, (64, 16)) / 8
-b = jnp.linspace(-0.5, 0.5, 16)
+b = jnp.linspace(-0.5, 0.5, 16)[None, :]  # (1, 16): broadcasts over the batch
 
 
 def reference(x, w, b):

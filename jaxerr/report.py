@@ -494,7 +494,7 @@ class _Recorder:
 
 def _op_count(eqn: Any) -> int:
     """Floating operations of one equation under the cost model: a multiply-add per
-    term of a ``dot_general`` (2 per term), one per input element of a reduction, one
+    term of a ``dot_general`` or ``conv_general_dilated`` (2 per term), one per input element of a reduction, one
     per output element otherwise; data movement (structural primitives) costs 0."""
     if eqn.primitive in STRUCTURAL:
         return 0
@@ -503,6 +503,10 @@ def _op_count(eqn: Any) -> int:
         (lc, _), _ = eqn.params["dimension_numbers"]
         n = int(np.prod([eqn.invars[0].aval.shape[d] for d in lc]))
         return 2 * n * out_size
+    if eqn.primitive is _P("conv_general_dilated"):  # a multiply-add per kernel term per output
+        rhs = eqn.invars[1].aval.shape
+        out_feat = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return 2 * (int(np.prod(rhs)) // max(out_feat, 1)) * out_size
     if eqn.primitive.name.startswith("reduce_"):
         return int(np.prod(eqn.invars[0].aval.shape))
     return out_size
