@@ -377,6 +377,14 @@ def _condition(ctx: Ctx, invals: list[Any], out: Real) -> Any | None:
         num = jax.lax.dot_general(jnp.abs(a), jnp.abs(b), dn, precision=prec)
         den = jnp.abs(jax.lax.dot_general(a, b, dn, precision=prec))
         return num / den
+    if prim is _P("conv_general_dilated"):  # inner products of patches: (|w|*|x|)/|w*x|
+        if len(reals) != 2:
+            return None
+        a, b = (_mid(v) for v in invals)
+        params = dict(ctx.eqn.params)
+        num = prim.bind(jnp.abs(a), jnp.abs(b), **params)
+        den = jnp.abs(prim.bind(a, b, **params))
+        return num / den
     if prim in _SUMS and len(invals) == 2 and len(reals) == 2:
         a, b = (_mid(v) for v in invals)
         s = a - b if prim is _P("sub") else a + b
