@@ -146,6 +146,7 @@ def test_certified_test_example():
     mod["test_a_wrong_approximation_is_caught"]()
 
 
+@pytest.mark.slow  # ~40 s of CPU (training compile, four analyses)
 def test_tutorial_cnn_quick(tmp_path, capsys):
     """docs/tutorials/cnn.md's script, --quick (skips first_order and tune)."""
     pytest.importorskip("sklearn")
