@@ -145,7 +145,7 @@ def main(argv=None):
     steps = 300 if args.quick else 600
     sweeps = {"activation": (1.0, 0.3), "condition": (1.0, 0.3)} if args.quick else EX["SWEEPS"]
     for act in ("relu", "tanh"):
-        rows, (qp, scales) = EX["run_experiment"](act, xtr, ytr, xte, yte, steps, sweeps, log=lambda *a: None)
+        rows, (qp, scales, _) = EX["run_experiment"](act, xtr, ytr, xte, yte, steps, sweeps, log=lambda *a: None)
         EX["print_table"](act, rows)
         x = jnp.asarray(xte)
         mlp = EX["mlp"]
