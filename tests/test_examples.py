@@ -155,7 +155,8 @@ def test_tutorial_cnn_quick(tmp_path, capsys):
     res = mod["main"](["--quick", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert "real bfloat16 run inside [lo - abs_err, hi + abs_err]: True" in out
-    assert "CNN/Conv_0" in out and "CNN/BatchNorm_0" in out and "CNN/Dense_0" in out
+    names = {st.name for st in res["report"].stages}
+    assert {"CNN/Conv_0", "CNN/BatchNorm_0", "CNN/Conv_1", "CNN/Dense_0"} <= names
     assert "assert_allclose_certified: passed" in out
     assert np.isfinite(res["point_abs_err"]) and res["box_abs_err"] >= res["point_abs_err"]
     assert (tmp_path / "cnn_report.png").stat().st_size > 10_000
@@ -180,4 +181,4 @@ def test_tutorial_transformer(tmp_path, capsys):
     if not np.isfinite(res["all_bf16_abs_err"]):  # all-bfloat16: the LayerNorm is named
         assert "rsqrt" in out
     assert np.isfinite(res["mixed_abs_err"])
-    assert "EncoderBlock_0/MultiHeadDotProductAttention_0" in out
+    assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)
