@@ -48,7 +48,7 @@ class Classifier(nn.Module):
 
     @nn.compact
     def __call__(self, x):  # x: (batch, 8, 8)
-        x = nn.Dense(16)(x) + self.param("pos", nn.initializers.normal(0.1), (8, 16))
+        x = nn.Dense(16)(x) + self.param("pos", nn.initializers.normal(0.1), (1, 8, 16))
         x = EncoderBlock()(x)
         return nn.Dense(10)(x.mean(axis=1))
 
