@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
-from ._domains.affine import Affine, Form, Pool, from_real, prepare, to_real
+from ._domains.affine import Affine, Form, Pool, from_real, prepare, shard_generators, to_real
 from ._domains.interval import Real
 from ._interpreter import Config, Ctx, DiagnosticCollector, Domain, interpret
 
@@ -29,9 +29,11 @@ FANOUT_DIVISOR = 16
 def _load_rules() -> dict[Any, Any]:
     from ._rules import (  # noqa: F401
         affine_arith,
+        affine_conv,
         affine_elementwise,
         affine_linear,
         affine_structural,
+        affine_windows,
         interval_rules,
     )
     from ._rules.affine_common import affine_rules, fallback
@@ -99,6 +101,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
         quiet = dataclasses.replace(ctx, diag=DiagnosticCollector())
         ivs = [to_real(v) if isinstance(v, Affine) else v for v in invals]
         out = Affine(out.x, out.e, out.value, out.stamp, out.boxed, _INTERVAL.finalize(quiet, aval, out.iv, ivs))
+    out = shard_generators(out, ctx.config.state) if isinstance(ctx.config.state, Pool) else out
     from ._rules.affine_elementwise import computed_bounds
     from ._rules.structural import STRUCTURAL
 
@@ -180,13 +183,29 @@ def _fanout_convert(counts: dict[int, int], pool: Pool):
 
 
 def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Config,
-                   diag: DiagnosticCollector, symbols: int) -> list[Any]:
+                   diag: DiagnosticCollector, symbols: int, symbol_sharding: Any = None) -> list[Any]:
     """Interpret ``jaxpr`` in the affine domain; ``values`` are the interval domain's
-    argument values. Returns intervals (Real) / Discrete values."""
+    argument values. Returns intervals (Real) / Discrete values.
+
+    ``symbol_sharding``: None, or ``(mesh, axis_name)``: every generator array (shape
+    ``(symbols, ...)``) is constrained to be split along its symbol axis over that mesh
+    axis, so that XLA's SPMD partitioner spreads the symbols over devices. The bounds
+    are valid either way; the sums over the symbol axis (``gsum``) are then partial
+    sums per device plus a cross-device reduction, whose rounding ``gsum``'s ``gamma_K``
+    factor covers in any order."""
     from ._bound import DOMAIN as _INTERVAL
     from ._bound import _constant
 
-    pool = Pool(symbols)
+    shard = None
+    if symbol_sharding is not None:
+        from ._compat import shard_leading_axis
+
+        mesh, axis = symbol_sharding
+
+        def shard(G):
+            return shard_leading_axis(G, mesh, axis)
+
+    pool = Pool(symbols, shard)
     cfg = dataclasses.replace(config, state=pool)
 
     def constant(val, aval, config_):
@@ -209,7 +228,7 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
             a = Affine(a.x, a.e, a.value, a.stamp, a.boxed, v)
             if a.boxed:
                 (a,) = prepare(pool, [a], [True])
-            args.append(a)
+            args.append(shard_generators(a, pool))
         else:
             args.append(v)
     outs = interpret(dom, jaxpr, consts, args, cfg, diag)
