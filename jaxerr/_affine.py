@@ -69,6 +69,7 @@ def _reduced(arule: Any, irule: Any) -> Any:
         return res if multi else res[0]
 
     rule.__name__ = f"affine_reduced_{getattr(arule, '__name__', 'rule')}"
+    rule.__wrapped__ = arule  # inspect.unwrap gives the affine rule itself
     return rule
 
 
