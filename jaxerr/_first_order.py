@@ -55,7 +55,6 @@ from ._rules.sensitivity import sensitivity_rules
 from ._rules.structural import STRUCTURAL as _STRUCTURAL
 
 P = _compat.prim
-_DEBUG = False
 
 
 class _Tape:
@@ -639,7 +638,6 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             cots[id(o)] = C.add(cots.get(id(o)), Cot(hot, jnp.zeros_like(hot)))
         zero = jnp.zeros((), adt)
         wc, ss, var, det = zero, zero, zero, zero
-        dcut, dfold = zero, zero
         signed = _SignedSum(zero)
         for ctx, ins, outs_ in reversed(entries):
             gs = [cots.pop(id(o), None) for o in outs_]
@@ -690,7 +688,6 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                     R = R if cut is None else F.where(cmask, 0.0, R)
                     wc = F.add_up_nn(wc, _contrib(g, R))
                     det = F.add_up_nn(det, _contrib(g, R))
-                    dcut = dcut + _contrib(g, R)
                 if tape.probabilistic:
                     if ss_k is None:
                         ss_k, det_k = F.mul_up(E, E), jnp.zeros_like(E)
@@ -719,8 +716,6 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         known = signed.bound(adt)
         wc = F.add_up_nn(wc, known)
         det = F.add_up_nn(det, known)
-        if _DEBUG:
-            return jnp.stack([wc, ss, var, det, known, dcut, signed.r])
         return jnp.stack([wc, ss, var, det])
 
     idx = jnp.arange(M)
@@ -742,7 +737,14 @@ def first_order_errors(
     chunk: int | None = None,
     refine: bool = True,
 ) -> tuple[list[Any], list[Any]]:
-    """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
+    """Per output: (worst-case first-order error bound, probabilistic bound or None).
+
+    With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
+    and caps the probabilistic one (whose tape uses probabilistic path ranges)."""
+    wc_guaranteed = None
+    if probabilistic is not None:
+        wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
+                                              interval_results, base, config, None, chunk, refine)
     tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic)
     if refine:
         tape.sensitive = _sensitive_vars(jaxpr)
@@ -782,6 +784,9 @@ def first_order_errors(
             pb = _prob_combine(part, lam)
             pb = F.where(poison, jnp.inf, pb.reshape(shape))
             pr_out[k] = jnp.minimum(pb, wc)
+    if wc_guaranteed is not None:
+        wc_out = wc_guaranteed
+        pr_out = [p if w is None else jnp.minimum(p, w) for p, w in zip(pr_out, wc_out)]
     return wc_out, pr_out
 
 
