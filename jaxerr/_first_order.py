@@ -47,7 +47,7 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Discrete, Real, mag
+from ._domains.interval import Discrete, Real, mag, mig
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
@@ -59,7 +59,7 @@ P = _compat.prim
 
 class _Tape:
     def __init__(self, interval_outs: dict[str, list[Any]], probabilistic: bool,
-                 delta: float | None = None):
+                 delta: float | None = None, n_refinable: int = 0):
         self.entries: list[tuple[Any, list[Any], list[Any]]] = []
         self.local: dict[int, Any] = {}  # id(path value) -> local rounding bound E_k
         self.random: dict[int, tuple[Any, Any]] = {}  # id -> (sum of squares, deterministic)
@@ -68,11 +68,13 @@ class _Tape:
         self.interval_outs = interval_outs
         self.probabilistic = probabilistic
         # probabilistic mode: the Azuma-Hoeffding factor of refined intermediate elements
-        self.lam_ref = _lam(_prob_refined_delta(delta)) if delta is not None else None
+        self.lam_ref = _lam(_prob_refined_delta(delta, n_refinable)) if delta is not None else None
         self.poison = jnp.asarray(False)
         self.sensitive: set[Any] = set()
         self.refined: dict[int, Any] = {}  # id(path value) -> first-order bound of its deviation
         self.n_refined = 0
+        self.n_refined_elems = 0
+        self.n_refinable = n_refinable
         self.adt: Any = None
         # every object whose id() keys a table above stays alive for the whole analysis
         # (a recycled id would attach one value's events to another)
@@ -288,6 +290,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         if not has_ev or size > MAX_REFINED_SIZE or tape.n_refined >= MAX_REFINED_VALUES:
             continue
         tape.n_refined += 1
+        tape.n_refined_elems += size
         # the deviation of o comes from events before this equation and its own
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
         tape.keep.extend((o, probe))
@@ -334,7 +337,7 @@ def _lam(delta: float) -> float:
     return math.sqrt(2 * math.log(2 / delta)) * (1 + 1e-12)
 
 
-def _prob_refined_delta(delta: float) -> float:
+def _prob_refined_delta(delta: float, n_max: int = 0) -> float:
     """The failure probability allotted to each refined intermediate element.
 
     In probabilistic mode the refined path ranges (``_refine``) use the element's own
@@ -343,10 +346,36 @@ def _prob_refined_delta(delta: float) -> float:
     sensitivity enclosure computed from those ranges is valid, so each later bound
     holds on ``A`` intersected with its own Azuma-Hoeffding event (the martingale
     differences stopped at the first range violation are still bounded by the same
-    ``c_j``). At most ``MAX_REFINED_VALUES * MAX_REFINED_SIZE`` elements are refined,
-    each allotted ``delta / (2 * that)``: ``P(not A) <= delta / 2``, and the outputs
-    get the other ``delta / 2``."""
-    return delta / (2.0 * MAX_REFINED_VALUES * MAX_REFINED_SIZE)
+    ``c_j``). At most ``n_max`` elements are refined (``_refinable_elements``, and never
+    more than ``MAX_REFINED_VALUES * MAX_REFINED_SIZE``), each allotted
+    ``delta / (2 n_max)``: ``P(not A) <= delta / 2``, and the outputs get the other
+    ``delta / 2``."""
+    cap = MAX_REFINED_VALUES * MAX_REFINED_SIZE
+    n = cap if n_max <= 0 else min(n_max, cap)
+    return delta / (2.0 * n)
+
+
+def _refinable_elements(jaxpr: Any, sensitive: set[Any]) -> int:
+    """An upper bound of the number of elements ``_refine`` can refine: the sizes of
+    every equation result in ``sensitive`` of at most ``MAX_REFINED_SIZE`` elements,
+    counted once per interpretation (call bodies once per call site)."""
+    total = 0
+
+    def walk(j):
+        nonlocal total
+        for eqn in j.eqns:
+            sub = _compat.call_subjaxpr(eqn)
+            if sub is not None:
+                walk(sub[0])
+                continue
+            for v in eqn.outvars:
+                if v in sensitive:
+                    size = max(1, int(np.prod(getattr(v.aval, "shape", ()))))
+                    if size <= MAX_REFINED_SIZE:
+                        total += size
+
+    walk(jaxpr)
+    return total
 
 
 def _prob_combine(res: Any, lam: float) -> Any:
@@ -420,7 +449,9 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
             r = lax.dot_general(dev(a), dev(b), dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
             gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
             R = F.add_up_nn(F.scale_up(r, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
-    elif prim in _PROB_ELEMENTWISE or prim in _PROB_EXTREME:
+    elif prim in _PROB_SPECIFIC:
+        R = _PROB_SPECIFIC[prim](tape, invals, real_outs[0], varying, dev)
+    if R is None and (prim in _PROB_ELEMENTWISE or prim in _PROB_EXTREME):
         rule = sensitivity_rules.get(prim)
         o = real_outs[0]
         if rule is not None and len(real_outs) == 1:
@@ -454,6 +485,61 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
             tape.prob_cut.add(id(o))
         return
     tape.rem[id(real_outs[0])] = R
+
+
+def _taylor(m2_fn):
+    """A unary smooth ``f``: ``|r| <= M2 dx^2 / 2`` with ``M2 >= sup |f''|`` over the path."""
+    def rem(tape, ins, o, varying, dev):
+        a = ins[0]
+        if not (isinstance(a, Real) and varying[0]):
+            return None
+        m2 = m2_fn(a, o)
+        d = dev(a)
+        return F.scale_up(F.mul_up(m2, F.mul_up(d, d)), 0.5)
+    return rem
+
+
+def _tanh_m2(a, o):
+    # tanh'' = -2 t (1 - t^2), |.| <= 4 / (3 sqrt 3) < 0.7699
+    tmax = jnp.minimum(mag(o.lo, o.hi), 1.0)
+    tmin = mig(o.lo, o.hi)
+    return jnp.minimum(0.7699, F.scale_up(F.mul_up(tmax, F.sub_up(1.0, F.mul_dn(tmin, tmin))), 2.0))
+
+
+def _logistic_m2(a, o):
+    # s'' = s (1 - s) (1 - 2 s), |.| <= s(1-s) |1 - 2s| <= |1 - 2s| / 4, and <= 1 / (6 sqrt 3) < 0.0963
+    s_lo, s_hi = jnp.clip(o.lo, 0.0, 1.0), jnp.clip(o.hi, 0.0, 1.0)
+    w = jnp.maximum(jnp.abs(F.sub_up(1.0, F.mul_dn(s_lo, 2.0))), jnp.abs(F.sub_dn(1.0, F.mul_up(s_hi, 2.0))))
+    w = jnp.maximum(w, jnp.abs(F.sub_dn(1.0, F.mul_up(s_lo, 2.0))))
+    return jnp.minimum(0.0963, F.scale_up(w, 0.25))
+
+
+def _erf_m2(a, o):
+    # erf'' = -(4 / sqrt pi) x exp(-x^2), |.| <= (4 / sqrt pi) |x| and <= 0.9679
+    return jnp.minimum(0.9679, F.scale_up(mag(a.lo, a.hi), 2.2568))
+
+
+def _extreme_rem(is_max):
+    """``max(a, c)`` / ``min(a, c)`` with ``c`` free of events (a ReLU): where the exact
+    ``a`` is certainly on one side with a gap ``g`` to ``c``, the linearisation (slope 1
+    or 0) is wrong only if ``a`` moves past ``c``: ``|r| <= max(0, |da| - g)``; where
+    the side is not certain at the exact point, ``|r| <= |da|`` (slope in [0, 1])."""
+    def rem(tape, ins, o, varying, dev):
+        a, c = ins
+        if not (isinstance(a, Real) and isinstance(c, Real)) or varying[1] or not varying[0]:
+            return None
+        if jnp.shape(a.lo) != jnp.shape(o.lo):
+            return None
+        ax = tape.exact.get(id(a), a)
+        # gap between the exact a and c's range (0 where they overlap)
+        gap = jnp.maximum(jnp.maximum(F.sub_dn(ax.lo, c.hi), F.sub_dn(c.lo, ax.hi)), 0.0)
+        return jnp.maximum(F.sub_up(dev(a), gap), 0.0)
+    return rem
+
+
+_PROB_SPECIFIC = {P("tanh"): _taylor(_tanh_m2), P("logistic"): _taylor(_logistic_m2),
+                  P("erf"): _taylor(_erf_m2), P("exp"): _taylor(lambda a, o: o.hi),
+                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False)}
 
 
 def _sum_axes_up(t: Any, axes: tuple) -> Any:
@@ -745,9 +831,10 @@ def first_order_errors(
     if probabilistic is not None:
         wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
                                               interval_results, base, config, None, chunk, refine)
-    tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic)
-    if refine:
-        tape.sensitive = _sensitive_vars(jaxpr)
+    sensitive = _sensitive_vars(jaxpr) if refine else set()
+    tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic,
+                 _refinable_elements(jaxpr, sensitive) if probabilistic is not None else 0)
+    tape.sensitive = sensitive
     tape.adt = config.adt
     dom = _path_domain(tape, base)
     path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
@@ -785,6 +872,9 @@ def first_order_errors(
             pb = F.where(poison, jnp.inf, pb.reshape(shape))
             pr_out[k] = jnp.minimum(pb, wc)
     if wc_guaranteed is not None:
+        if tape.n_refined_elems > (tape.n_refinable or MAX_REFINED_VALUES * MAX_REFINED_SIZE):
+            # more refined elements than delta was split for: not covered, keep the guarantee
+            pr_out = [None if w is None else w for w in wc_guaranteed]
         wc_out = wc_guaranteed
         pr_out = [p if w is None else jnp.minimum(p, w) for p, w in zip(pr_out, wc_out)]
     return wc_out, pr_out
