@@ -25,12 +25,25 @@ when the ranges are narrow (point inputs), which is where it is meant to be used
 
 ``probabilistic=delta``: the rounding errors are modelled as independent mean-zero
 random variables (Higham & Mary 2019): each elementary rounding ``delta_j`` with
-``|delta_j| <= u`` is a martingale difference. With ``J_k(0)`` fixed,
-Azuma-Hoeffding gives, with probability at least ``1 - delta``,
-``|sum_k J_k(0) e_k| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` where ``c_j`` bounds the
-j-th elementary contribution. The variation of ``J`` along the segment
-(``<= 2 rad``) and deterministic parts (underflow of sums, cut events) are
-added in worst case.
+``|delta_j| <= u`` has mean zero given everything computed before it. The path pass
+then differs in three ways (``_prob_record``, ``_refine``):
+
+* every node is *linearised at the exact point*: ``f(x^) = f(x) + f'(x) dx + r``, so
+  the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
+  with ``J`` the sensitivities of the linearised program at the exact point (fixed,
+  not random), enclosed over the interval domain's *exact-value* ranges;
+* ``sum_k J_k e_k`` is a martingale: Azuma-Hoeffding gives, with probability at
+  least ``1 - delta``, ``|.| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` over the elementary
+  roundings, ``c_j = |J| u |v_j|`` (a sum or dot product: per level of partial sums,
+  ``_sum_parts``); the remainders ``r_n`` (Taylor / Lebourg bounds from the path
+  ranges), the known input shifts ``D_p`` (one signed sum), cut events, underflow and
+  the float evaluation of the shifts are added in worst case;
+* the path ranges of refined values use their own probabilistic deviation bound; the
+  failure probability is split (``_prob_refined_delta``): ``delta / 2`` over all
+  refinable elements, ``delta / 2`` for the output.
+
+The result holds per output element with probability ``>= 1 - delta`` under that
+model, and is capped by the guaranteed first_order bound (a separate pass).
 """
 
 from __future__ import annotations
