@@ -505,6 +505,10 @@ def bound(
       ``domain="first_order"``, ``abs_err`` holds with probability ``>= 1 - delta``
       per element when rounding errors are independent mean-zero random variables
       (Higham & Mary 2019); the :class:`Bound` says so (``confidence = 1 - delta``).
+      A per-element guarantee (for all ``M`` outputs jointly use ``delta / M``),
+      capped by the guaranteed first_order bound; it costs about twice the
+      first_order analysis. Not trustworthy where rounding errors are systematic
+      (long sums of same-sign terms in a narrow format); see docs/domains.md.
     - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
     - `warn`: emit a :class:`JaxerrWarning` for each fired diagnostic (eager calls).
 
