@@ -150,3 +150,24 @@ def test_long_dot_product_below_the_classic_probabilistic_bound(n):
     classic = lam * np.sqrt(n) * u * S
     assert np.all(p < classic), (p / classic)
     print(f"bound / classic: {np.max(p / classic):.2f}; median bound / observed {np.median(p / obs):.1f}")
+
+
+def test_model_weakness_stagnation_is_documented():
+    # The model's known failure (docs/domains.md, "When not to trust it"): a float16
+    # recursive sum 2048 + 1 + 1 + ... stagnates (2048 + 1 ties to 2048: every rounding
+    # has the same sign, not mean zero). The probabilistic bound is then below the real
+    # error; the guaranteed bound is not.
+    x = np.ones((1000,), np.float32)
+    x[0] = 2048.0
+
+    def f(x):
+        return jnp.sum(x)
+
+    kw = dict(accumulation="recursive", domain="first_order", warn=False, jit=False)
+    p = float(jaxerr.bound(f, "float16", probabilistic=DELTA, **kw)(x).abs_err)
+    w = float(jaxerr.bound(f, "float16", **kw)(x).abs_err)
+    s = S.simulate(f, [x], fmt="float16", accumulation="recursive", order="sequential")[0]
+    err = abs(float(s) - float(S.exact(f, [x])[0]))
+    assert err == 999.0
+    assert w >= err
+    assert err > p, (err, p)  # the model's assumption fails here: do not trust it
