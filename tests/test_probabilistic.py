@@ -96,9 +96,9 @@ MEDIANS = {
     ("tanh", "bf16", 32): 31.0,  # 20.8
     ("tanh", "f16", 32): 28.0,  # 18.7
     ("tanh", "f32", 32): 58.0,  # 38.7
-    ("gelu", "bf16", 32): 40.0,
-    ("gelu", "f16", 32): 40.0,
-    ("gelu", "f32", 32): 80.0,
+    ("gelu", "bf16", 32): 66.0,  # 44.2
+    ("gelu", "f16", 32): 40.0,  # passed (not printed)
+    ("gelu", "f32", 32): 80.0,  # passed (not printed)
 }
 _FMT = {"bf16": ("bfloat16", "auto", "bfloat16", "wide:float32"),
         "f16": ("float16", "auto", "float16", "wide:float32"),
