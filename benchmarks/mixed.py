@@ -24,7 +24,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np
 
 import jaxerr
-from jaxerr.emulate import emulated_dot_general
+from jaxerr import emulated_dot_general
 
 EX = runpy.run_path(str(pathlib.Path(__file__).resolve().parent.parent / "examples" / "mixed_precision_digits.py"))
 
@@ -145,7 +145,7 @@ def main(argv=None):
     steps = 300 if args.quick else 600
     sweeps = {"activation": (1.0, 0.3), "condition": (1.0, 0.3)} if args.quick else EX["SWEEPS"]
     for act in ("relu", "tanh"):
-        rows, (qp, scales) = EX["run_experiment"](act, xtr, ytr, xte, yte, steps, sweeps, log=lambda *a: None)
+        rows, (qp, scales, _) = EX["run_experiment"](act, xtr, ytr, xte, yte, steps, sweeps, log=lambda *a: None)
         EX["print_table"](act, rows)
         x = jnp.asarray(xte)
         mlp = EX["mlp"]

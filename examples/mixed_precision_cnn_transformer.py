@@ -42,7 +42,6 @@ LOW, HIGH = MLP["LOW"], MLP["HIGH"]
 SWEEPS = {
     "activation": (1.0, 0.3, 0.1),
     "condition": (1.0, 0.3, 0.1),
-    "condition+sign": (1.0, 0.3),
     "bound": (3.0, 1.0, 0.3),
 }
 

@@ -15,6 +15,13 @@ Printed per configuration: accuracy, agreement of predicted classes with fp32, m
 relative logit error ``||z - z32|| / ||z32||``, and the fraction of inner-product work
 recomputed (weighted by inner-product length). The accuracy-cost curves go to a PNG.
 
+The thresholds are not picked on the test set: a fifth of the training split is held out
+(not trained on) as a validation split, and for each criterion the cheapest ``tol`` (and,
+for ``"condition+sign"``, the sign guard's constant ``c``) that meets the goal on the
+validation split (logit error within 2x uniform fp16's, >= 99.8 % agreement) is
+evaluated on the test split. A last table interpolates, at the logit errors the seed
+rule reaches, the work the other criteria need.
+
 Run: ``python examples/mixed_precision_digits.py [--tiny] [--out mixed_digits.png]``
 (``--tiny`` or ``JAXERR_EXAMPLE_TINY=1``: a few seconds, for the smoke test).
 """
@@ -30,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxerr
-from jaxerr.emulate import Arithmetic
+from jaxerr import Arithmetic
 
 LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
 HIGH = Arithmetic.make("float16", "recursive")
@@ -39,22 +46,33 @@ E4M3 = jaxerr.FORMATS["float8_e4m3fn"]
 TAUS = (1.0, 0.5, 0.3, 0.1)
 SWEEPS = {
     "activation": TAUS,
-    "condition": (3.0, 1.0, 0.3, 0.1, 0.03),
-    "condition+sign": (1.0, 0.3),
+    "condition": (30.0, 10.0, 3.0, 1.0, 0.3, 0.1),
+    "condition+sign": (3.0, 1.0, 0.3, 0.1),
     "bound": (3.0, 1.0, 0.3),
 }
-#: ``"condition+sign"``: the condition criterion with ``sign_guard=SIGN_GUARD`` (ReLU
-#: pre-activations ``v^ <= 0`` recomputed where ``SIGN_GUARD · gamma · S > |v^|``).
-SIGN_GUARD = 0.02
+#: ``"condition+sign"``: the condition criterion plus the sign-uncertainty test for ReLU:
+#: a pre-activation ``v^ <= 0`` is also recomputed where ``|v^| < c · gamma · S`` (``S =
+#: |x^|·|w^| + |b|``, ``gamma = sqrt(d) u`` the criterion's own error estimate), i.e. where
+#: the estimated error could flip the sign. ``c = 1`` takes the estimate at face value
+#: (parameter-free); the calibrated ``c`` is chosen on the validation split (SIGN_GRID).
+SIGN_GUARD = 1.0
+#: the constants ``c`` tried on the validation split (held out from training, never the test set)
+SIGN_GRID = (0.01, 0.03, 0.1, 0.3, 1.0)
+#: the validation selection's target, the issue's goal: logit error within this factor of
+#: uniform fp16's and at least this agreement with fp32 (on the validation split)
+GOAL_FACTOR, GOAL_AGREE = 2.0, 0.998
 
 
-def criterion_kw(name: str) -> dict:
-    if name == "condition+sign":
-        return {"criterion": "condition", "sign_guard": SIGN_GUARD}
+def criterion_kw(name: str, sign_guard: float | None = None) -> dict:
+    if name.startswith("condition+sign"):
+        return {"criterion": "condition", "sign_guard": SIGN_GUARD if sign_guard is None else sign_guard}
     return {"criterion": name}
 
 
-def load_digits_28(seed: int = 0, n_test: int | None = None):
+def load_digits_28(seed: int = 0, n_test: int | None = None, val: bool = False):
+    """Digits upsampled to 28x28: ``(xtr, ytr, xte, yte)``; with ``val=True``
+    ``(xtr, ytr, xva, yva, xte, yte)``, a fifth of the training split held out for
+    validation (the test split is the same either way)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -65,7 +83,12 @@ def load_digits_28(seed: int = 0, n_test: int | None = None):
     xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=seed, stratify=d.target)
     if n_test is not None:
         xte, yte = xte[:n_test], yte[:n_test]
-    return xtr, ytr, xte, yte
+    if not val:
+        return xtr, ytr, xte, yte
+    xtr, xva, ytr, yva = train_test_split(xtr, ytr, test_size=0.2, random_state=seed + 1, stratify=ytr)
+    if n_test is not None:
+        xva, yva = xva[:n_test], yva[:n_test]
+    return xtr, ytr, xva, yva, xte, yte
 
 
 def init_mlp(key, sizes):
@@ -140,7 +163,12 @@ def work_fraction(stats) -> float:
 
 
 def run_experiment(act: str, xtr, ytr, xte, yte, steps: int, sweeps=SWEEPS, mode="masked", log=print,
-                   sizes=(784, 784, 128, 10)):
+                   sizes=(784, 784, 128, 10), val=None, sign_grid=SIGN_GRID):
+    """Train, quantise, and evaluate every configuration on the test split. With ``val =
+    (xva, yva)`` also select, per criterion, ``tau`` (and the sign guard's ``c``) on the
+    validation split (:func:`select_on_validation`) and evaluate the selection on the test
+    split: :func:`print_selection` prints them. The ``"condition+sign"`` sweep on the test
+    split uses the validated ``c`` (labelled ``"condition+sign c=..."``)."""
     params = train(act, xtr, ytr, steps, sizes=sizes)
     qp, scales = quantise(params)
     net = jax.jit(lambda x: mlp(qp, x, act, scales))
@@ -149,27 +177,125 @@ def run_experiment(act: str, xtr, ytr, xte, yte, steps: int, sweeps=SWEEPS, mode
     rows = []
     acc, agree, rel = metrics(z32, z32, yte)
     rows.append(("fp32", "-", acc, agree, rel, 1.0, None))
+    fns = {}
+
+    def fn(crit):
+        if crit not in fns:
+            fns[crit] = jax.jit(_with_tol(qp, scales, act, crit, mode))
+        return fns[crit]
+
+    def evaluate(crit, tau, c, xs, zs32, ys):
+        z, st = fn(crit)(xs, jnp.float32(tau), jnp.float32(c))
+        return (*metrics(z, zs32, ys), work_fraction(st), st)
 
     for name, crit in (("uniform fp8", "never"), ("uniform fp16", "always")):
         t = time.time()
-        f = jax.jit(_with_tol(qp, scales, act, crit, mode))
-        z, st = f(x, jnp.float32(0))
-        rows.append((name, "-", *metrics(z, z32, yte), work_fraction(st), st))
+        rows.append((name, "-", *evaluate(crit, 0, 0, x, z32, yte)))
         log(f"  {act} {name}: {time.time() - t:.1f}s")
+    selected, chosen = [], {}
+    if val is not None:  # choose tol (and c) per criterion on the validation split first
+        xv = jnp.asarray(val[0])
+        zv32 = net(xv)
+        e16 = evaluate("always", 0, 0, xv, zv32, val[1])[2]
+        for crit, taus in sweeps.items():
+            if crit == "condition+sign" and act != "relu":
+                continue  # no ReLU: the sign guard changes nothing
+            cs = sign_grid if crit == "condition+sign" else (SIGN_GUARD,)
+            t = time.time()
+            cands = [(tau, c, *evaluate(crit, tau, c, xv, zv32, val[1])[:4]) for tau in taus for c in cs]
+            tau, c, vacc, vagree, verr, vwork = select_on_validation(cands, e16)
+            chosen[crit] = (tau, c)
+            selected.append(dict(criterion=crit, tol=tau, c=c, val_err=verr, val_fp16_err=e16, val_agree=vagree,
+                                 val_work=vwork))
+            log(f"  {act} {crit}: validation selection tol={tau} c={c} ({len(cands)} candidates,"
+                f" {time.time() - t:.1f}s)")
     for crit, taus in sweeps.items():
-        f = jax.jit(_with_tol(qp, scales, act, crit, mode))
+        if crit == "condition+sign" and act != "relu":
+            continue
+        # the sign guard's c: the validated one if any, else the parameter-free c = SIGN_GUARD
+        c = chosen.get(crit, (None, SIGN_GUARD))[1]
+        label = f"condition+sign c={c:g}" if crit == "condition+sign" else crit
         for tau in taus:
             t = time.time()
-            z, st = f(x, jnp.float32(tau))
-            rows.append((crit, tau, *metrics(z, z32, yte), work_fraction(st), st))
+            res = evaluate(crit, tau, c, x, z32, yte)
+            rows.append((label, tau, *res))
+            for s in selected:
+                if s["criterion"] == crit and s["tol"] == tau:
+                    s["test"] = res[:4]
             log(f"  {act} {crit} tol={tau}: {time.time() - t:.1f}s")
-    return rows, (qp, scales)
+    if "condition+sign" in chosen and chosen["condition+sign"][1] != SIGN_GUARD and act == "relu":
+        # the parameter-free guard (c = 1: the error estimate at face value), for comparison
+        rows.append((f"condition+sign c={SIGN_GUARD:g}", 1.0, *evaluate("condition+sign", 1.0, SIGN_GUARD, x,
+                                                                         z32, yte)))
+    return rows, (qp, scales, selected)
+
+
+def select_on_validation(cands, fp16_err, factor=GOAL_FACTOR, agree=GOAL_AGREE):
+    """The cheapest candidate ``(tau, c, acc, agree, err, work)`` on the validation split
+    that meets the goal (logit error <= ``factor`` x uniform fp16's, agreement >= ``agree``);
+    if none does, the most accurate one."""
+    ok = [r for r in cands if r[4] <= factor * fp16_err and r[3] >= agree]
+    if ok:
+        return min(ok, key=lambda r: (r[5], r[4]))
+    return min(cands, key=lambda r: (r[4], r[5]))
+
+
+def work_at_error(rows, crit, err):
+    """Interpolated work the criterion ``crit`` needs to reach logit error ``err`` (linear in
+    work, log-linear in error, between consecutive points of its Pareto front; the curve
+    starts at uniform fp8 (work 0) and ends at uniform fp16 (work 1)). ``None`` if ``crit``
+    was not run."""
+    pts = [(r[5], r[4]) for r in rows if r[0] == crit]
+    if not pts:
+        return None
+    pts += [(r[5], r[4]) for r in rows if r[0] in ("uniform fp8", "uniform fp16")]
+    pts.sort()
+    front, best = [], float("inf")
+    for w, e in pts:  # Pareto front: least error at each work so far
+        if e < best:
+            front.append((w, max(e, 1e-12)))
+            best = e
+    if front[0][1] <= err:
+        return front[0][0]
+    for (w0, e0), (w1, e1) in zip(front, front[1:]):
+        if e1 <= err:
+            t = (np.log(e0) - np.log(max(err, 1e-12))) / (np.log(e0) - np.log(e1))
+            return w0 + t * (w1 - w0)
+    return None
+
+
+def print_equal_error(act, rows, crits=("condition", "condition+sign", "bound")):
+    crits = [next((r[0] for r in rows if (r[0] == c or r[0].startswith(c + " c=")) and r[1] != "-"
+                   and r[0] != f"condition+sign c={SIGN_GUARD:g}"), c) for c in crits]
+    """At the logit errors the seed rule reaches, the work each other criterion needs."""
+    print(f"\n{act} MLP: work (fraction recomputed) needed for the seed rule's logit error, interpolated")
+    print(f"{'seed tol':>8}{'error':>10}{'seed work':>11}" + "".join(f"{c:>22}" for c in crits))
+    for r in rows:
+        if r[0] != "activation":
+            continue
+        ws = [work_at_error(rows, c, r[4]) for c in crits]
+        cells = "".join(f"{'-' if w is None else f'{w:.3f}':>22}" for w in ws)
+        print(f"{r[1]!s:>8}{r[4]:10.4g}{r[5]:11.3f}{cells}")
+
+
+def print_selection(act, rows, selected):
+    """The validation-selected configuration of each criterion, evaluated on the test split."""
+    e16 = next(r[4] for r in rows if r[0] == "uniform fp16")
+    print(f"\n{act} MLP: tol (and c) chosen on the validation split, goal err <= {GOAL_FACTOR:g}x fp16 and "
+          f"agree >= {GOAL_AGREE}; test numbers")
+    print(f"{'criterion':<16}{'tol':>6}{'c':>6}{'val err/fp16':>14}{'acc':>8}{'agree':>8}{'err':>10}"
+          f"{'err/fp16':>10}{'work':>8}")
+    for s in selected:
+        acc, agree, err, work = s["test"]
+        c = f"{s['c']:g}" if s["criterion"] == "condition+sign" else "-"
+        print(f"{s['criterion']:<16}{s['tol']!s:>6}{c:>6}{s['val_err'] / s['val_fp16_err']:14.2f}{acc:8.4f}"
+              f"{agree:8.4f}{err:10.4g}{err / e16:10.2f}{work:8.3f}")
 
 
 def _with_tol(qp, scales, act, criterion, mode):
-    def f(x, tol):
+    def f(x, tol, c):
         g = jaxerr.mixed_precision(lambda x: mlp(qp, x, act, scales), low=LOW, high=HIGH, tol=tol,
-                                   mode=mode, return_stats=True, **criterion_kw(criterion))
+                                   mode=mode, return_stats=True, **criterion_kw(criterion, c))
         return g(x)
 
     return f
@@ -177,13 +303,14 @@ def _with_tol(qp, scales, act, criterion, mode):
 
 def print_table(act, rows):
     print(f"\n{act} MLP, weights e4m3, low = {LOW}, high = {HIGH}")
-    print(f"{'config':<14}{'tol':>6}{'acc':>8}{'agree':>8}{'med rel err':>13}{'recomputed':>12}  per layer")
+    print(f"{'config':<28}{'tol':>6}{'acc':>8}{'agree':>8}{'med rel err':>13}{'recomputed':>12}  per layer")
     for name, tau, acc, agree, rel, frac, st in rows:
         per = "" if st is None else " ".join(f"{float(s['recomputed']):.3f}" for s in st.values())
-        print(f"{name:<14}{tau!s:>6}{acc:8.4f}{agree:8.4f}{rel:13.4g}{frac:12.3f}  {per}")
+        print(f"{name:<28}{tau!s:>6}{acc:8.4f}{agree:8.4f}{rel:13.4g}{frac:12.3f}  {per}")
 
 
-def plot(results, path):
+def plot(results, path, selected=None):
+    selected = selected or {}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,10 +319,16 @@ def plot(results, path):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax_i, (act, rows) in enumerate(results.items()):
         ax = axes[ax_i]
-        for crit, marker in (("activation", "o-"), ("condition", "s-"), ("condition+sign", "d-"), ("bound", "^-")):
+        labels = dict.fromkeys(r[0] for r in rows if r[1] != "-")
+        for crit in labels:
+            marker = {"activation": "o-", "condition": "s-", "bound": "^-"}.get(crit, "d-")
             pts = sorted((r[5], r[4]) for r in rows if r[0] == crit)
-            if pts:
-                ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], marker, label=crit)
+            ax.plot([p[0] for p in pts], [max(p[1], 1e-6) for p in pts], marker, label=crit)
+        sel = [r for r in rows for s in selected.get(act, []) if r[0].startswith(s["criterion"]) and r[1] == s["tol"]
+               and (s["criterion"] != "condition" or not r[0].startswith("condition+"))]
+        if sel:
+            ax.plot([r[5] for r in sel], [max(r[4], 1e-6) for r in sel], "r*", markersize=11,
+                    label="tol (c) chosen on validation")
         for name, m in (("uniform fp8", "kx"), ("uniform fp16", "k+")):
             for r in rows:
                 if r[0] == name:
@@ -214,23 +347,27 @@ def main(argv=None):
     ap.add_argument("--tiny", action="store_true", help="a few seconds: small test set, few steps")
     ap.add_argument("--out", default="mixed_digits.png")
     ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--acts", default="relu,tanh")
     ap.add_argument("--mode", default="masked", choices=("masked", "compacted"))
     args = ap.parse_args(argv)
     tiny = args.tiny or os.environ.get("JAXERR_EXAMPLE_TINY") == "1"
     steps = 20 if tiny else args.steps
-    xtr, ytr, xte, yte = load_digits_28(n_test=16 if tiny else None)
-    sweeps = {"activation": (0.5,)} if tiny else SWEEPS
+    xtr, ytr, xva, yva, xte, yte = load_digits_28(n_test=16 if tiny else None, val=True)
+    sweeps = {"activation": (0.5,), "condition+sign": (0.3,)} if tiny else SWEEPS
     sizes = (784, 16, 8, 10) if tiny else (784, 784, 128, 10)
-    results = {}
-    for act in ("relu",) if tiny else ("relu", "tanh"):
+    results, sel = {}, {}
+    for act in ("relu",) if tiny else args.acts.split(","):
         t = time.time()
-        rows, _ = run_experiment(act, xtr, ytr, xte, yte, steps, sweeps, args.mode,
-                                 log=(lambda *a: None) if tiny else print, sizes=sizes)
-        results[act] = rows
+        rows, (_, _, selected) = run_experiment(act, xtr, ytr, xte, yte, steps, sweeps, args.mode,
+                                                log=(lambda *a: None) if tiny else print, sizes=sizes,
+                                                val=(xva, yva), sign_grid=(0.1, 1.0) if tiny else SIGN_GRID)
+        results[act], sel[act] = rows, selected
         print_table(act, rows)
+        print_selection(act, rows, selected)
+        print_equal_error(act, rows)
         print(f"({act}: {time.time() - t:.1f}s)")
     if args.out:
-        plot(results, args.out)
+        plot(results, args.out, sel)
         print(f"saved {args.out}")
     return results
 

@@ -108,6 +108,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=".", help="directory for digits_report.png / .json")
     ap.add_argument("--quick", action="store_true", help="fewer training steps, 2 digits")
+    ap.add_argument("--no-tune", action="store_true", help="skip the tuning search (the slowest part)")
     ns = ap.parse_args(argv)
     os.makedirs(ns.out, exist_ok=True)
     t0 = time.perf_counter()
@@ -123,12 +124,14 @@ def main(argv=None) -> dict:
     print(f"plot: {png}")
 
     # -- 3. tune: certified argmax over the box x +- RADIUS -------------------------
-    box = jaxerr.Interval.around(batch, RADIUS)
-    res = jaxerr.tune(predict, (variables, box), target="argmax",
-                      candidates=["float32", "bfloat16", "float16", "float8_e4m3fn"])
-    res.print()
-    print(f"tune: {100 * res.saving:.1f}% fewer bits x operations than all-float32, "
-          f"argmax certified over x +- {RADIUS:g} (margin {res.achieved:.3g}, {res.analyses} analyses)")
+    res = None
+    if not ns.no_tune:
+        box = jaxerr.Interval.around(batch, RADIUS)
+        res = jaxerr.tune(predict, (variables, box), target="argmax",
+                          candidates=["float32", "bfloat16", "float16", "float8_e4m3fn"])
+        res.print()
+        print(f"tune: {100 * res.saving:.1f}% fewer bits x operations than all-float32, "
+              f"argmax certified over x +- {RADIUS:g} (margin {res.achieved:.3g}, {res.analyses} analyses)")
 
     # -- 4. a certified tolerance for a real bfloat16 execution ---------------------
     low = jax.tree_util.tree_map(lambda a: a.astype(jnp.bfloat16), variables)
@@ -136,7 +139,8 @@ def main(argv=None) -> dict:
     jaxerr.testing.assert_allclose_certified(actual, predict, variables, batch, precision="bfloat16")
     print("assert_allclose_certified: the real bfloat16 run lies within the certified bound")
     print(f"total {time.perf_counter() - t0:.1f} s")
-    return {"accuracy": acc, "saving": res.saving, "assignment": res.assignment, "plot": png}
+    return {"accuracy": acc, "saving": None if res is None else res.saving,
+            "assignment": None if res is None else res.assignment, "plot": png}
 
 
 if __name__ == "__main__":

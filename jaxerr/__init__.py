@@ -9,10 +9,10 @@ enclosure of the exact real result and a rigorous bound on the error of running
 from . import testing  # noqa: E402
 from ._bound import Bound, Diagnostics, Interval, JaxerrWarning, bound
 from ._domains.interval import Discrete, Real
+from ._emulate import Arithmetic, emulate, emulated_dot_general, emulated_dot_general_with_bound
 from ._formats import FORMATS, Accumulation, Format, LayerPrecision, as_format, gamma
 from ._interpreter import UnsupportedPrimitiveError
 from ._rules import interval_rules, register_rule
-from .emulate import Arithmetic, emulate
 from .mixed import mixed_dot_general, mixed_precision
 from .report import Report, report
 from .tune import Target, TuneResult, tune
@@ -36,6 +36,8 @@ __all__ = [
     "as_format",
     "bound",
     "emulate",
+    "emulated_dot_general",
+    "emulated_dot_general_with_bound",
     "gamma",
     "interval_rules",
     "mixed_dot_general",
@@ -47,3 +49,11 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+# Compatibility: the emulation module was ``jaxerr/emulate.py``, whose name the function
+# ``jaxerr.emulate`` shadowed (``import jaxerr.emulate as m`` gave the function). It is now
+# ``jaxerr._emulate``; ``from jaxerr.emulate import Arithmetic`` keeps working through this alias.
+import sys as _sys  # noqa: E402
+
+_sys.modules.setdefault(__name__ + ".emulate", _sys.modules[__name__ + "._emulate"])
+del _sys

@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 
 from . import _formats as F
-from ._domains.affine import Affine, Form, Pool, from_real, prepare, to_real
+from ._domains.affine import Affine, Form, Pool, from_real, prepare, shard_generators, to_real
 from ._domains.interval import Real
 from ._interpreter import Config, Ctx, DiagnosticCollector, Domain, interpret
 
@@ -24,9 +24,11 @@ DEFAULT_SYMBOLS = 1024
 def _load_rules() -> dict[Any, Any]:
     from ._rules import (  # noqa: F401
         affine_arith,
+        affine_conv,
         affine_elementwise,
         affine_linear,
         affine_structural,
+        affine_windows,
         interval_rules,
     )
     from ._rules.affine_common import affine_rules, fallback
@@ -57,6 +59,7 @@ def _sanitize(f: Form, bad: Any) -> Form:
 def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Affine):
         return out
+    out = shard_generators(out, ctx.config.state) if isinstance(ctx.config.state, Pool) else out
     from ._rules.affine_elementwise import computed_bounds
     from ._rules.structural import STRUCTURAL
 
@@ -76,13 +79,29 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
 
 
 def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Config,
-                   diag: DiagnosticCollector, symbols: int) -> list[Any]:
+                   diag: DiagnosticCollector, symbols: int, symbol_sharding: Any = None) -> list[Any]:
     """Interpret ``jaxpr`` in the affine domain; ``values`` are the interval domain's
-    argument values. Returns intervals (Real) / Discrete values."""
+    argument values. Returns intervals (Real) / Discrete values.
+
+    ``symbol_sharding``: None, or ``(mesh, axis_name)``: every generator array (shape
+    ``(symbols, ...)``) is constrained to be split along its symbol axis over that mesh
+    axis, so that XLA's SPMD partitioner spreads the symbols over devices. The bounds
+    are valid either way; the sums over the symbol axis (``gsum``) are then partial
+    sums per device plus a cross-device reduction, whose rounding ``gsum``'s ``gamma_K``
+    factor covers in any order."""
     from ._bound import DOMAIN as _INTERVAL
     from ._bound import _constant
 
-    pool = Pool(symbols)
+    shard = None
+    if symbol_sharding is not None:
+        from ._compat import shard_leading_axis
+
+        mesh, axis = symbol_sharding
+
+        def shard(G):
+            return shard_leading_axis(G, mesh, axis)
+
+    pool = Pool(symbols, shard)
     cfg = dataclasses.replace(config, state=pool)
 
     def constant(val, aval, config_):
@@ -98,7 +117,7 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
             a = from_real(v, stamp=pool.T)
             if a.boxed:
                 (a,) = prepare(pool, [a], [True])
-            args.append(a)
+            args.append(shard_generators(a, pool))
         else:
             args.append(v)
     outs = interpret(dom, jaxpr, consts, args, cfg, diag)

@@ -480,6 +480,7 @@ def bound(
     symbols: int | None = None,
     jit: bool = True,
     warn: bool = True,
+    symbol_sharding: tuple[Any, str] | None = None,
 ) -> Callable[..., Any]:
     """Transform ``f`` into a function that returns guaranteed error bounds.
 
@@ -511,6 +512,10 @@ def bound(
       first_order analysis. Not trustworthy where rounding errors are systematic
       (long sums of same-sign terms in a narrow format); see docs/domains.md.
     - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
+    - `symbol_sharding`: ``domain="affine"`` only: ``(mesh, axis_name)`` splits the
+      symbol axis of every affine form over that axis of a ``jax.sharding.Mesh``
+      (docs/scaling.md); the bounds stay valid, and agree with one device up to the
+      rounding of sums over the symbol axis.
     - `warn`: emit a :class:`JaxerrWarning` for each fired diagnostic (eager calls).
 
     **Returns:** a function with the signature of ``f`` whose arguments may contain
@@ -544,6 +549,14 @@ def bound(
             raise ValueError("symbols= is the symbol budget of domain='affine'; pass domain='affine' too")
         if not (isinstance(symbols, int) and not isinstance(symbols, bool) and symbols >= 1):
             raise ValueError(f"symbols must be a positive integer (the number of shared noise symbols), got {symbols!r}")
+    if symbol_sharding is not None:
+        if domain != "affine":
+            raise ValueError("symbol_sharding= shards the symbols of domain='affine'; pass domain='affine' too")
+        if not (isinstance(symbol_sharding, tuple) and len(symbol_sharding) == 2
+                and isinstance(symbol_sharding[0], jax.sharding.Mesh) and isinstance(symbol_sharding[1], str)
+                and symbol_sharding[1] in symbol_sharding[0].axis_names):
+            raise ValueError("symbol_sharding must be (mesh, axis_name) with a jax.sharding.Mesh and one "
+                             f"of its axis names, got {symbol_sharding!r}")
     if domain == "affine" and symbols is None:
         from ._affine import DEFAULT_SYMBOLS
 
@@ -586,7 +599,7 @@ def bound(
         subn = tuple(_has_subnormals(x) for x in dyn)
         key = _Static(f, fmt, acc, treedef, dyn_idx, static, is_iv, subn,
                       domain=domain, probabilistic=probabilistic,
-                      symbols=(symbols, _AFFINE_CAP) if domain == "affine" else None)
+                      symbols=(symbols, _AFFINE_CAP, symbol_sharding) if domain == "affine" else None)
         try:
             hash(key)
             hashable = True
@@ -688,8 +701,8 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     elif key.domain == "affine":
         from ._affine import affine_outputs
 
-        n_symbols, cap = key.symbols
-        af = affine_outputs(closed.jaxpr, consts, values, config, diag, n_symbols)
+        n_symbols, cap, symbol_sharding = key.symbols
+        af = affine_outputs(closed.jaxpr, consts, values, config, diag, n_symbols, symbol_sharding)
         if cap:
             # the interval pass (its diagnostics are the affine pass' business) caps it
             iv = interpret(DOMAIN, closed.jaxpr, consts, values, config, DiagnosticCollector())

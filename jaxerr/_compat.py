@@ -190,3 +190,12 @@ def name_stack(eqn: JaxprEqn) -> str:
         return str(eqn.source_info.name_stack)
     except Exception:  # pragma: no cover - best effort only
         return ""
+
+
+def shard_leading_axis(x: Any, mesh: Any, axis: str) -> Any:
+    """``x`` constrained to be split along its first axis over the mesh axis ``axis``
+    (the other axes left to XLA's sharding propagation)."""
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    rest = (PartitionSpec.UNCONSTRAINED,) * (len(jax.numpy.shape(x)) - 1)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, PartitionSpec(axis, *rest)))

@@ -25,7 +25,7 @@ activation, ``S = |x^|·|w^| + |b|``):
   low-precision output is at most ``tol · |phi(v^)|``. With ``bound="running"``
   (default, for the ``recursive`` / ``blocked`` / ``pairwise`` low models) the bound is
   a-posteriori: the low product is computed together with its running-error bound
-  (:func:`jaxerr.emulate.emulated_dot_general_with_bound`: the sum over the operations
+  (:func:`jaxerr._emulate.emulated_dot_general_with_bound`: the sum over the operations
   actually performed of half an ulp of each computed intermediate, zero for exact
   steps, infinite if any intermediate overflowed or saturated), which needs no
   ``n u < 1``. With ``bound="apriori"`` (and always for native float32 or ``wide:``
@@ -46,7 +46,7 @@ they agree up to float32 summation order):
 - ``mode="compacted"``: recompute only the flagged components (at most ``capacity``,
   static), one inner product each, and scatter them back. For an emulated ``high`` the
   terms are gathered from the operand tables a chunk of steps at a time, components
-  processed in cache-sized chunks (:func:`jaxerr.emulate.emulated_gathered_dot`); for a
+  processed in cache-sized chunks (:func:`jaxerr._emulate.emulated_gathered_dot`); for a
   native one XLA contracts gathered rows and columns. A gather costs about as much as
   an emulated multiply-add on CPU, so this pays off when few components are flagged.
 - ``mode="columns"``: compaction by output component across the batch: the output
@@ -73,7 +73,7 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
-from .emulate import (
+from ._emulate import (
     Arithmetic,
     emulated_dot_general,
     emulated_dot_general_with_bound,
@@ -251,7 +251,7 @@ def _activated_ok(act, v, e, tol):
 
 def _certified_running(low, act, lhs, rhs, dn, K, y_low, sy, v, scale, has_bias, acc_err, tol, divide=False):
     """The a-posteriori certificate: ``acc_err`` is the running-error bound of the low
-    accumulation (:func:`jaxerr.emulate.emulated_dot_general_with_bound`), which is
+    accumulation (:func:`jaxerr._emulate.emulated_dot_general_with_bound`), which is
     infinite wherever an intermediate overflowed or saturated."""
     e = F.add_up_nn(_input_rounding(low, lhs, rhs, dn, K), acc_err)
     e = _pre_activation_error(e, sy, v, scale, has_bias, divide)
@@ -285,7 +285,7 @@ def _certified(low, act, lhs, rhs, dn, K, y_low, sy, v, S, scale, has_bias, tol,
 def _compacted(high, l3, r3, flags, y_low, cap):
     """Recompute the first ``cap`` flagged components (row-major), one inner product each.
 
-    Emulated ``high``: :func:`jaxerr.emulate.emulated_gathered_dot` gathers each step's
+    Emulated ``high``: :func:`jaxerr._emulate.emulated_gathered_dot` gathers each step's
     terms from the (rounded) operand tables, so the cost is ``cap·K`` emulated
     multiply-adds and no ``(cap, K)`` operand copy. Native float32 ``high``: the rows and
     columns are gathered and contracted by XLA (a batch of ``cap`` vector products)."""
@@ -370,7 +370,7 @@ def mixed_dot_general(
 
     **Arguments:**
 
-    - `low`, `high`: the two arithmetics: an :class:`~jaxerr.emulate.Arithmetic`, a
+    - `low`, `high`: the two arithmetics: an :class:`~jaxerr.Arithmetic`, a
       format name (recursive accumulation), a tuple ``(format, accumulation[, fma[,
       overflow]])``, or None for native float32. Operands are rounded to each format.
     - `tol`: the criterion's threshold (``tau`` of the seed rule; a relative error target
@@ -398,7 +398,7 @@ def mixed_dot_general(
     one equals the ``low`` result. With ``criterion="bound"``, every kept component's
     activated error is certified ``<= tol·|phi(scale·y^ + b)|`` against the exact
     ``phi(scale·(lhs·rhs) + b)`` of the given float32 operands (``low``'s accumulation
-    performed exactly as :mod:`jaxerr.emulate` models it; ``phi`` evaluated exactly).
+    performed exactly as :func:`jaxerr.emulate` models it; ``phi`` evaluated exactly).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")

@@ -377,6 +377,14 @@ def _condition(ctx: Ctx, invals: list[Any], out: Real) -> Any | None:
         num = jax.lax.dot_general(jnp.abs(a), jnp.abs(b), dn, precision=prec)
         den = jnp.abs(jax.lax.dot_general(a, b, dn, precision=prec))
         return num / den
+    if prim is _P("conv_general_dilated"):  # inner products of patches: (|w|*|x|)/|w*x|
+        if len(reals) != 2:
+            return None
+        a, b = (_mid(v) for v in invals)
+        params = dict(ctx.eqn.params)
+        num = prim.bind(jnp.abs(a), jnp.abs(b), **params)
+        den = jnp.abs(prim.bind(a, b, **params))
+        return num / den
     if prim in _SUMS and len(invals) == 2 and len(reals) == 2:
         a, b = (_mid(v) for v in invals)
         s = a - b if prim is _P("sub") else a + b
@@ -494,7 +502,7 @@ class _Recorder:
 
 def _op_count(eqn: Any) -> int:
     """Floating operations of one equation under the cost model: a multiply-add per
-    term of a ``dot_general`` (2 per term), one per input element of a reduction, one
+    term of a ``dot_general`` or ``conv_general_dilated`` (2 per term), one per input element of a reduction, one
     per output element otherwise; data movement (structural primitives) costs 0."""
     if eqn.primitive in STRUCTURAL:
         return 0
@@ -503,6 +511,10 @@ def _op_count(eqn: Any) -> int:
         (lc, _), _ = eqn.params["dimension_numbers"]
         n = int(np.prod([eqn.invars[0].aval.shape[d] for d in lc]))
         return 2 * n * out_size
+    if eqn.primitive is _P("conv_general_dilated"):  # a multiply-add per kernel term per output
+        rhs = eqn.invars[1].aval.shape
+        out_feat = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return 2 * (int(np.prod(rhs)) // max(out_feat, 1)) * out_size
     if eqn.primitive.name.startswith("reduce_"):
         return int(np.prod(eqn.invars[0].aval.shape))
     return out_size

@@ -62,8 +62,11 @@ def check(
     domain="interval",
     probabilistic=None,
     symbols=None,
+    out=None,
 ):
-    """Return a list of violation strings (empty when sound)."""
+    """Return a list of violation strings (empty when sound). ``out``: a result of
+    ``bound(fn, ...)`` on the same box computed elsewhere (e.g. under sharding) to check
+    instead of computing it here."""
     rng = np.random.default_rng(seed)
     centres = [np.asarray(c) for c in centres]
     is_float = [np.issubdtype(c.dtype, np.floating) for c in centres]
@@ -80,8 +83,9 @@ def check(
         los.append(lo)
         his.append(hi)
     kw = {} if symbols is None else {"symbols": symbols}
-    out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain,
-                       probabilistic=probabilistic, **kw)(*args)
+    if out is None:
+        out = jaxerr.bound(fn, precision, accumulation=accumulation, warn=False, jit=jit, domain=domain,
+                           probabilistic=probabilistic, **kw)(*args)
     bounds = _flat(out)
     B = [
         {k: np.asarray(getattr(b, k), dtype=np.float64) for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")}

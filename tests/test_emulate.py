@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxerr
+from jaxerr._emulate import emulate
 from jaxerr._exact import round_exact
-from jaxerr.emulate import emulate
 
 NARROW = ["float8_e4m3fn", "float8_e5m2", "float16", "bfloat16"]
 ALL = [n for n in jaxerr.FORMATS if n != "float64"]
@@ -270,3 +270,19 @@ def test_emulated_error_within_bound(name, acc):
     assert np.all(np.isfinite(abs_err))
     assert np.all(err <= abs_err)
     assert np.max(err) > 0  # the check is not vacuous
+
+
+def test_emulate_function_and_module_do_not_shadow():
+    """``jaxerr.emulate`` is the function; the module is ``jaxerr._emulate``, and the old
+    import path ``from jaxerr.emulate import ...`` still resolves to it."""
+    import importlib
+
+    import jaxerr._emulate as mod
+
+    assert callable(jaxerr.emulate) and jaxerr.emulate is mod.emulate
+    assert importlib.import_module("jaxerr.emulate") is mod
+    from jaxerr.emulate import Arithmetic as A  # the compatibility path
+
+    assert A is jaxerr.Arithmetic and jaxerr.emulated_dot_general is mod.emulated_dot_general
+    y = jaxerr.emulate(lambda x: x + 1.0, "float8_e4m3fn", "recursive")(jnp.float32(16.0))
+    assert float(y) == 16.0  # 17 is not an e4m3 value: ties to even gives 16

@@ -124,3 +124,61 @@ def test_report_digits(tmp_path, capsys):
     assert 0 <= res["saving"] < 1
     assert (tmp_path / "digits_report.png").stat().st_size > 10_000
     assert (tmp_path / "digits_report.json").exists()
+
+
+def test_report_digits_cheap(tmp_path, capsys):
+    """The digits example without its tuning search (the full run is test_report_digits)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    mod = runpy.run_path(str(EXAMPLES / "report_digits.py"))
+    res = mod["main"](["--out", str(tmp_path), "--quick", "--no-tune"])
+    out = capsys.readouterr().out
+    assert res["accuracy"] > 0.8 and res["saving"] is None
+    assert "created" in out and "inherited" in out
+    assert "lies within the certified bound" in out
+    assert (tmp_path / "digits_report.png").stat().st_size > 10_000
+
+
+def test_certified_test_example():
+    """The certified-tolerance tutorial's test file: both of its tests pass."""
+    mod = runpy.run_path(str(EXAMPLES / "certified_test_example.py"))
+    mod["test_bf16_layer_is_certified"]()
+    mod["test_a_wrong_approximation_is_caught"]()
+
+
+@pytest.mark.slow  # ~40 s of CPU (training compile, four analyses)
+def test_tutorial_cnn_quick(tmp_path, capsys):
+    """docs/tutorials/cnn.md's script, --quick (skips first_order and tune)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    mod = runpy.run_path(str(EXAMPLES / "tutorial_cnn.py"))
+    res = mod["main"](["--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "real bfloat16 run inside [lo - abs_err, hi + abs_err]: True" in out
+    names = {st.name for st in res["report"].stages}
+    assert {"CNN/Conv_0", "CNN/BatchNorm_0", "CNN/Conv_1", "CNN/Dense_0"} <= names
+    assert "assert_allclose_certified: passed" in out
+    assert np.isfinite(res["point_abs_err"]) and res["box_abs_err"] >= res["point_abs_err"]
+    assert (tmp_path / "cnn_report.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_tutorial_cnn_full(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "tutorial_cnn.py"))
+    res = mod["main"](["--out", str(tmp_path)])
+    assert res["accuracy"] > 0.9
+    assert res["first_order_abs_err"] <= res["interval_abs_err"]
+    assert 0 <= res["saving"] < 1
+
+
+@pytest.mark.slow
+def test_tutorial_transformer(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "tutorial_transformer.py"))
+    res = mod["main"](["--out", str(tmp_path)])  # the trained model of the tutorial (bounds checked there)
+    out = capsys.readouterr().out
+    if not np.isfinite(res["all_bf16_abs_err"]):  # all-bfloat16: the LayerNorm is named
+        assert "rsqrt" in out
+    assert np.isfinite(res["mixed_abs_err"])
+    assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)

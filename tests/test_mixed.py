@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jaxerr
-from jaxerr.emulate import Arithmetic, emulated_dot_general
+from jaxerr._emulate import Arithmetic, emulated_dot_general
 
 LOW = Arithmetic.make("float8_e4m3fn", "blocked:8", fma=True, overflow="saturate")
 HIGH = Arithmetic.make("float16", "recursive")
@@ -135,8 +135,27 @@ def test_example_smoke(capsys):
     res = mod["main"](["--tiny", "--out", ""])
     out = capsys.readouterr().out
     assert "uniform fp8" in out and "activation" in out
+    assert "chosen on the validation split" in out and "seed rule's logit error" in out
     rows = res["relu"]
     assert all(0.0 <= r[5] <= 1.0 for r in rows)
+
+
+def test_example_validation_selection_and_interpolation():
+    """The digits example's tau/c selection (cheapest candidate meeting the goal on the
+    validation split, else the most accurate) and its equal-error interpolation."""
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / "mixed_precision_digits.py"
+    mod = runpy.run_path(str(path))
+    sel, at = mod["select_on_validation"], mod["work_at_error"]
+    # (tau, c, acc, agree, err, work); fp16 error 0.01: goal err <= 0.02, agree >= 0.998
+    cands = [(1.0, 0.1, 0.9, 1.0, 0.05, 0.3), (0.3, 0.1, 0.9, 1.0, 0.015, 0.6),
+             (0.3, 1.0, 0.9, 1.0, 0.011, 0.9), (0.1, 0.1, 0.9, 0.99, 0.012, 0.5)]
+    assert sel(cands, 0.01)[:2] == (0.3, 0.1)  # cheapest that meets the goal (0.5 fails agreement)
+    assert sel(cands[:1], 0.01)[:2] == (1.0, 0.1)  # none meets it: the most accurate
+    rows = [("uniform fp8", "-", 0, 0, 0.2, 0.0, None), ("uniform fp16", "-", 0, 0, 0.002, 1.0, None),
+            ("condition", 1.0, 0, 0, 0.02, 0.5, None), ("condition", 3.0, 0, 0, 0.1, 0.2, None)]
+    assert at(rows, "condition", 0.1) == pytest.approx(0.2)
+    assert at(rows, "condition", float(np.sqrt(0.1 * 0.02))) == pytest.approx(0.35)  # log-linear
+    assert at(rows, "condition", 0.5) == 0.0 and at(rows, "bound", 0.1) is None
 
 
 @pytest.mark.slow  # ~15 s of compilation (both lax.cond branches, five modes)
@@ -210,7 +229,7 @@ def test_gathered_dot_equals_full_product(ar, monkeypatch):
     chunks so that every chunking path runs, equals the full emulated product's entries."""
     import importlib
 
-    E = importlib.import_module("jaxerr.emulate")  # the module (jaxerr.emulate is also the function)
+    E = importlib.import_module("jaxerr._emulate")
     monkeypatch.setattr(E, "_GATHER_CHUNK", 4)
     monkeypatch.setattr(E, "_COMPONENT_CHUNK", 5)
     rng = np.random.default_rng(7)

@@ -109,3 +109,17 @@ def test_report_rejects_first_order(mlp):
     f, v, x = mlp
     with pytest.raises(ValueError, match="interval"):
         jaxerr.report(f, "bfloat16", domain="first_order")(v, x)
+
+
+def test_convolution_condition_number():
+    """The report gives a convolution its inner-product condition number (|w|*|x|)/|w*x|."""
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(1, 5, 5, 2)), jnp.float32)
+    w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 2, 4)), jnp.float32)
+    dn = ("NHWC", "HWIO", "NHWC")
+    rep = jaxerr.report(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn),
+                        "bfloat16", jit=False)(x, w)
+    (eq,) = [e for e in rep.equations if e.primitive == "conv_general_dilated"]
+    num = jax.lax.conv_general_dilated(jnp.abs(x), jnp.abs(w), (1, 1), "VALID", dimension_numbers=dn)
+    den = jnp.abs(jax.lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=dn))
+    assert eq.cond_max == pytest.approx(float(jnp.max(num / den)), rel=1e-3)
+    assert eq.cond_median is not None and eq.cond_median >= 1.0

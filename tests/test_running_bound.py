@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import jaxerr
+from jaxerr._emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound
 from jaxerr._exact import rounding_error_bound
-from jaxerr.emulate import Arithmetic, emulated_dot_general, emulated_dot_general_with_bound
 
 DN = (((1,), (0,)), ((), ()))
 

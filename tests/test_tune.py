@@ -135,3 +135,17 @@ def test_target_parsing():
     assert T.parse({"abs": 2}) == T("abs", 2.0) and T.parse("argmax").kind == "argmax"
     with pytest.raises(ValueError, match="target"):
         T.parse("nonsense")
+
+
+def test_layer_operations_counts_convolution_terms():
+    """A convolution costs a multiply-add per kernel term per output (not one op per output)."""
+    from jaxerr.tune import layer_operations
+
+    w = jnp.ones((3, 3, 8, 16))  # HWIO
+
+    def f(x, w):
+        with jax.named_scope("conv"):
+            return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    ops = layer_operations(f, (jnp.ones((4, 4, 4, 8)), w))
+    assert ops == {"conv": 2 * 72 * 4 * 4 * 4 * 16}

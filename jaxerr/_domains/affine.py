@@ -214,10 +214,13 @@ class Pool:
     One pool per analysis (it lives in ``Config.state``); all of its bookkeeping is
     Python-level and happens at trace time."""
 
-    def __init__(self, K: int):
+    def __init__(self, K: int, shard: Any = None):
         self.K = int(K)
         self.T = 0
         self.memo: dict[int, tuple[Any, Any]] = {}
+        # None, or a function that puts a sharding constraint on a (K, ...) generator
+        # array (the symbol axis split over devices); applied to every equation's result
+        self.shard = shard
 
     def alloc(self, n: int) -> int:
         s = self.T
@@ -234,6 +237,21 @@ class Pool:
         m = np.zeros(self.K, bool)
         m[np.arange(stamp, self.T) % self.K] = True
         return m
+
+
+def shard_generators(a: Any, pool: Pool) -> Any:
+    """``a`` with ``pool.shard`` applied to the generators of its forms (the values do
+    not change: only where XLA places the symbol axis)."""
+    if pool.shard is None or not isinstance(a, Affine):
+        return a
+
+    def one(f: Form) -> Form:
+        if f.G is None:
+            return f
+        ch, aux = f.tree_flatten()
+        return Form.tree_unflatten(aux, (ch[0], pool.shard(ch[1]), ch[2], ch[3]))
+
+    return Affine(one(a.x), one(a.e), a.value, a.stamp, a.boxed)
 
 
 def fold(f: Form, mask: np.ndarray) -> Form:

@@ -307,7 +307,11 @@ def convert_rule(ctx, a, *, new_dtype, **_):
         hi_e = F.where(small, a.hi.astype(adt), hi)
         spread = F.sub_up(hi_e, lo_e)
         err = F.where(certain, rho, F.add_up(spread, rho))
-        return Real(lo_e, hi_e, F.sub_dn(lo_e, rho), F.add_up(hi_e, rho), err, value)
+        # an exactly converted integer (rho == 0) keeps its computed range: the outward
+        # step of sub_dn/add_up would widen 0 to [-tiny, tiny] and make `x != 0` uncertain
+        clo = F.where(rho == 0, lo_e, F.sub_dn(lo_e, rho))
+        chi = F.where(rho == 0, hi_e, F.add_up(hi_e, rho))
+        return Real(lo_e, hi_e, clo, chi, err, value)
     if new_dtype == jnp.bool_:
         lo = (a.lo > 0) | (a.hi < 0)
         hi = jnp.logical_not((a.lo == 0) & (a.hi == 0))
