@@ -507,6 +507,10 @@ def bound(
       ``domain="first_order"``, ``abs_err`` holds with probability ``>= 1 - delta``
       per element when rounding errors are independent mean-zero random variables
       (Higham & Mary 2019); the :class:`Bound` says so (``confidence = 1 - delta``).
+      A per-element guarantee (for all ``M`` outputs jointly use ``delta / M``),
+      capped by the guaranteed first_order bound; it costs about twice the
+      first_order analysis. Not trustworthy where rounding errors are systematic
+      (long sums of same-sign terms in a narrow format); see docs/domains.md.
     - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
     - `symbol_sharding`: ``domain="affine"`` only: ``(mesh, axis_name)`` splits the
       symbol axis of every affine form over that axis of a ``jax.sharding.Mesh``

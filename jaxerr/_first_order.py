@@ -25,12 +25,25 @@ when the ranges are narrow (point inputs), which is where it is meant to be used
 
 ``probabilistic=delta``: the rounding errors are modelled as independent mean-zero
 random variables (Higham & Mary 2019): each elementary rounding ``delta_j`` with
-``|delta_j| <= u`` is a martingale difference. With ``J_k(0)`` fixed,
-Azuma-Hoeffding gives, with probability at least ``1 - delta``,
-``|sum_k J_k(0) e_k| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` where ``c_j`` bounds the
-j-th elementary contribution. The variation of ``J`` along the segment
-(``<= 2 rad``) and deterministic parts (underflow of sums, cut events) are
-added in worst case.
+``|delta_j| <= u`` has mean zero given everything computed before it. The path pass
+then differs in three ways (``_prob_record``, ``_refine``):
+
+* every node is *linearised at the exact point*: ``f(x^) = f(x) + f'(x) dx + r``, so
+  the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
+  with ``J`` the sensitivities of the linearised program at the exact point (fixed,
+  not random), enclosed over the interval domain's *exact-value* ranges;
+* ``sum_k J_k e_k`` is a martingale: Azuma-Hoeffding gives, with probability at
+  least ``1 - delta``, ``|.| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` over the elementary
+  roundings, ``c_j = |J| u |v_j|`` (a sum or dot product: per level of partial sums,
+  ``_sum_parts``); the remainders ``r_n`` (Taylor / Lebourg bounds from the path
+  ranges), the known input shifts ``D_p`` (one signed sum), cut events, underflow and
+  the float evaluation of the shifts are added in worst case;
+* the path ranges of refined values use their own probabilistic deviation bound; the
+  failure probability is split (``_prob_refined_delta``): ``delta / 2`` over all
+  refinable elements, ``delta / 2`` for the output.
+
+The result holds per output element with probability ``>= 1 - delta`` under that
+model, and is capped by the guaranteed first_order bound (a separate pass).
 """
 
 from __future__ import annotations
@@ -47,17 +60,19 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Discrete, Real, mag
+from ._domains.interval import Discrete, Real, mag, mig
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
 from ._rules.sensitivity import sensitivity_rules
+from ._rules.structural import STRUCTURAL as _STRUCTURAL
 
 P = _compat.prim
 
 
 class _Tape:
-    def __init__(self, interval_outs: dict[str, list[Any]], probabilistic: bool):
+    def __init__(self, interval_outs: dict[str, list[Any]], probabilistic: bool,
+                 delta: float | None = None, n_refinable: int = 0):
         self.entries: list[tuple[Any, list[Any], list[Any]]] = []
         self.local: dict[int, Any] = {}  # id(path value) -> local rounding bound E_k
         self.random: dict[int, tuple[Any, Any]] = {}  # id -> (sum of squares, deterministic)
@@ -65,20 +80,32 @@ class _Tape:
         self.has_event: set[int] = set()
         self.interval_outs = interval_outs
         self.probabilistic = probabilistic
+        # probabilistic mode: the Azuma-Hoeffding factor of refined intermediate elements
+        self.lam_ref = _lam(_prob_refined_delta(delta, n_refinable)) if delta is not None else None
         self.poison = jnp.asarray(False)
         self.sensitive: set[Any] = set()
         self.refined: dict[int, Any] = {}  # id(path value) -> first-order bound of its deviation
         self.n_refined = 0
+        self.n_refined_elems = 0
+        self.n_refinable = n_refinable
         self.adt: Any = None
         # every object whose id() keys a table above stays alive for the whole analysis
         # (a recycled id would attach one value's events to another)
         self.keep: list[Any] = []
         self.single_use: set[int] = set()  # ids of rounded inputs read by one primitive only
         self.input_E: dict[int, Any] = {}  # id(path input) -> its rounding bound
+        # id(path input) -> the bound of its event beyond the known shift (see _known_shift)
+        self.input_res: dict[int, Any] = {}
         # id(value) -> known signed part D of its event (the event is D + e, |e| <= local E):
         # a point input rounded into the format moves by exactly round(x) - x
         self.shift: dict[int, Any] = {}
         self.folded: set[int] = set()  # inputs whose events a dot_general absorbed
+        # probabilistic mode (see _prob_record): id(path value) -> the exact-value range
+        # (interval domain), the bound of its node's linearisation remainder, and the
+        # nodes that are cut instead (no linearisation rule)
+        self.exact: dict[int, Any] = {}
+        self.rem: dict[int, Any] = {}
+        self.prob_cut: set[int] = set()
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -118,8 +145,11 @@ def _to_path_input(tape: _Tape, r: Any) -> Any:
     if r.point:
         D, E = _known_shift(r, tape.adt)
         tape.shift[id(p)] = D
+        tape.input_res[id(p)] = E
     tape.inputs.append((p, E))
     tape.input_E[id(p)] = r.err
+    if tape.probabilistic:
+        tape.exact[id(p)] = _exact_value(r.lo, r.hi, r.value)
     tape.local.pop(id(p))  # input events are accumulated from tape.inputs
     return p
 
@@ -164,6 +194,7 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
             for o in outs:
                 if id(o) in tape.local:
                     tape.random[id(o)] = _random_parts(ctx, invals, o, tape.local[id(o)])
+            _prob_record(tape, ctx, invals, outs)
         _fold_input_events(tape, ctx, invals, outs)
         if any(id(x) in tape.has_event for x in invals):
             tape.has_event.update(id(o) for o in outs)
@@ -226,6 +257,8 @@ def _fold_input_events(tape: _Tape, ctx, invals, outs) -> None:
         if D_x is None:
             V = dot_up(om, E_x)
         else:
+            # the event is D_x + e with |e| <= the residual bound (not the whole E_x)
+            E_x = tape.input_res.get(id(x), E_x)
             # the known shift moves the product by other·D_x, other in [lo, hi]:
             # mid·D_x (computed; its rounding error bounded) ± rad·|D_x|
             omid = other.lo / 2 + other.hi / 2
@@ -270,76 +303,368 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         if not has_ev or size > MAX_REFINED_SIZE or tape.n_refined >= MAX_REFINED_VALUES:
             continue
         tape.n_refined += 1
+        tape.n_refined_elems += size
         # the deviation of o comes from events before this equation and its own
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
         tape.keep.extend((o, probe))
         tape.has_event.add(id(probe))
         # the other results of a multiple-result equation stay in place (no cotangent)
         entry = (ctx, list(invals), [probe if k == j else x for k, x in enumerate(outs)])
-        E_own = tape.local.get(id(o))
-        if E_own is not None:
-            tape.local[id(probe)] = E_own
-        if id(o) in tape.random:
-            tape.random[id(probe)] = tape.random[id(o)]
+        for table in (tape.local, tape.random, tape.exact, tape.rem):
+            if id(o) in table:
+                table[id(probe)] = table[id(o)]
+        if id(o) in tape.prob_cut:
+            tape.prob_cut.add(id(probe))
         res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt)
-        B = res[:, 0].reshape(jnp.shape(o.lo))
+        B = res[:, 0]
+        if tape.probabilistic:
+            # probabilistic path ranges (see _prob_refined_delta): B holds with
+            # probability >= 1 - delta_ref per element, under the rounding model
+            B = jnp.minimum(B, _prob_combine(res, tape.lam_ref))
+        B = B.reshape(jnp.shape(o.lo))
         B = F.where(tape.poison, jnp.inf, B)
         ex = iv[j]
         lo = jnp.maximum(o.lo, F.sub_dn(ex.lo, B))
         hi = jnp.minimum(o.hi, F.add_up(ex.hi, B))
         r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
         tape.keep.append(r)
-        for table in (tape.local, tape.random):
+        for table in (tape.local, tape.random, tape.exact, tape.rem):
             if id(o) in table:
                 table[id(r)] = table[id(o)]
+        if id(o) in tape.prob_cut:
+            tape.prob_cut.add(id(r))
         tape.has_event.add(id(r))
         tape.refined[id(r)] = B
         new[j] = r
     return new
 
 
+# ---------------------------------------------------------------------------
+# probabilistic=delta
+# ---------------------------------------------------------------------------
+
+
+def _lam(delta: float) -> float:
+    """Azuma-Hoeffding: ``P(|sum X_j| >= lam sqrt(sum c_j^2)) <= delta`` for martingale
+    differences ``|X_j| <= c_j``, with ``lam = sqrt(2 ln(2/delta))`` (rounded up)."""
+    return math.sqrt(2 * math.log(2 / delta)) * (1 + 1e-12)
+
+
+def _prob_refined_delta(delta: float, n_max: int = 0) -> float:
+    """The failure probability allotted to each refined intermediate element.
+
+    In probabilistic mode the refined path ranges (``_refine``) use the element's own
+    probabilistic deviation bound. Let ``A`` be the event that every refined element
+    stays within its bound. On ``A`` every path range, local bound ``E_k`` and
+    sensitivity enclosure computed from those ranges is valid, so each later bound
+    holds on ``A`` intersected with its own Azuma-Hoeffding event (the martingale
+    differences stopped at the first range violation are still bounded by the same
+    ``c_j``). At most ``n_max`` elements are refined (``_refinable_elements``, and never
+    more than ``MAX_REFINED_VALUES * MAX_REFINED_SIZE``), each allotted
+    ``delta / (2 n_max)``: ``P(not A) <= delta / 2``, and the outputs get the other
+    ``delta / 2``."""
+    cap = MAX_REFINED_VALUES * MAX_REFINED_SIZE
+    n = cap if n_max <= 0 else min(n_max, cap)
+    return delta / (2.0 * n)
+
+
+def _refinable_elements(jaxpr: Any, sensitive: set[Any]) -> int:
+    """An upper bound of the number of elements ``_refine`` can refine: the sizes of
+    every equation result in ``sensitive`` of at most ``MAX_REFINED_SIZE`` elements,
+    counted once per interpretation (call bodies once per call site)."""
+    total = 0
+
+    def walk(j):
+        nonlocal total
+        for eqn in j.eqns:
+            sub = _compat.call_subjaxpr(eqn)
+            if sub is not None:
+                walk(sub[0])
+                continue
+            for v in eqn.outvars:
+                if v in sensitive:
+                    size = max(1, int(np.prod(getattr(v.aval, "shape", ()))))
+                    if size <= MAX_REFINED_SIZE:
+                        total += size
+
+    walk(jaxpr)
+    return total
+
+
+def _prob_combine(res: Any, lam: float) -> Any:
+    """``lam * sqrt(sum of squares) + variation + deterministic`` from ``_reverse``'s rows."""
+    s = F.up(jnp.sqrt(F.up(res[:, 1])))
+    return F.add_up_nn(F.add_up_nn(F.scale_up(s, lam), res[:, 2]), res[:, 3])
+
+
+def _exact_value(lo: Any, hi: Any, value: Any) -> Real:
+    return Real(lo, hi, lo, hi, jnp.zeros_like(lo), value, exact=True)
+
+
+#: elementwise primitives linearised at the exact point in probabilistic mode; the
+#: remainder is bounded from their sensitivity rule over the path ranges
+_PROB_ELEMENTWISE = {P(n) for n in (
+    "exp", "exp2", "expm1", "log", "log1p", "tanh", "logistic", "erf", "erfc", "sqrt", "rsqrt",
+    "square", "integer_pow", "mul", "div", "max", "min", "abs", "clamp")}
+#: primitives whose sensitivity rule does not read the operands' ranges (linear in the
+#: floating operands, data movement, selections by a path predicate)
+_PROB_RANGE_FREE = ({P(n) for n in (
+    "add", "add_any", "add_jaxvals", "sub", "neg", "reduce_sum", "copy", "copy_p", "stop_gradient",
+    "optimization_barrier", "sharding_constraint", "device_put", "name", "reduce_precision",
+    "convert_element_type", "split", "dynamic_slice", "dynamic_update_slice", "gather", "select_n",
+    "scatter_add", "scatter-add", "scatter", "cumsum", "reduce_window_sum")} | _STRUCTURAL) - {None}
+_PROB_BILINEAR = {P("dot_general"), P("conv_general_dilated")} - {None}
+_PROB_EXTREME = {P("reduce_max"), P("reduce_min")} - {None}
+
+
+def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
+    """Probabilistic mode: every node is *linearised at the exact point*,
+    ``f(x^) = f(x) + f'(x) (x^ - x) + r`` (``f'`` from an element of the Clarke
+    gradient where ``f`` is not differentiable), so that the output's deviation is
+    exactly ``sum_k J_k e_k + sum_nodes J_node r_node + sum_inputs J_p D_p`` with
+    ``J`` the (fixed, deterministic) sensitivities of the linearised program at the
+    exact point: the reverse pass encloses them over the interval domain's
+    *exact-value* ranges (``tape.exact``), not over the path ranges. By Lebourg's mean
+    value theorem ``f(x^) - f(x) = z (x^ - x)`` with ``z`` in the generalised gradient
+    over the path range, so ``|r| <= sum_i width(d_i f over the path) |dx_i|``; the
+    rules' enclosures over the path ranges give the widths, and ``|dx_i|`` is bounded
+    by the operand's refined deviation bound (else its path width). A dot product
+    of two varying operands has the exact remainder ``da . db``: ``|.| <= |da|.|db|``.
+    Records ``tape.exact`` for the outputs and ``tape.rem`` (or ``tape.prob_cut``:
+    a node of any other nonlinear primitive is cut)."""
+    iv = tape.interval_outs.get(ctx.path)
+    for j, o in enumerate(outs):
+        if isinstance(o, Real) and iv is not None and j < len(iv) and isinstance(iv[j], Real):
+            tape.exact[id(o)] = _exact_value(iv[j].lo, iv[j].hi, iv[j].value)
+    prim = ctx.eqn.primitive
+    varying = [isinstance(x, Real) and id(x) in tape.has_event for x in invals]
+    if not any(varying) or prim in _PROB_RANGE_FREE:
+        return
+    real_outs = [o for o in outs if isinstance(o, Real)]
+    if not real_outs:
+        return
+
+    def dev(x):  # |x^ - x| on the path (valid on the event of the refined bounds)
+        w = F.sub_up(x.hi, x.lo)
+        b = tape.refined.get(id(x))
+        return w if b is None else jnp.minimum(w, b)
+
+    adt = ctx.adt
+    R = None
+    if prim in _PROB_BILINEAR:
+        if not all(varying):
+            return  # linear in the varying operand
+        if prim is P("dot_general"):
+            a, b = invals
+            dn = ctx.eqn.params["dimension_numbers"]
+            (lc, _), _ = dn
+            n = int(np.prod([jnp.shape(a.lo)[d] for d in lc]))
+            r = lax.dot_general(dev(a), dev(b), dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
+            gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+            R = F.add_up_nn(F.scale_up(r, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
+    elif prim in _PROB_SPECIFIC:
+        R = _PROB_SPECIFIC[prim](tape, invals, real_outs[0], varying, dev)
+    if R is None and (prim in _PROB_ELEMENTWISE or prim in _PROB_EXTREME):
+        rule = sensitivity_rules.get(prim)
+        o = real_outs[0]
+        if rule is not None and len(real_outs) == 1:
+            ctx.need = [isinstance(x, Real) for x in invals]
+            ctx.kink_cut = False
+            one = Cot(jnp.ones_like(o.lo), jnp.zeros_like(o.lo))
+            cots, cut = rule(ctx, [one], list(invals), list(outs), **ctx.eqn.params)
+            # the derivative at the exact point: |z - f'(x)| <= |mid_p - mid_x| + rad_p + rad_x
+            ex_cots, ex_cut = rule(ctx, [one], [tape.exact.get(id(x), x) for x in invals],
+                                   [tape.exact.get(id(y), y) for y in outs], **ctx.eqn.params)
+            if cut is None and ex_cut is None:
+                R = jnp.zeros_like(o.lo)
+                for x, c, ce, v in zip(invals, cots, ex_cots, varying):
+                    if not v:
+                        continue
+                    if c is None or ce is None:
+                        R = None
+                        break
+                    dist = F.add_up_nn(F.add_up_nn(F.up(jnp.abs(c.mid - ce.mid)), c.rad), ce.rad)
+                    t = F.mul_up(dist, dev(x))
+                    t = F.where(jnp.isnan(t), jnp.inf, t)
+                    if prim in _PROB_EXTREME:
+                        axes = tuple(ctx.eqn.params["axes"])
+                        t = _sum_axes_up(t, axes)
+                    if jnp.shape(t) != jnp.shape(o.lo):
+                        R = None  # a broadcast operand: not handled
+                        break
+                    R = F.add_up_nn(R, t)
+    if R is None:
+        for o in real_outs:
+            tape.prob_cut.add(id(o))
+        return
+    tape.rem[id(real_outs[0])] = R
+
+
+def _taylor(m2_fn):
+    """A unary smooth ``f``: ``|r| <= M2 dx^2 / 2`` with ``M2 >= sup |f''|`` over the path."""
+    def rem(tape, ins, o, varying, dev):
+        a = ins[0]
+        if not (isinstance(a, Real) and varying[0]):
+            return None
+        m2 = m2_fn(a, o)
+        d = dev(a)
+        return F.scale_up(F.mul_up(m2, F.mul_up(d, d)), 0.5)
+    return rem
+
+
+def _tanh_m2(a, o):
+    # tanh'' = -2 t (1 - t^2), |.| <= 4 / (3 sqrt 3) < 0.7699
+    tmax = jnp.minimum(mag(o.lo, o.hi), 1.0)
+    tmin = mig(o.lo, o.hi)
+    return jnp.minimum(0.7699, F.scale_up(F.mul_up(tmax, F.sub_up(1.0, F.mul_dn(tmin, tmin))), 2.0))
+
+
+def _logistic_m2(a, o):
+    # s'' = s (1 - s) (1 - 2 s), |.| <= s(1-s) |1 - 2s| <= |1 - 2s| / 4, and <= 1 / (6 sqrt 3) < 0.0963
+    s_lo, s_hi = jnp.clip(o.lo, 0.0, 1.0), jnp.clip(o.hi, 0.0, 1.0)
+    w = jnp.maximum(jnp.abs(F.sub_up(1.0, F.mul_dn(s_lo, 2.0))), jnp.abs(F.sub_dn(1.0, F.mul_up(s_hi, 2.0))))
+    w = jnp.maximum(w, jnp.abs(F.sub_dn(1.0, F.mul_up(s_lo, 2.0))))
+    return jnp.minimum(0.0963, F.scale_up(w, 0.25))
+
+
+def _erf_m2(a, o):
+    # erf'' = -(4 / sqrt pi) x exp(-x^2), |.| <= (4 / sqrt pi) |x| and <= 0.9679
+    return jnp.minimum(0.9679, F.scale_up(mag(a.lo, a.hi), 2.2568))
+
+
+def _extreme_rem(is_max):
+    """``max(a, c)`` / ``min(a, c)`` with ``c`` free of events (a ReLU): where the exact
+    ``a`` is certainly on one side with a gap ``g`` to ``c``, the linearisation (slope 1
+    or 0) is wrong only if ``a`` moves past ``c``: ``|r| <= max(0, |da| - g)``; where
+    the side is not certain at the exact point, ``|r| <= |da|`` (slope in [0, 1])."""
+    def rem(tape, ins, o, varying, dev):
+        a, c = ins
+        if not (isinstance(a, Real) and isinstance(c, Real)) or varying[1] or not varying[0]:
+            return None
+        if jnp.shape(a.lo) != jnp.shape(o.lo):
+            return None
+        ax = tape.exact.get(id(a), a)
+        # gap between the exact a and c's range (0 where they overlap)
+        gap = jnp.maximum(jnp.maximum(F.sub_dn(ax.lo, c.hi), F.sub_dn(c.lo, ax.hi)), 0.0)
+        return jnp.maximum(F.sub_up(dev(a), gap), 0.0)
+    return rem
+
+
+_PROB_SPECIFIC = {P("tanh"): _taylor(_tanh_m2), P("logistic"): _taylor(_logistic_m2),
+                  P("erf"): _taylor(_erf_m2), P("exp"): _taylor(lambda a, o: o.hi),
+                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False)}
+
+
+def _sum_axes_up(t: Any, axes: tuple) -> Any:
+    n = max(1, int(np.prod([jnp.shape(t)[d] for d in axes]))) if axes else 1
+    dt = t.dtype
+    gam = F.gamma(n, float(np.finfo(dt).eps) / 2)
+    return F.add_up_nn(F.scale_up(jnp.sum(t, axis=axes), 1 + 2 * gam), F.static_up(2 * n * float(np.finfo(dt).tiny), dt))
+
+
 def _random_parts(ctx, ins, out: Real, E: Any) -> tuple[Any, Any]:
     """(sum of squared bounds of the independent elementary roundings, deterministic part)
-    of one equation's local error. A sum of ``n`` terms under an accumulation model of
-    depth ``d`` has at most ``d`` levels of roundings whose partial sums each total at
-    most ``S (1 + gamma_d)``: sum of squares ``<= d u^2 S^2 (1 + gamma_d)^2``."""
+    of one equation's local error. A sum or dot product: see ``_sum_parts``; any other
+    equation is one rounding (or one budgeted function evaluation) bounded by ``E``."""
     prim = ctx.eqn.primitive
     adt = ctx.adt
     if prim is P("dot_general") and all(isinstance(x, Real) for x in ins):
         a, b = ins
-        (lc, _), _ = ctx.eqn.params["dimension_numbers"]
+        dn = ctx.eqn.params["dimension_numbers"]
+        (lc, _), _ = dn
         n = int(np.prod([jnp.shape(a.lo)[d] for d in lc]))
-        S = lax.dot_general(mag(a.lo, a.hi), mag(b.lo, b.hi), ctx.eqn.params["dimension_numbers"],
-                            precision=lax.Precision.HIGHEST, preferred_element_type=adt)
-        gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
-        S = F.add_up_nn(F.scale_up(S, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
-        return _sum_parts(ctx, n, True, S, out, E)
+        am, bm = mag(a.lo, a.hi), mag(b.lo, b.hi)
+
+        def dot_up(x, y):
+            r = lax.dot_general(x, y, dn, precision=lax.Precision.HIGHEST, preferred_element_type=adt)
+            gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
+            return F.add_up_nn(F.scale_up(r, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
+
+        S = dot_up(am, bm)
+        Q = dot_up(F.mul_up(am, am), F.mul_up(bm, bm))
+        return _sum_parts(ctx, n, True, S, Q, out, E)
     if prim is P("reduce_sum") and isinstance(ins[0], Real):
         a = ins[0]
         axes = ctx.eqn.params["axes"]
         n = int(np.prod([jnp.shape(a.lo)[d] for d in axes])) if axes else 1
-        S = jnp.sum(mag(a.lo, a.hi), axis=axes)
+        am = mag(a.lo, a.hi)
         gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
-        S = F.add_up_nn(F.scale_up(S, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
-        return _sum_parts(ctx, n, False, S, out, E)
+        slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
+        S = F.add_up_nn(F.scale_up(jnp.sum(am, axis=axes), 1 + 2 * gam), slack)
+        Q = F.add_up_nn(F.scale_up(jnp.sum(F.mul_up(am, am), axis=axes), 1 + 2 * gam), slack)
+        return _sum_parts(ctx, n, False, S, Q, out, E)
     # one rounding (or one budgeted function evaluation): bounded by E itself
     return F.mul_up(E, E), jnp.zeros_like(E)
 
 
-def _sum_parts(ctx, n: int, products: bool, S: Any, out: Real, E: Any):
-    fmt, acc = ctx.fmt, ctx.acc
+def _sum_levels(acc: Any, n: int) -> np.ndarray:
+    """The additions of a sum of ``n`` terms under ``acc``, grouped in *levels* whose
+    results are sums of disjoint sets of terms: the largest set size ``m_l`` of each
+    level (ascending; the last level is the final addition, ``m = n``).
+
+    - recursive (any order; also the inner sum of ``wide``): the ``j``-th addition's
+      result is a partial sum of ``j + 1`` terms: ``m = 2, ..., n``;
+    - pairwise (any binary tree of height ``L = ceil(log2 n)``): the additions whose
+      node has height ``h`` are disjoint subtrees of at most ``2^h`` leaves;
+    - blocked:B: the ``j``-th addition inside every block (``m = 2..B``), then the
+      recursive sum of the ``ceil(n/B)`` block sums (``m = 2B, 3B, ..., n``)."""
+    if n <= 1:
+        return np.zeros((0,), np.float64)
+    if acc.kind == "pairwise":
+        L = math.ceil(math.log2(n))
+        ms = [min(2 ** h, n) for h in range(1, L + 1)]
+    elif acc.kind == "blocked":
+        b = min(acc.block, n)
+        nb = math.ceil(n / b)
+        ms = list(range(2, b + 1)) + [min((i + 1) * b, n) for i in range(1, nb)]
+    else:
+        ms = list(range(2, n + 1))
+    return np.asarray(ms, np.float64)
+
+
+def _sum_parts(ctx, n: int, products: bool, S: Any, Q: Any, out: Real, E: Any):
+    """Elementary roundings of a sum of ``n`` terms ``t_i`` (products if ``products``),
+    ``S >= sum |t_i|``, ``Q >= sum t_i^2`` over the operands' path ranges.
+
+    A product's rounding is bounded by ``u |t_i|``: sum of squares ``u^2 Q``. An
+    addition's rounding is bounded by ``u |p|``, ``p`` the computed partial sum it
+    produces. The additions of one level (``_sum_levels``) produce partial sums of
+    disjoint sets of at most ``m`` terms, so (Cauchy-Schwarz) ``sum p^2 <= min(S^2,
+    m Q) (1 + gamma_d)^2`` (the factor covers the computed terms and partial sums
+    against the exact ones); the final addition's result is within ``E`` of the
+    exact sum, so also ``<= (|out| + E)^2``. Every bound holds for any summation
+    order the model allows. Underflow (``c`` of the accumulation model) is
+    deterministic."""
+    fmt, acc = ctx.fmt, ctx.acc.resolve(ctx.fmt)
     _, _, cc = acc.coefficients(n, fmt, products=products)
     d = acc.depth(n, products)
-    if acc.kind == "wide":
-        u_in = acc.wide.unit_roundoff
-    else:
-        u_in = fmt.unit_roundoff
-    g = F.gamma(d, u_in)
+    u_in = acc.wide.unit_roundoff if acc.kind == "wide" else fmt.unit_roundoff
+    g = F.gamma(d + 1, u_in)
     if math.isinf(g):
         inf = jnp.full_like(E, jnp.inf)
         return inf, jnp.zeros_like(E)
-    coef = float(d) * (u_in * (1 + g)) ** 2 * (1 + 1e-6)
-    ss = F.scale_up(F.mul_up(S, S), coef)
+    dt = E.dtype
+    S2 = F.mul_up(S, S)
+    total = Q if products else jnp.zeros_like(Q)
+    ms = _sum_levels(acc, n)
+    if ms.size:
+        Y = F.add_up_nn(mag(out.lo, out.hi), E)
+        last = jnp.minimum(jnp.minimum(S2, F.scale_up(Q, float(ms[-1]))), F.mul_up(Y, Y))
+        inner = ms[:-1]
+        if inner.size:
+            # sum_l min(S^2, m_l Q) <= Q sum_{l<k} m_l + (L - k) S^2 for ANY k in [0, L]
+            # (each term bounded by one of its two arguments): k from the float ratio
+            cum = np.concatenate([[0.0], np.cumsum(inner)])
+            cum_dt = cum.astype(dt)
+            cum_dt = np.where(cum_dt < cum, np.nextafter(cum_dt, np.inf), cum_dt).astype(dt)
+            ratio = jnp.where(Q > 0, S2 / jnp.where(Q > 0, Q, 1), jnp.inf)
+            k = jnp.searchsorted(jnp.asarray(inner.astype(dt)), ratio, side="right")
+            below = F.mul_up(Q, jnp.asarray(cum_dt)[k])
+            above = F.mul_up((inner.size - k).astype(dt), S2)
+            total = F.add_up_nn(total, F.where(S2 == 0, 0.0, F.add_up_nn(below, above)))
+        total = F.add_up_nn(total, last)
+    coef = (u_in * (1 + g)) ** 2 * (1 + 1e-6)
+    ss = F.scale_up(total, coef)
     if acc.kind == "wide":
         # one final rounding to the narrow format of a value within E of the exact sum
         y = F.add_up_nn(mag(out.lo, out.hi), E)
@@ -419,12 +744,18 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 continue
             rule = sensitivity_rules.get(ctx.eqn.primitive)
             ctx.need = [needed(x) for x in ins]
-            kink = tape.kink_bound(ctx, ins)
+            prob = tape.probabilistic
+            kink = None if prob else tape.kink_bound(ctx, ins)
             ctx.kink_cut = kink is not None
             cut = None
             in_cots: list[Any] = [None] * len(ins)
-            if rule is None:
+            if rule is None or (prob and any(id(o) in tape.prob_cut for o in outs_)):
                 cut = True
+            elif prob:
+                # the derivative at the exact point (see _prob_record)
+                ex_ins = [tape.exact.get(id(x), x) for x in ins]
+                ex_outs = [tape.exact.get(id(o), o) for o in outs_]
+                in_cots, cut = rule(ctx, gs, ex_ins, ex_outs, **ctx.eqn.params)
             else:
                 in_cots, cut = rule(ctx, gs, ins, outs_, **ctx.eqn.params)
             iv = tape.interval_outs.get(ctx.path)
@@ -450,15 +781,20 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 if D is not None:
                     signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
                 wc = F.add_up_nn(wc, _contrib(g, E))
+                R = tape.rem.get(id(o)) if tape.probabilistic else None
+                if R is not None:
+                    # the linearisation remainder of this node: deterministic
+                    R = R if cut is None else F.where(cmask, 0.0, R)
+                    wc = F.add_up_nn(wc, _contrib(g, R))
+                    det = F.add_up_nn(det, _contrib(g, R))
                 if tape.probabilistic:
                     if ss_k is None:
                         ss_k, det_k = F.mul_up(E, E), jnp.zeros_like(E)
                     m = g.mag()
                     ss = F.add_up_nn(ss, _sum_all(F.where(ss_k == 0, 0.0, F.mul_up(F.mul_up(m, m), ss_k))))
                     det = F.add_up_nn(det, _contrib(g, det_k))
-                    # the sensitivity varies by at most 2 rad along the segment
-                    var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)),
-                                                    F.where(ss_k == 0, 0.0, E)))
+                    # (no variation term: the sensitivities are those at the exact point,
+                    # the nonlinearity is in the remainders)
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
                     cots[id(x)] = C.add(cots.get(id(x)), c)
@@ -470,10 +806,12 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if D is not None:
                 signed.add(g, D)
             wc = F.add_up_nn(wc, _contrib(g, E))
-            if tape.probabilistic:
+            if tape.probabilistic and D is not None:
+                # beyond the known shift: the float evaluation of D (not a rounding event)
+                det = F.add_up_nn(det, _contrib(g, E))
+            elif tape.probabilistic:
                 m = g.mag()
                 ss = F.add_up_nn(ss, _sum_all(F.mul_up(F.mul_up(m, m), F.mul_up(E, E))))
-                var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)), E))
         known = signed.bound(adt)
         wc = F.add_up_nn(wc, known)
         det = F.add_up_nn(det, known)
@@ -498,10 +836,18 @@ def first_order_errors(
     chunk: int | None = None,
     refine: bool = True,
 ) -> tuple[list[Any], list[Any]]:
-    """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
-    tape = _Tape(interval_outs_by_path, probabilistic is not None)
-    if refine:
-        tape.sensitive = _sensitive_vars(jaxpr)
+    """Per output: (worst-case first-order error bound, probabilistic bound or None).
+
+    With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
+    and caps the probabilistic one (whose tape uses probabilistic path ranges)."""
+    wc_guaranteed = None
+    if probabilistic is not None:
+        wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
+                                              interval_results, base, config, None, chunk, refine)
+    sensitive = _sensitive_vars(jaxpr) if refine else set()
+    tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic,
+                 _refinable_elements(jaxpr, sensitive) if probabilistic is not None else 0)
+    tape.sensitive = sensitive
     tape.adt = config.adt
     dom = _path_domain(tape, base)
     path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
@@ -533,11 +879,17 @@ def first_order_errors(
         wc = F.where(poison, jnp.inf, part[:, 0].reshape(shape))
         wc_out[k] = wc
         if probabilistic is not None:
-            lam = math.sqrt(2 * math.log(2 / probabilistic)) * (1 + 1e-12)
-            s = F.up(jnp.sqrt(F.up(part[:, 1])))
-            pb = F.add_up_nn(F.add_up_nn(F.scale_up(s, lam), part[:, 2]), part[:, 3])
+            # with probabilistic refined ranges, half of delta covers their failure
+            lam = _lam(probabilistic / 2 if tape.n_refined else probabilistic)
+            pb = _prob_combine(part, lam)
             pb = F.where(poison, jnp.inf, pb.reshape(shape))
             pr_out[k] = jnp.minimum(pb, wc)
+    if wc_guaranteed is not None:
+        if tape.n_refined_elems > (tape.n_refinable or MAX_REFINED_VALUES * MAX_REFINED_SIZE):
+            # more refined elements than delta was split for: not covered, keep the guarantee
+            pr_out = [None if w is None else w for w in wc_guaranteed]
+        wc_out = wc_guaranteed
+        pr_out = [p if w is None else jnp.minimum(p, w) for p, w in zip(pr_out, wc_out)]
     return wc_out, pr_out
 
 
