@@ -49,6 +49,7 @@ from ._domains import first_order as C
 from ._domains.first_order import Cot
 from ._domains.interval import Discrete, Real, mag
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
+from ._patterns import softmax_shifts
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
 from ._rules.sensitivity import sensitivity_rules
@@ -79,6 +80,12 @@ class _Tape:
         # a point input rounded into the format moves by exactly round(x) - x
         self.shift: dict[int, Any] = {}
         self.folded: set[int] = set()  # inputs whose events a dot_general absorbed
+        # shift-invariant softmax (``_patterns``): id(sub eqn) -> (eqn, max chain, path of
+        # the subtracted value's producer); operands the path pass substituted, by eqn id
+        self.softmax: dict[int, Any] = {}
+        self.substituted: dict[int, list[Any]] = {}
+        self.shifted_exact: dict[int, Any] = {}  # id(sub eqn) -> exact range of x - c
+        self.rescaled: set[int] = set()  # ids of eqns whose results the shift rescales
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -158,8 +165,12 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
                         exact=True, point=out.point)
         return tape.event_value(out, out.err)
 
+    def convert(ctx, invals):
+        return _softmax_shift(tape, ctx, invals)
+
     def record(ctx, invals, outs):
         outs = list(outs)
+        invals = tape.substituted.pop(id(ctx.eqn), invals)
         if tape.probabilistic:
             for o in outs:
                 if id(o) in tape.local:
@@ -178,7 +189,36 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
     # control-flow bodies are traced inside lax.scan/while_loop: evaluate them with the
     # plain interval domain (no tape); the whole equation is one event (a cut)
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
-                  inner=base)
+                  inner=base, convert=convert)
+
+
+def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
+    """The ``x - max`` of a shift-invariant softmax (``_patterns``): subtract the constant
+    ``c`` = upper end of the maximum's path range instead (it encloses the computed
+    maximum, so ``c >= m^``): no event, no sensitivity through the maximum."""
+    hit = tape.softmax.get(id(ctx.eqn))
+    if hit is None:
+        return invals
+    x, m = invals
+    if not (isinstance(x, Real) and isinstance(m, Real)):
+        return invals
+    c = m.hi
+    tape.poison = tape.poison | jnp.any(~jnp.isfinite(c))
+    c = F.where(jnp.isfinite(c), c, 0.0)
+    cst = Real(c, c, c, c, jnp.zeros_like(c), m.value, exact=True, point=True)
+    tape.keep.append(cst)
+    new = [x, cst]
+    tape.substituted[id(ctx.eqn)] = new
+    # the exact value of x - c: (x - m)_exact + (m_exact - c), from the interval analysis
+    _, _, producer, _ = hit
+    prefix = ctx.path[:ctx.path.rfind("/") + 1]
+    ivd = tape.interval_outs.get(ctx.path)
+    ivm = tape.interval_outs.get(prefix + producer)
+    if ivd is not None and ivm is not None and isinstance(ivd[0], Real) and isinstance(ivm[0], Real):
+        lo = F.add_dn(ivd[0].lo, F.sub_dn(ivm[0].lo, c))
+        hi = F.add_up(ivd[0].hi, F.sub_up(ivm[0].hi, c))
+        tape.shifted_exact[id(ctx.eqn)] = (lo, hi)
+    return new
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
@@ -269,6 +309,10 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         size = max(1, int(np.prod(jnp.shape(o.lo))))
         if not has_ev or size > MAX_REFINED_SIZE or tape.n_refined >= MAX_REFINED_VALUES:
             continue
+        # the rescaled values of a shifted softmax have no interval-domain exact range
+        shifted = id(ctx.eqn) in tape.softmax
+        if id(ctx.eqn) in tape.rescaled or (shifted and id(ctx.eqn) not in tape.shifted_exact):
+            continue
         tape.n_refined += 1
         # the deviation of o comes from events before this equation and its own
         probe = Real(o.lo, o.hi, o.lo, o.hi, jnp.zeros_like(o.lo), o.value, exact=True)
@@ -284,9 +328,11 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt)
         B = res[:, 0].reshape(jnp.shape(o.lo))
         B = F.where(tape.poison, jnp.inf, B)
-        ex = iv[j]
-        lo = jnp.maximum(o.lo, F.sub_dn(ex.lo, B))
-        hi = jnp.minimum(o.hi, F.add_up(ex.hi, B))
+        ex_lo, ex_hi = iv[j].lo, iv[j].hi
+        if shifted:  # the exponent x - c, not the interval domain's x - max
+            ex_lo, ex_hi = tape.shifted_exact[id(ctx.eqn)]
+        lo = jnp.maximum(o.lo, F.sub_dn(ex_lo, B))
+        hi = jnp.minimum(o.hi, F.add_up(ex_hi, B))
         r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
         tape.keep.append(r)
         for table in (tape.local, tape.random):
@@ -500,8 +546,11 @@ def first_order_errors(
 ) -> tuple[list[Any], list[Any]]:
     """Per output: (worst-case first-order error bound, probabilistic bound or None)."""
     tape = _Tape(interval_outs_by_path, probabilistic is not None)
+    tape.softmax = softmax_shifts(jaxpr)
+    tape.rescaled = {id(q) for hit in tape.softmax.values() for q in hit[3]}
     if refine:
-        tape.sensitive = _sensitive_vars(jaxpr)
+        # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
+        tape.sensitive = _sensitive_vars(jaxpr, {id(q) for hit in tape.softmax.values() for q in hit[1]})
     tape.adt = config.adt
     dom = _path_domain(tape, base)
     path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
@@ -585,7 +634,7 @@ def _use_counts(jaxpr: Any) -> dict[Any, int]:
     return counts
 
 
-def _sensitive_vars(jaxpr: Any) -> set[Any]:
+def _sensitive_vars(jaxpr: Any, skip: frozenset[int] | set[int] = frozenset()) -> set[Any]:
     """Variables read by a primitive whose derivative enclosure depends on the operand
     ranges (everything but linear and data-movement primitives), or passed into a
     call body (conservatively)."""
@@ -602,7 +651,7 @@ def _sensitive_vars(jaxpr: Any) -> set[Any]:
                 out.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
                 walk(sub[0])
                 continue
-            if prim in _LINEAR or prim in STRUCTURAL:
+            if prim in _LINEAR or prim in STRUCTURAL or id(eqn) in skip:
                 continue
             if prim is P("convert_element_type") and eqn.params.get("new_dtype") is not None and \
                     jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
