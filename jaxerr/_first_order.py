@@ -325,7 +325,11 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             tape.local[id(probe)] = E_own
         if id(o) in tape.random:
             tape.random[id(probe)] = tape.random[id(o)]
-        res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt)
+        # the pass stops at the values refined before (their deviation is one event
+        # bounded by their B): each refinement costs a reverse pass over the equations
+        # since those, not over the whole program
+        stops = tape.refined if REFINE_CHECKPOINTS else None
+        res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt, stops=stops)
         B = res[:, 0].reshape(jnp.shape(o.lo))
         B = F.where(tape.poison, jnp.inf, B)
         ex_lo, ex_hi = iv[j].lo, iv[j].hi
@@ -438,10 +442,14 @@ class _SignedSum:
 
 
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
-             chunk: int | None = None) -> Any:
+             chunk: int | None = None, stops: dict[int, Any] | None = None) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
     ``(worst case, sum of squares, sensitivity variation, deterministic part)`` of its
-    deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``."""
+    deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``.
+
+    ``stops`` (worst case only): ``id(value) -> B``, values whose total deviation is
+    known to be at most ``B``: the pass does not go back through them, their deviation
+    counts as one event bounded by ``B`` (``_refine``)."""
     sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) for o in seeds]
     M = int(sum(sizes))
     offsets = np.cumsum([0] + sizes[:-1])
@@ -507,6 +515,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                                                     F.where(ss_k == 0, 0.0, E)))
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
+                    if stops is not None and id(x) in stops:
+                        wc = F.add_up_nn(wc, _contrib(c, stops[id(x)]))
+                        continue
                     cots[id(x)] = C.add(cots.get(id(x)), c)
         for p, E in inputs:
             g = cots.pop(id(p), None)
@@ -598,6 +609,10 @@ _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14
+#: refinement passes stop at earlier refined values (see ``_refine``): far fewer
+#: equations; the ranges lose the cancellations across those values, the final
+#: bound (a full reverse pass) does not
+REFINE_CHECKPOINTS = True
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
