@@ -86,6 +86,11 @@ class _Tape:
         self.substituted: dict[int, list[Any]] = {}
         self.shifted_exact: dict[int, Any] = {}  # id(sub eqn) -> exact range of x - c
         self.rescaled: set[int] = set()  # ids of eqns whose results the shift rescales
+        # softmax blocks: id(eqn) -> (role, id(sub eqn)); per sub: ctxs and d's path value;
+        # id(div eqn) -> (block ranges, d, axes) (``_rules/sensitivity_softmax``)
+        self.sm_role: dict[int, tuple[str, int]] = {}
+        self.sm_parts: dict[int, dict[str, Any]] = {}
+        self.sm_block: dict[int, Any] = {}
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -181,7 +186,11 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         iv = tape.interval_outs.get(ctx.path)
         if iv is not None and any(isinstance(o, Real) and not o.exact for o in iv):
             tape.has_event.update(id(o) for o in outs)
+        outs = _softmax_block(tape, ctx, outs)
         outs = _refine(tape, ctx, invals, outs)
+        role = tape.sm_role.get(id(ctx.eqn))
+        if role is not None and role[0] == "sub":
+            tape.sm_parts.setdefault(role[1], {})["d"] = outs[0]
         tape.entries.append((ctx, list(invals), list(outs)))
         tape.has_event.update(id(o) for o in outs if isinstance(o, Real) and id(o) in tape.local)
         return outs
@@ -190,6 +199,45 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
     # plain interval domain (no tape); the whole equation is one event (a cut)
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
                   inner=base, convert=convert)
+
+
+def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
+    """Record the parts of a shifted softmax; at its division, compute the block's
+    ranges and tighten ``p``'s path range with the sharp softmax range."""
+    from ._rules.sensitivity_softmax import block_ranges, p_range
+
+    role = tape.sm_role.get(id(ctx.eqn))
+    if role is None:
+        return outs
+    kind, sid = role
+    parts = tape.sm_parts.setdefault(sid, {})
+    if kind in ("exp", "sum"):
+        parts[kind] = ctx
+        if kind == "sum":
+            parts["axes"] = tuple(int(a) for a in ctx.eqn.params["axes"])
+        return outs
+    if kind != "div" or not all(k in parts for k in ("d", "exp", "sum")):
+        return outs
+    p = outs[0]
+    d = parts["d"]
+    if not (isinstance(p, Real) and isinstance(d, Real)):
+        return outs
+    blk = block_ranges(parts["exp"], parts["sum"], d, parts["axes"])
+    tape.sm_block[id(ctx.eqn)] = (blk, d, parts["axes"])
+    E = tape.local.get(id(p))
+    if E is None:
+        return outs
+    lo, hi = p_range(blk)
+    lo = jnp.maximum(p.lo, F.sub_dn(lo, E))
+    hi = jnp.minimum(p.hi, F.add_up(hi, E))
+    r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), p.value, exact=True)
+    tape.keep.append(r)
+    for table in (tape.local, tape.random, tape.shift):
+        if id(p) in table:
+            table[id(r)] = table[id(p)]
+    if id(p) in tape.has_event:
+        tape.has_event.add(id(r))
+    return [r]
 
 
 def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
@@ -210,7 +258,7 @@ def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
     new = [x, cst]
     tape.substituted[id(ctx.eqn)] = new
     # the exact value of x - c: (x - m)_exact + (m_exact - c), from the interval analysis
-    _, _, producer, _ = hit
+    producer = hit[2]
     prefix = ctx.path[:ctx.path.rfind("/") + 1]
     ivd = tape.interval_outs.get(ctx.path)
     ivm = tape.interval_outs.get(prefix + producer)
@@ -441,6 +489,10 @@ class _SignedSum:
         return F.add_up_nn(F.add_up_nn(jnp.abs(self.s), err), self.r)
 
 
+def _no_cots(ctx, gs, ins, outs, **_):
+    return [None] * len(ins), None
+
+
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
              chunk: int | None = None, stops: dict[int, Any] | None = None) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
@@ -472,6 +524,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if all(g is None for g in gs):
                 continue
             rule = sensitivity_rules.get(ctx.eqn.primitive)
+            block = tape.sm_block.get(id(ctx.eqn))
+            if block is not None:  # a softmax's division: the whole block below
+                rule = _no_cots
             ctx.need = [needed(x) for x in ins]
             kink = tape.kink_bound(ctx, ins)
             ctx.kink_cut = kink is not None
@@ -513,6 +568,15 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                     # the sensitivity varies by at most 2 rad along the segment
                     var = F.add_up_nn(var, _contrib(Cot(jnp.zeros_like(g.rad), F.scale_up(g.rad, 2.0)),
                                                     F.where(ss_k == 0, 0.0, E)))
+            if block is not None and gs[0] is not None:
+                from ._rules.sensitivity_softmax import block_cot
+
+                blk, d_val, axes = block
+                cd, _, extra = block_cot(gs[0], blk, axes)
+                wc = F.add_up_nn(wc, extra)
+                if tape.probabilistic:
+                    det = F.add_up_nn(det, extra)
+                ins, in_cots = [d_val], [cd]
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
                     if stops is not None and id(x) in stops:
@@ -559,6 +623,11 @@ def first_order_errors(
     tape = _Tape(interval_outs_by_path, probabilistic is not None)
     tape.softmax = softmax_shifts(jaxpr)
     tape.rescaled = {id(q) for hit in tape.softmax.values() for q in hit[3]}
+    for sid, hit in tape.softmax.items():
+        tape.sm_role[sid] = ("sub", sid)
+        tape.sm_role[id(hit[3][0])] = ("exp", sid)
+        tape.sm_role[id(hit[3][1])] = ("sum", sid)
+        tape.sm_role[id(hit[4])] = ("div", sid)
     if refine:
         # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
         tape.sensitive = _sensitive_vars(jaxpr, {id(q) for hit in tape.softmax.values() for q in hit[1]})

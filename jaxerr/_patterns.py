@@ -105,7 +105,7 @@ def _broadcast_back(jaxpr_prod: dict[Any, Any], uses: dict[Any, Any], v: Any, re
 def softmax_shifts(jaxpr: Any) -> dict[int, Any]:
     """``{id(sub equation): (sub equation, [equations of the max chain], index of the
     subtracted operand's producer in its jaxpr, [equations whose results the shift
-    rescales: exp, the sum and its broadcast])}`` for every shift-invariant softmax
+    rescales: exp, the sum and its broadcast], the div equation)}`` for every shift-invariant softmax
     (module docstring) in ``jaxpr`` and the bodies of its call equations. The
     subtracted operand is operand 1 of the ``sub``."""
     found: dict[int, Any] = {}
@@ -126,8 +126,8 @@ def softmax_shifts(jaxpr: Any) -> dict[int, Any]:
                 continue
             r = _match(eqn, prod, uses, through)
             if r is not None:
-                chain, shifted = r
-                found[id(eqn)] = (eqn, chain, str(index[id(prod[eqn.invars[1]])]), shifted)
+                chain, shifted, div = r
+                found[id(eqn)] = (eqn, chain, str(index[id(prod[eqn.invars[1]])]), shifted, div)
 
     walk(jaxpr)
     return found
@@ -188,4 +188,4 @@ def _match(sub: Any, prod: dict[Any, Any], uses: dict[Any, Any], through: set[An
         if len(uses.get(q.outvars[0], [])) != 1:
             return None
     del S
-    return [red] + chain, [ud[0][0], rs] + schain
+    return [red] + chain, [ud[0][0], rs] + schain, div
