@@ -376,7 +376,8 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         # the pass stops at the values refined before (their deviation is one event
         # bounded by their B): each refinement costs a reverse pass over the equations
         # since those, not over the whole program
-        stops = tape.refined if REFINE_CHECKPOINTS else None
+        # (not for a softmax exponent: exp's derivative range grows like e^B there)
+        stops = tape.refined if REFINE_CHECKPOINTS and not shifted else None
         res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt, stops=stops)
         B = res[:, 0].reshape(jnp.shape(o.lo))
         B = F.where(tape.poison, jnp.inf, B)
