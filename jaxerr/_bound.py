@@ -327,13 +327,14 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     # infinite bound; a computed range beyond the format's largest finite value means
     # overflow (err inf); and elementwise operands whose computed value may be inf/NaN
     # (infinite err) make the result possibly NaN too, whatever the rule's ranges say.
-    low = jnp.isnan(out.clo) | (out.clo < -big)
-    high = jnp.isnan(out.chi) | (out.chi > big)
-    bad = low | high | jnp.isnan(out.err)
+    # (negated comparisons are true for NaN: one operation each instead of three)
+    low = ~(out.clo >= -big)
+    high = ~(out.chi <= big)
+    bad = low | high | ~(out.err >= 0)
     if ctx.eqn.primitive not in STRUCTURAL and ctx.eqn.primitive not in CONTROL_FLOW:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
-                bad = bad | jnp.isinf(v.err)
+                bad = bad | ~(v.err < jnp.inf)  # err >= 0: inf or NaN
     err = F.where(bad, jnp.inf, out.err)
     clo = F.where(low, -jnp.inf, out.clo)
     chi = F.where(high, jnp.inf, out.chi)

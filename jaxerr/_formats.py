@@ -307,6 +307,17 @@ def gamma(n: int, u: float) -> float:
     return _float_up(nu / (1 - nu))
 
 
+def const_dn(x: float, dtype: Any) -> np.ndarray:
+    """The largest value of ``dtype`` that is <= the float64 ``x``."""
+    d = np.dtype(dtype)
+    if math.isinf(x) or math.isnan(x):
+        return np.asarray(x, d)
+    y = np.asarray(x, d)
+    if float(y) > x:
+        y = np.nextafter(y, np.asarray(-np.inf, d))
+    return y
+
+
 def const_up(x: float, dtype: Any) -> np.ndarray:
     """The smallest value of ``dtype`` that is >= the float64 ``x``."""
     d = np.dtype(dtype)
@@ -489,6 +500,11 @@ class Accumulation:
         if self.kind == "wide":
             return f"wide:{self.wide.name}"
         return self.kind
+
+    def accumulator(self, fmt: Format) -> Format:
+        """The format the partial sums are held in (the wide format, or ``fmt``)."""
+        acc = self.resolve(fmt)
+        return acc.wide if acc.kind == "wide" else fmt
 
     def depth(self, n: int, products: bool) -> int:
         """Number of roundings any one term goes through (the gamma index)."""

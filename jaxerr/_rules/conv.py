@@ -26,7 +26,7 @@ from .. import _formats as F
 from .._domains.interval import Discrete
 from . import register_rule
 from ._common import c
-from .linear import _int_dot, bilinear
+from .linear import _int_dot, bilinear, value_is_analysis_product
 
 P = _compat.prim
 
@@ -82,8 +82,8 @@ class _Convs:
 
 @register_rule(P("conv_general_dilated"))
 def conv_general_dilated_rule(ctx, a, b, **params):
-    value = ctx.value(a.value, b.value)
     if isinstance(a, Discrete) or isinstance(b, Discrete):
-        return _int_dot(ctx, a, b, value)
+        return _int_dot(ctx, a, b, ctx.value(a.value, b.value))
     n = conv_terms(b.shape, params["dimension_numbers"])
+    value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
     return bilinear(ctx, a, b, _Convs(params, n, ctx.adt), value)

@@ -26,7 +26,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, imul, mag
 from . import register_rule
-from ._common import c
+from ._common import c, guard_partial_sums, partial_sums_overflow
 from .windows import sum_coefficients
 
 P = _compat.prim
@@ -89,7 +89,9 @@ def cumsum_rule(ctx, a, *, axis, reverse=False, **_):
     nonpos = lax.cummax(a.chi, axis=axis, reverse=reverse) <= 0
     clo = F.where(nonneg, jnp.maximum(clo, 0.0), clo)
     chi = F.where(nonpos, jnp.minimum(chi, 0.0), chi)
-    return Real(lo, hi, clo, chi, err, value)
+    ca, cb, cc = coefs[-1]  # the largest coefficients (every prefix is a partial sum of the last)
+    ovf = partial_sums_overflow(ctx, S, float(ca), float(cb), float(cc), in_format=True) if L > 2 else None
+    return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)
 
 
 def sum_coefficients_quiet(ctx, n: int):

@@ -23,7 +23,13 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import accumulation_coefficients, c
+from ._common import (
+    accumulation_coefficients,
+    c,
+    guard_partial_sums,
+    partial_sums_overflow,
+    partial_sums_overflow_err,
+)
 
 P = _compat.prim
 
@@ -76,30 +82,56 @@ def _mid_rad(x: Real):
     return mid, rad
 
 
+def value_is_analysis_product(ctx, a, b) -> bool:
+    """Whether the centre value of a bilinear equation is the analysis' own product of
+    ``a.value`` and the exact point ``b`` (a program as written in the analysis dtype
+    with exact weights): then one matmul serves as both (see :func:`bilinear`)."""
+    adt = np.dtype(ctx.adt)
+    return (not ctx.override and isinstance(a, Real) and isinstance(b, Real) and b.point and b.exact
+            and np.dtype(a.value.dtype) == adt and np.dtype(b.value.dtype) == adt
+            and all(np.dtype(v.aval.dtype) == adt for v in ctx.eqn.outvars))
+
+
 @register_rule(P("dot_general"))
 def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
-    value = ctx.value(a.value, b.value)
     if isinstance(a, Discrete) or isinstance(b, Discrete):
-        return _int_dot(ctx, a, b, value)
+        return _int_dot(ctx, a, b, ctx.value(a.value, b.value))
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
+    value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
     return bilinear(ctx, a, b, _Dots(dimension_numbers, n, ctx.adt), value)
+
+
+def _value_rad(x: Real):
+    """``(centre, radius)`` with the computed centre value as the centre: the exact
+    range lies within ``value ± radius`` (``radius`` None for an exact point)."""
+    if x.point and x.exact:
+        return x.lo, None
+    v = x.value
+    return v, jnp.maximum(F.sub_up(x.hi, v), F.sub_up(v, x.lo))
 
 
 def bilinear(ctx, a, b, D, value):
     """The rule of a bilinear primitive whose every output is a sum of ``D.n`` products
     (dot_general, conv_general_dilated). ``D`` supplies ``dot(x, y)`` (the primitive in
     the analysis dtype), ``dot_up`` / ``dots_up`` (upper bounds for nonnegative
-    operands), ``g_an`` and ``slack`` (the analysis' own rounding of one product)."""
+    operands), ``g_an`` and ``slack`` (the analysis' own rounding of one product).
+
+    ``value=None`` (only when :func:`value_is_analysis_product`): the exact range is
+    formed around ``a.value`` instead of the midpoint of ``a``'s range (the radius
+    covers the whole range either way), so the analysis' product of the centres is
+    the equation's centre value too, and the program's own matmul is not repeated."""
     adt = ctx.adt
     n = D.n
     ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
 
     # ---- exact range (midpoint-radius) ----
-    ac, ar = _mid_rad(a)
+    ac, ar = _mid_rad(a) if value is not None else _value_rad(a)
     bc, br = _mid_rad(b)
     g = D.g_an
     ymid = D.dot(ac, bc)
+    if value is None:
+        value = ymid
     abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
     rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
 
@@ -153,6 +185,12 @@ def bilinear(ctx, a, b, D, value):
     err = err_terms[0] if err_terms else jnp.zeros_like(ymid)
     for t in err_terms[1:]:
         err = F.add_up(err, t)
+    if ctx.acc.accumulator(ctx.fmt).max_finite < 1e37:
+        # a narrow accumulator (float16, float8): S itself, one more matmul
+        ovf = partial_sums_overflow(ctx, D.dot_up(mag_ac, mag(b.clo, b.chi)), ca, cb, cc)
+    else:
+        # err >= ca S: no extra matmul (a false alarm needs an error near ca * 3e38)
+        ovf = partial_sums_overflow_err(ctx, err, ca, cb, cc)
     if cb != 0:
         # wide accumulation: one final rounding of a result with |y^| <= |y| + err
         ymag = F.add_up(mag(lo, hi), err)
@@ -160,7 +198,7 @@ def bilinear(ctx, a, b, D, value):
     err = F.add_up(err, c(cc, adt))
     clo = F.sub_dn(lo, err)
     chi = F.add_up(hi, err)
-    return Real(lo, hi, clo, chi, err, value)
+    return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)
 
 
 def _int_dot(ctx, a, b, value):

@@ -16,7 +16,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import accumulation_coefficients, c
+from ._common import accumulation_coefficients, c, guard_partial_sums, partial_sums_overflow
 
 P = _compat.prim
 
@@ -72,7 +72,8 @@ def reduce_sum_rule(ctx, a, *, axes, **_):
         clo = F.where(nonneg, jnp.maximum(clo, pos_lo), clo)
     clo = F.where(nonneg, jnp.maximum(clo, 0.0), clo)
     chi = F.where(jnp.max(a.chi, axis=axes, initial=-jnp.inf) <= 0, jnp.minimum(chi, 0.0), chi)
-    return Real(lo, hi, clo, chi, err, value)
+    ovf = partial_sums_overflow(ctx, S, ca, cb, cc) if n > 2 else None
+    return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)
 
 
 def _reduce_fields(a, fn, axes, value):

@@ -23,7 +23,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import c, invalid
+from ._common import c, guard_partial_sums, invalid, partial_sums_overflow
 from .structural import STRUCTURAL
 
 P = _compat.prim
@@ -84,6 +84,9 @@ def scatter_add_rule(ctx, operand, indices, updates, **params):
     if not (operand.exact and updates.exact):
         err = F.add_up_nn(bounds(operand.err, updates.err)[1], rho)
     out = Real(lo, hi, F.sub_dn(rlo, rho), F.add_up(rhi, rho), err, value)
+    # the running sums are rounded to the format: each is at most S (1 + gamma) + c
+    out = guard_partial_sums(out, partial_sums_overflow(ctx, S, gam, 0.0, float(m_max * fmt.underflow),
+                                                        in_format=True))
     bad = jnp.broadcast_to(~certain, jnp.shape(lo))
     return invalid(ctx, bad, out, "scatter-add indices depend on uncertain values")
 

@@ -26,7 +26,7 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import accumulation_coefficients, c
+from ._common import accumulation_coefficients, c, guard_partial_sums, partial_sums_overflow
 
 P = _compat.prim
 
@@ -97,7 +97,8 @@ def _window_sum(ctx, a: Real, wp, n: int, value, init: Real | None = None) -> Re
         nonpos = P("reduce_window_max").bind(a.chi, **wp) <= 0
         clo = F.where(nonneg, jnp.maximum(clo, 0.0), clo)
         chi = F.where(nonpos, jnp.minimum(chi, 0.0), chi)
-    return Real(lo, hi, clo, chi, err, value)
+    ovf = partial_sums_overflow(ctx, S, ca, cb, cc, in_format=True) if n_terms > 2 else None
+    return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)
 
 
 @register_rule(P("reduce_window_sum"))
