@@ -227,9 +227,11 @@ def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
     E = tape.local.get(id(p))
     if E is None:
         return outs
+    # the block's relative events move e and S off their additive path ranges (by up to
+    # the absolute budget times e^hi/e^lo), so p's states are enclosed by the sharp range
+    # alone, not by its intersection with the interval rule's e/S range
     lo, hi = p_range(blk)
-    lo = jnp.maximum(p.lo, F.sub_dn(lo, E))
-    hi = jnp.minimum(p.hi, F.add_up(hi, E))
+    lo, hi = F.sub_dn(lo, E), F.add_up(hi, E)
     r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), p.value, exact=True)
     tape.keep.append(r)
     for table in (tape.local, tape.random, tape.shift):
