@@ -161,7 +161,7 @@ def _block(seq=4, d=8, heads=2, ff=16, flax_ln=False, upto="out"):
             v = jnp.maximum(0.0, jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(m))
         else:
             v = jnp.mean(jnp.square(x - m), -1, keepdims=True)
-        return (x - m) * jax.lax.rsqrt(v + 1e-5) * g + b
+        return (x - m) * jax.lax.rsqrt(v + 1e-5) * g[None, :] + b[None, :]
 
     def heads_(t):
         return t.reshape(seq, heads, dh).transpose(1, 0, 2)
@@ -170,11 +170,11 @@ def _block(seq=4, d=8, heads=2, ff=16, flax_ln=False, upto="out"):
         h = ln(x, g1, be1)
         q, k, v = heads_(h @ wq), heads_(h @ wk), heads_(h @ wv)
         p = _flax_softmax(jnp.einsum("hqd,hkd->hqk", q, k) * (1 / np.sqrt(dh)))
-        x = x + jnp.einsum("hqk,hkd->hqd", p, v).transpose(1, 0, 2).reshape(seq, d) @ wo + bo
+        x = x + jnp.einsum("hqk,hkd->hqd", p, v).transpose(1, 0, 2).reshape(seq, d) @ wo + bo[None, :]
         if upto == "attention":
             return x
-        h = jax.nn.gelu(ln(x, g2, be2) @ w1 + b1)
-        return x + h @ w2 + b2
+        h = jax.nn.gelu(ln(x, g2, be2) @ w1 + b1[None, :])
+        return x + h @ w2 + b2[None, :]
 
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(102), (seq, d)), np.float32)
     return f, x
