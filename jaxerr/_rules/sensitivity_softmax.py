@@ -68,8 +68,9 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     num = F.add_up_nn(F.add_up(F.static_up(a, dt), F.static_up(b, dt)), F.div_up(F.static_up(cc, dt), sl))
     s = F.div_up(num, F.sub_dn(jnp.ones_like(sl), F.static_up(b, dt)))
     s = F.where((sl > 0) & (b < 0.5) & jnp.isfinite(num), s, jnp.inf)
-    others_hi = jnp.maximum(F.sub_up(sh, El), 0.0)
-    others_lo = jnp.maximum(F.sub_dn(sl, Eh), 0.0)
+    # sum_{j != i} E_j: sh >= sum_j E_j^hi and sl <= sum_j E_j^lo
+    others_hi = jnp.maximum(F.sub_up(sh, Eh), 0.0)
+    others_lo = jnp.maximum(F.sub_dn(sl, El), 0.0)
     q_lo = jnp.maximum(F.div_dn(El, F.add_up(El, others_hi)), 0.0)
     q_hi = jnp.minimum(F.div_up(Eh, F.add_dn(Eh, others_lo)), 1.0)
     bad = ~(jnp.isfinite(q_lo) & jnp.isfinite(q_hi))
