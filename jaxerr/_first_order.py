@@ -62,6 +62,7 @@ from ._domains import first_order as C
 from ._domains.first_order import Cot
 from ._domains.interval import Discrete, Real, mag, mig
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
+from ._patterns import softmax_shifts
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
 from ._rules.sensitivity import sensitivity_rules
@@ -106,6 +107,17 @@ class _Tape:
         self.exact: dict[int, Any] = {}
         self.rem: dict[int, Any] = {}
         self.prob_cut: set[int] = set()
+        # shift-invariant softmax (``_patterns``): id(sub eqn) -> (eqn, max chain, path of
+        # the subtracted value's producer); operands the path pass substituted, by eqn id
+        self.softmax: dict[int, Any] = {}
+        self.substituted: dict[int, list[Any]] = {}
+        self.shifted_exact: dict[int, Any] = {}  # id(sub eqn) -> exact range of x - c
+        self.rescaled: set[int] = set()  # ids of eqns whose results the shift rescales
+        # softmax blocks: id(eqn) -> (role, id(sub eqn)); per sub: ctxs and d's path value;
+        # id(div eqn) -> (block ranges, d, axes) (``_rules/sensitivity_softmax``)
+        self.sm_role: dict[int, tuple[str, int]] = {}
+        self.sm_parts: dict[int, dict[str, Any]] = {}
+        self.sm_block: dict[int, Any] = {}
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -188,8 +200,12 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
                         exact=True, point=out.point)
         return tape.event_value(out, out.err)
 
+    def convert(ctx, invals):
+        return _softmax_shift(tape, ctx, invals)
+
     def record(ctx, invals, outs):
         outs = list(outs)
+        invals = tape.substituted.pop(id(ctx.eqn), invals)
         if tape.probabilistic:
             for o in outs:
                 if id(o) in tape.local:
@@ -201,7 +217,11 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         iv = tape.interval_outs.get(ctx.path)
         if iv is not None and any(isinstance(o, Real) and not o.exact for o in iv):
             tape.has_event.update(id(o) for o in outs)
+        outs = _softmax_block(tape, ctx, outs)
         outs = _refine(tape, ctx, invals, outs)
+        role = tape.sm_role.get(id(ctx.eqn))
+        if role is not None and role[0] == "sub":
+            tape.sm_parts.setdefault(role[1], {})["d"] = outs[0]
         tape.entries.append((ctx, list(invals), list(outs)))
         tape.has_event.update(id(o) for o in outs if isinstance(o, Real) and id(o) in tape.local)
         return outs
@@ -209,7 +229,77 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
     # control-flow bodies are traced inside lax.scan/while_loop: evaluate them with the
     # plain interval domain (no tape); the whole equation is one event (a cut)
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
-                  inner=base)
+                  inner=base, convert=convert)
+
+
+def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
+    """Record the parts of a shifted softmax; at its division, compute the block's
+    ranges and tighten ``p``'s path range with the sharp softmax range."""
+    from ._rules.sensitivity_softmax import block_ranges, p_range
+
+    role = tape.sm_role.get(id(ctx.eqn))
+    if role is None:
+        return outs
+    kind, sid = role
+    parts = tape.sm_parts.setdefault(sid, {})
+    if kind in ("exp", "sum"):
+        parts[kind] = ctx
+        if kind == "sum":
+            parts["axes"] = tuple(int(a) for a in ctx.eqn.params["axes"])
+        return outs
+    if kind != "div" or not all(k in parts for k in ("d", "exp", "sum")):
+        return outs
+    p = outs[0]
+    d = parts["d"]
+    if not (isinstance(p, Real) and isinstance(d, Real)):
+        return outs
+    blk = block_ranges(parts["exp"], parts["sum"], d, parts["axes"])
+    tape.sm_block[id(ctx.eqn)] = (blk, d, parts["axes"])
+    E = tape.local.get(id(p))
+    if E is None:
+        return outs
+    # the block's relative events move e and S off their additive path ranges (by up to
+    # the absolute budget times e^hi/e^lo), so p's states are enclosed by the sharp range
+    # alone, not by its intersection with the interval rule's e/S range
+    lo, hi = p_range(blk)
+    lo, hi = F.sub_dn(lo, E), F.add_up(hi, E)
+    r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), p.value, exact=True)
+    tape.keep.append(r)
+    for table in (tape.local, tape.random, tape.shift):
+        if id(p) in table:
+            table[id(r)] = table[id(p)]
+    if id(p) in tape.has_event:
+        tape.has_event.add(id(r))
+    return [r]
+
+
+def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
+    """The ``x - max`` of a shift-invariant softmax (``_patterns``): subtract the constant
+    ``c`` = upper end of the maximum's path range instead (it encloses the computed
+    maximum, so ``c >= m^``): no event, no sensitivity through the maximum."""
+    hit = tape.softmax.get(id(ctx.eqn))
+    if hit is None:
+        return invals
+    x, m = invals
+    if not (isinstance(x, Real) and isinstance(m, Real)):
+        return invals
+    c = m.hi
+    tape.poison = tape.poison | jnp.any(~jnp.isfinite(c))
+    c = F.where(jnp.isfinite(c), c, 0.0)
+    cst = Real(c, c, c, c, jnp.zeros_like(c), m.value, exact=True, point=True)
+    tape.keep.append(cst)
+    new = [x, cst]
+    tape.substituted[id(ctx.eqn)] = new
+    # the exact value of x - c: (x - m)_exact + (m_exact - c), from the interval analysis
+    producer = hit[2]
+    prefix = ctx.path[:ctx.path.rfind("/") + 1]
+    ivd = tape.interval_outs.get(ctx.path)
+    ivm = tape.interval_outs.get(prefix + producer)
+    if ivd is not None and ivm is not None and isinstance(ivd[0], Real) and isinstance(ivm[0], Real):
+        lo = F.add_dn(ivd[0].lo, F.sub_dn(ivm[0].lo, c))
+        hi = F.add_up(ivd[0].hi, F.sub_up(ivm[0].hi, c))
+        tape.shifted_exact[id(ctx.eqn)] = (lo, hi)
+    return new
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
@@ -302,6 +392,10 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         size = max(1, int(np.prod(jnp.shape(o.lo))))
         if not has_ev or size > MAX_REFINED_SIZE or tape.n_refined >= MAX_REFINED_VALUES:
             continue
+        # the rescaled values of a shifted softmax have no interval-domain exact range
+        shifted = id(ctx.eqn) in tape.softmax
+        if id(ctx.eqn) in tape.rescaled or (shifted and id(ctx.eqn) not in tape.shifted_exact):
+            continue
         tape.n_refined += 1
         tape.n_refined_elems += size
         # the deviation of o comes from events before this equation and its own
@@ -315,7 +409,13 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
                 table[id(probe)] = table[id(o)]
         if id(o) in tape.prob_cut:
             tape.prob_cut.add(id(probe))
-        res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt)
+        # the pass stops at the values refined before (their deviation is one event
+        # bounded by their B): each refinement costs a reverse pass over the equations
+        # since those, not over the whole program (worst case only: a stopped value
+        # has no probabilistic part; not for a softmax exponent: exp's derivative range
+        # grows like e^B there)
+        stops = tape.refined if REFINE_CHECKPOINTS and not shifted and not tape.probabilistic else None
+        res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt, stops=stops)
         B = res[:, 0]
         if tape.probabilistic:
             # probabilistic path ranges (see _prob_refined_delta): B holds with
@@ -323,9 +423,11 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             B = jnp.minimum(B, _prob_combine(res, tape.lam_ref))
         B = B.reshape(jnp.shape(o.lo))
         B = F.where(tape.poison, jnp.inf, B)
-        ex = iv[j]
-        lo = jnp.maximum(o.lo, F.sub_dn(ex.lo, B))
-        hi = jnp.minimum(o.hi, F.add_up(ex.hi, B))
+        ex_lo, ex_hi = iv[j].lo, iv[j].hi
+        if shifted:  # the exponent x - c, not the interval domain's x - max
+            ex_lo, ex_hi = tape.shifted_exact[id(ctx.eqn)]
+        lo = jnp.maximum(o.lo, F.sub_dn(ex_lo, B))
+        hi = jnp.minimum(o.hi, F.add_up(ex_hi, B))
         r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
         tape.keep.append(r)
         for table in (tape.local, tape.random, tape.exact, tape.rem):
@@ -716,11 +818,19 @@ class _SignedSum:
         return F.add_up_nn(F.add_up_nn(jnp.abs(self.s), err), self.r)
 
 
+def _no_cots(ctx, gs, ins, outs, **_):
+    return [None] * len(ins), None
+
+
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
-             chunk: int | None = None) -> Any:
+             chunk: int | None = None, stops: dict[int, Any] | None = None) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
     ``(worst case, sum of squares, sensitivity variation, deterministic part)`` of its
-    deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``."""
+    deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``.
+
+    ``stops`` (worst case only): ``id(value) -> B``, values whose total deviation is
+    known to be at most ``B``: the pass does not go back through them, their deviation
+    counts as one event bounded by ``B`` (``_refine``)."""
     sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) for o in seeds]
     M = int(sum(sizes))
     offsets = np.cumsum([0] + sizes[:-1])
@@ -743,6 +853,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if all(g is None for g in gs):
                 continue
             rule = sensitivity_rules.get(ctx.eqn.primitive)
+            block = tape.sm_block.get(id(ctx.eqn))
+            if block is not None:  # a softmax's division: the whole block below
+                rule = _no_cots
             ctx.need = [needed(x) for x in ins]
             prob = tape.probabilistic
             kink = None if prob else tape.kink_bound(ctx, ins)
@@ -795,8 +908,20 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                     det = F.add_up_nn(det, _contrib(g, det_k))
                     # (no variation term: the sensitivities are those at the exact point,
                     # the nonlinearity is in the remainders)
+            if block is not None and gs[0] is not None:
+                from ._rules.sensitivity_softmax import block_cot
+
+                blk, d_val, axes = block
+                cd, _, extra = block_cot(gs[0], blk, axes)
+                wc = F.add_up_nn(wc, extra)
+                if tape.probabilistic:
+                    det = F.add_up_nn(det, extra)
+                ins, in_cots = [d_val], [cd]
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
+                    if stops is not None and id(x) in stops:
+                        wc = F.add_up_nn(wc, _contrib(c, stops[id(x)]))
+                        continue
                     cots[id(x)] = C.add(cots.get(id(x)), c)
         for p, E in inputs:
             g = cots.pop(id(p), None)
@@ -839,15 +964,25 @@ def first_order_errors(
     """Per output: (worst-case first-order error bound, probabilistic bound or None).
 
     With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
-    and caps the probabilistic one (whose tape uses probabilistic path ranges)."""
+    and caps the probabilistic one (whose tape uses probabilistic path ranges). The
+    softmax pattern (``_patterns``) is used by the worst-case pass only."""
     wc_guaranteed = None
     if probabilistic is not None:
         wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
                                               interval_results, base, config, None, chunk, refine)
-    sensitive = _sensitive_vars(jaxpr) if refine else set()
+    softmax = softmax_shifts(jaxpr) if probabilistic is None else {}
+    # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
+    sensitive = _sensitive_vars(jaxpr, {id(q) for hit in softmax.values() for q in hit[1]}) if refine else set()
     tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic,
                  _refinable_elements(jaxpr, sensitive) if probabilistic is not None else 0)
     tape.sensitive = sensitive
+    tape.softmax = softmax
+    tape.rescaled = {id(q) for hit in softmax.values() for q in hit[3]}
+    for sid, hit in softmax.items():
+        tape.sm_role[sid] = ("sub", sid)
+        tape.sm_role[id(hit[3][0])] = ("exp", sid)
+        tape.sm_role[id(hit[3][1])] = ("sum", sid)
+        tape.sm_role[id(hit[4])] = ("div", sid)
     tape.adt = config.adt
     dom = _path_domain(tape, base)
     path_inputs = [_to_path_input(tape, x) for x in interval_inputs]
@@ -901,6 +1036,10 @@ _LINEAR = {P(n) for n in ("add", "add_any", "add_jaxvals", "sub", "neg", "reduce
 #: refine at most this many values, each of at most this many elements (cost control)
 MAX_REFINED_VALUES = 64
 MAX_REFINED_SIZE = 1 << 14
+#: refinement passes stop at earlier refined values (see ``_refine``): far fewer
+#: equations; the ranges lose the cancellations across those values, the final
+#: bound (a full reverse pass) does not
+REFINE_CHECKPOINTS = True
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
@@ -937,7 +1076,7 @@ def _use_counts(jaxpr: Any) -> dict[Any, int]:
     return counts
 
 
-def _sensitive_vars(jaxpr: Any) -> set[Any]:
+def _sensitive_vars(jaxpr: Any, skip: frozenset[int] | set[int] = frozenset()) -> set[Any]:
     """Variables read by a primitive whose derivative enclosure depends on the operand
     ranges (everything but linear and data-movement primitives), or passed into a
     call body (conservatively)."""
@@ -954,7 +1093,7 @@ def _sensitive_vars(jaxpr: Any) -> set[Any]:
                 out.update(v for v in eqn.invars if not isinstance(v, _compat.Literal))
                 walk(sub[0])
                 continue
-            if prim in _LINEAR or prim in STRUCTURAL:
+            if prim in _LINEAR or prim in STRUCTURAL or id(eqn) in skip:
                 continue
             if prim is P("convert_element_type") and eqn.params.get("new_dtype") is not None and \
                     jnp.issubdtype(eqn.params["new_dtype"], jnp.floating):
