@@ -270,3 +270,16 @@ def test_division_by_a_constant_as_xla_computes_it():
     v = check(lambda x: x / 0.3333333333333333, [x], precision=None, radius=0.01, n_samples=4, seed=2049,
               domain="affine")
     assert not v, "\n".join(v[:5])
+
+
+def test_self_difference_of_possibly_nonfinite_value_is_unbounded():
+    """``v - v`` is 0 only where ``v`` is finite: 1000 overflows float8_e4m3fn to NaN,
+    and NaN - NaN is NaN (fuzz seed 5042: the affine domain answered 0 +- 0)."""
+
+    def g(x):
+        v = jnp.where(x >= 0, x * jnp.float32(0.5), jnp.float32(0.0))
+        return v - v
+
+    out = jaxerr.bound(g, "float8_e4m3fn", domain="affine", warn=False)(jnp.array([1.0, 1000.0], jnp.float32))
+    err = np.asarray(out.abs_err)
+    assert np.isfinite(err[0]) and np.isinf(err[1])

@@ -62,7 +62,12 @@ def _addsub(ctx, a, b, s: int):
         (a,) = prep(ctx, a)
         if s == -1:
             z = jnp.zeros_like(a.x.c)
-            return Affine(Form(z), Form.zero(z), value, a.stamp, False)
+            if a.exact:
+                return Affine(Form(z), Form.zero(z), value, a.stamp, False)
+            # x^ - x^ is 0 only where x^ is finite: inf - inf and NaN - NaN are NaN
+            # (fuzz seed 5042: x overflowing float8_e4m3fn to NaN)
+            bad = ~(a.e.mag() < jnp.inf)
+            return Affine(Form(z), Form(z, None, F.where(bad, jnp.inf, z)), value, a.stamp, False)
         two = jnp.full_like(a.x.c, 2.0)
         x = fscale(a.x, two, exact_mult=True)
         e = fscale(a.e, two, exact_mult=True)
