@@ -679,9 +679,10 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         _register_storage(dom_main, v, config)
         traced_sub = traced_sub | ts
     diag.add_scalar(
-        "an argument traced under jit/vmap contains subnormal numbers, which XLA flushes to "
-        "zero; the analysis cannot account for that inside a trace, so every abs_err is inf. "
-        "Call bound(f) on concrete arrays (it compiles itself) to bound such inputs.",
+        "an argument contains subnormal numbers that XLA flushes to zero (traced under "
+        "jit/vmap, or float32 subnormals converted to the float64 analysis dtype); the "
+        "analysis cannot account for that, so every abs_err is inf. Call bound(f) on "
+        "concrete arrays (it compiles itself), in the arguments' own dtype, for such inputs.",
         traced_sub,
     )
     if key.domain == "first_order":
@@ -822,12 +823,29 @@ def _meet(a: Any, b: Any) -> Any:
 
 
 def _poison(o: Any, flag: Any) -> Any:
+    """No claim where ``flag``: the exact enclosure too may be wrong (a flushed input)."""
     if isinstance(o, Real):
-        return Real(o.lo, o.hi, o.clo, o.chi, F.where(flag, jnp.inf, o.err), o.value)
+        return Real(F.where(flag, -jnp.inf, o.lo), F.where(flag, jnp.inf, o.hi),
+                    F.where(flag, -jnp.inf, o.clo), F.where(flag, jnp.inf, o.chi),
+                    F.where(flag, jnp.inf, o.err), o.value)
     return o
 
 
 def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):
+    """The domain value of one argument leaf, and a traced flag 'has subnormals' (see
+    :func:`_input_value_in`). A leaf whose dtype is narrower than the analysis dtype
+    (float32 under x64) is converted by XLA, which flushes that dtype's subnormals to
+    zero on the way, so its exact value would be lost: such a leaf sets the flag too
+    (every abs_err inf, with the diagnostic; fuzz seed 5063)."""
+    r, flag = _input_value_in(x, config, diag, where, subn)
+    arrs = (x.lo, x.hi) if isinstance(x, Interval) else (x,)
+    dt = np.dtype(jnp.asarray(arrs[0]).dtype)
+    if is_float_dtype(dt) and dt.itemsize < np.dtype(config.adt).itemsize and dt.itemsize >= 4:
+        flag = flag | _any_subnormal(tuple(jnp.asarray(a) for a in arrs), dt)
+    return r, flag
+
+
+def _input_value_in(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):
     """The domain value of one argument leaf, and a traced flag 'has subnormals' (only
     when that could not be decided before tracing)."""
     adt = config.adt

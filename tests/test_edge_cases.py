@@ -197,3 +197,14 @@ def test_subnormal_box_end_under_jit_is_detected():
     assert np.all(np.isinf(np.asarray(b.abs_err)))
     bv = jax.vmap(lambda lo, hi: jaxerr.bound(f, warn=False)(jaxerr.Interval(lo, hi)))(lo[None], hi[None])
     assert np.all(np.isinf(np.asarray(bv.abs_err)))
+
+
+def test_float32_subnormal_input_under_x64_makes_no_false_claim(x64):
+    """XLA flushes float32 subnormals to 0 when it converts them to the float64 analysis
+    dtype, so the exact value is lost: the result claims nothing (fuzz seed 5063: the
+    exact 2e-79 of x*x fell outside [lo, hi] = [-1e-307, 1e-307])."""
+    x = np.array([4.5e-40, 1.0], np.float32)
+    out = jaxerr.bound(lambda x: x * x, "float64", warn=False)(x)
+    assert np.all(np.isinf(np.asarray(out.abs_err)))
+    assert np.all(np.asarray(out.lo) <= 2.02e-79) and np.all(np.asarray(out.hi) >= 2.02e-79)
+    assert "subnormal" in str(out.diagnostics)
