@@ -24,3 +24,22 @@ def x64():
         yield
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+#: default-run tests moved under ``-m slow`` to keep the default run under CI's 10
+#: minutes on 2 cores (each 17-50 s; what they check is also covered by cheaper
+#: default tests: the op table's soundness cases, the softmax/LN pattern test)
+_SLOW_IDS = {
+    "tests/test_first_order.py::test_first_order_flax_mlp_sound[0.0-bfloat16]",
+    "tests/test_first_order.py::test_layernorm_and_softmax_in_bfloat16_give_useful_bounds_at_a_point",
+    "tests/test_first_order.py::test_property_first_order_two_layers",
+    "tests/test_first_order.py::test_first_order_is_much_tighter_than_interval_on_a_deep_mlp",
+    "tests/test_first_order.py::test_first_order_sound_at_point[structural-bfloat16]",
+    "tests/test_examples.py::test_report_digits_cheap",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.nodeid in _SLOW_IDS:
+            item.add_marker(pytest.mark.slow)
