@@ -64,7 +64,9 @@ def test_x_minus_x_is_exactly_zero():
     x = jnp.linspace(-1.0, 1.0, 8)
     out = jaxerr.bound(lambda t: t - t, "bfloat16", domain="affine")(jaxerr.Interval(x - 0.5, x + 0.5))
     assert np.all(np.asarray(out.lo) == 0) and np.all(np.asarray(out.hi) == 0)
-    assert np.all(np.asarray(out.abs_err) == 0)
+    # 0 up to the analysis' smallest normal: x^ - x^ is 0 only where x^ is finite, so the
+    # error is a (zero) form that can carry inf, and its magnitude is rounded up
+    assert np.all(np.asarray(out.abs_err) <= np.finfo(np.float32).tiny)
     # the interval domain cannot see it
     iv = jaxerr.bound(lambda t: t - t, "bfloat16")(jaxerr.Interval(x - 0.5, x + 0.5))
     assert np.all(np.asarray(iv.hi) >= 0.99)

@@ -67,7 +67,8 @@ def _addsub(ctx, a, b, s: int):
             # x^ - x^ is 0 only where x^ is finite: inf - inf and NaN - NaN are NaN
             # (fuzz seed 5042: x overflowing float8_e4m3fn to NaN)
             bad = ~(a.e.mag() < jnp.inf)
-            return Affine(Form(z), Form(z, None, F.where(bad, jnp.inf, z)), value, a.stamp, False)
+            # (an error centre: exactly 0 where finite; the domain's finalize turns inf into r)
+            return Affine(Form(z), Form(F.where(bad, jnp.inf, z)), value, a.stamp, False)
         two = jnp.full_like(a.x.c, 2.0)
         x = fscale(a.x, two, exact_mult=True)
         e = fscale(a.e, two, exact_mult=True)
