@@ -32,13 +32,12 @@ import jax.numpy as jnp
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.affine import Form, fadd, fwiden, tiny, u_an
+from .._domains.affine import tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
-from ._common import accumulation_coefficients, c, partial_sums_overflow
-from .affine_arith import _comp_mag
-from .affine_common import fallback, make, prep, register_affine
-from .affine_linear import fdot
+from ._common import c
+from .affine_common import fallback, prep, register_affine
+from .affine_linear import bilinear
 from .conv import conv_params, conv_terms
 
 P = _compat.prim
@@ -79,24 +78,4 @@ def conv_general_dilated_rule(ctx, a, b, **params):
     value = ctx.value(a.value, b.value)
     n = conv_terms(b.shape, params["dimension_numbers"])
     a, b = prep(ctx, a, b, promote=(True, True))
-    D = _Conv(params, n, ctx.adt)
-    ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
-    x = fdot(D, a.x, b.x, None)
-    if a.exact and b.exact:
-        e = Form(jnp.zeros_like(x.c))
-    else:
-        bhat = fadd(b.x, b.e)
-        t1 = None if b.exact else fdot(D, a.x, b.e, x.c)
-        t2 = None if a.exact else fdot(D, a.e, bhat, x.c)
-        e = t1 if t2 is None else (t2 if t1 is None else fadd(t1, t2))
-    # accumulation: a S + b |z^| + c with S = |x^| * |w^|
-    S = D.up(_comp_mag(a.x, a.e), _comp_mag(b.x, b.e))
-    acc = F.scale_up(S, ca)
-    if cb != 0:
-        zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
-        acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
-    acc = F.add_up_nn(acc, c(cc, ctx.adt))
-    ovf = partial_sums_overflow(ctx, S, ca, cb, cc)
-    if ovf is not None:
-        acc = F.where(ovf, jnp.inf, acc)  # a partial sum may overflow: no bound
-    return make(ctx, x, fwiden(e, acc), value, a, b)
+    return bilinear(ctx, _Conv(params, n, ctx.adt), a, b, value, n)

@@ -103,15 +103,10 @@ def _is_const(a: Affine) -> bool:
     return a.x.G is None and a.x.r is None and not a.boxed
 
 
-@register_affine(P("dot_general"))
-def dot_general_rule(ctx, a, b, *, dimension_numbers, **params):
-    if isinstance(a, Discrete) or isinstance(b, Discrete):
-        return fallback(interval_rules[P("dot_general")])(ctx, a, b, dimension_numbers=dimension_numbers, **params)
-    value = ctx.value(a.value, b.value)
-    (lc, _), _ = dimension_numbers
-    n = int(math.prod(a.shape[d] for d in lc))
-    a, b = prep(ctx, a, b, promote=(True, True))
-    D = _Dot(dimension_numbers, n, len(a.shape), ctx.adt)
+def bilinear(ctx, D, a: Affine, b: Affine, value, n: int) -> Affine:
+    """The affine rule of a bilinear primitive whose every output is a sum of ``n``
+    products (dot_general, conv_general_dilated), for prepared operands; ``D`` supplies
+    the primitive on forms (``fdot``) and ``up`` (upper bound for nonnegative operands)."""
     ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
     x = fdot(D, a.x, b.x, None)
     if a.exact and b.exact:
@@ -121,7 +116,7 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **params):
         t1 = None if b.exact else fdot(D, a.x, b.e, x.c)
         t2 = None if a.exact else fdot(D, a.e, bhat, x.c)
         e = t1 if t2 is None else (t2 if t1 is None else fadd(t1, t2))
-    # accumulation: a S + b |z^| + c with S = |x^| · |y^|
+    # accumulation: a S + b |z^| + c with S = |x^| · |y^| (the primitive)
     S = D.up(_comp_mag(a.x, a.e), _comp_mag(b.x, b.e))
     acc = F.scale_up(S, ca)
     if cb != 0:
@@ -132,6 +127,17 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **params):
     if ovf is not None:
         acc = F.where(ovf, jnp.inf, acc)  # a partial sum may overflow: no bound
     return make(ctx, x, fwiden(e, acc), value, a, b)
+
+
+@register_affine(P("dot_general"))
+def dot_general_rule(ctx, a, b, *, dimension_numbers, **params):
+    if isinstance(a, Discrete) or isinstance(b, Discrete):
+        return fallback(interval_rules[P("dot_general")])(ctx, a, b, dimension_numbers=dimension_numbers, **params)
+    value = ctx.value(a.value, b.value)
+    (lc, _), _ = dimension_numbers
+    n = int(math.prod(a.shape[d] for d in lc))
+    a, b = prep(ctx, a, b, promote=(True, True))
+    return bilinear(ctx, _Dot(dimension_numbers, n, len(a.shape), ctx.adt), a, b, value, n)
 
 
 def _sum_up(x, axes, n: int):
