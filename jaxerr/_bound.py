@@ -712,6 +712,7 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     else:
         outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
     outs = [_poison(o, traced_sub) for o in outs]
+    outs = [_consistent(o, k, diag) for k, o in enumerate(outs)]
 
     # Where an output bound is infinite, name the equation where it started: a second
     # interpretation with one flag per equation, run (lax.cond) only in that case.
@@ -829,6 +830,23 @@ def _poison(o: Any, flag: Any) -> Any:
                     F.where(flag, -jnp.inf, o.clo), F.where(flag, jnp.inf, o.chi),
                     F.where(flag, jnp.inf, o.err), o.value)
     return o
+
+
+INTERNAL = "internal inconsistency in jaxerr's analysis"
+
+
+def _consistent(o: Any, k: int, diag: DiagnosticCollector) -> Any:
+    """Defence in depth: where an output's bound is not a bound (abs_err negative or
+    NaN, lo > hi, computed_lo > computed_hi) it claims nothing (inf), with a diagnostic,
+    instead of a wrong finite number. Any such flag is a jaxerr bug (the fuzzer counts
+    it as a violation)."""
+    if not isinstance(o, Real) or o.exact:
+        return o
+    bad = ~(o.err >= 0) | ~(o.lo <= o.hi) | ~(o.clo <= o.chi)
+    diag.add_scalar(f"output {k}: {INTERNAL} (abs_err < 0 or lo > hi); the bound there is "
+                    "replaced by inf. This is a bug in jaxerr: please report the program.",
+                    jnp.any(bad))
+    return _poison(o, bad)
 
 
 def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxerr
+from jaxerr._bound import INTERNAL
 
 try:
     import _simulator as S
@@ -572,8 +573,17 @@ def _analyse(f, config: Config, inputs: list[tuple[np.ndarray, np.ndarray]], bat
                                                         for x in args])
         out = jax.tree_util.tree_map(lambda a: a[None], out)
     leaves = jax.tree_util.tree_leaves(out, is_leaf=lambda x: isinstance(x, jaxerr.Bound))
-    return [{k: np.asarray(getattr(b, k), dtype=np.float64)
-             for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")} for b in leaves]
+    res = []
+    for b in leaves:
+        r = {k: np.asarray(getattr(b, k), dtype=np.float64)
+             for k in ("lo", "hi", "abs_err", "computed_lo", "computed_hi")}
+        # jaxerr's own consistency guard (abs_err < 0, lo > hi) fired: an analysis bug
+        d = b.diagnostics
+        flags = np.asarray(d.flags).reshape(r["lo"].shape[0], len(d.messages))
+        internal = [i for i, m in enumerate(d.messages) if INTERNAL in m]
+        r["internal"] = flags[:, internal].any(axis=1) if internal else np.zeros(r["lo"].shape[0], bool)
+        res.append(r)
+    return res
 
 
 def _samples(inputs, n_samples: int, precision: Any, rng) -> list[np.ndarray]:
@@ -594,7 +604,10 @@ def _compare(B, ex, runs, n_samples: int, tag: str) -> list[tuple[str, int]]:
     """Violations as (message, batch element)."""
     out = []
     for j, b in enumerate(B):
-        rep = {k: np.repeat(v, n_samples, axis=0) for k, v in b.items()}
+        for el in np.flatnonzero(b["internal"])[:1]:
+            out.append((f"{tag}output {j}: jaxerr's consistency guard fired (abs_err < 0 or lo > hi "
+                        "before the guard)", int(el)))
+        rep = {k: np.repeat(v, n_samples, axis=0) for k, v in b.items() if k != "internal"}
         e = np.asarray(ex[j], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             # a NaN exact result (the real function is undefined there, e.g. log of a

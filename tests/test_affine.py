@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 import jaxerr
 import jaxerr._bound as _B
+from jaxerr._domains.affine import Affine, Form
 
 try:
     from _soundness import check
@@ -285,3 +286,45 @@ def test_self_difference_of_possibly_nonfinite_value_is_unbounded():
     out = jaxerr.bound(g, "float8_e4m3fn", domain="affine", warn=False)(jnp.array([1.0, 1000.0], jnp.float32))
     err = np.asarray(out.abs_err)
     assert np.isfinite(err[0]) and np.isinf(err[1])
+
+
+@pytest.mark.parametrize("domain", ["affine", "interval", "first_order"])
+def test_sqrt_at_zero_is_a_bound(domain):
+    """sqrt's derivative has no finite upper bound on a range reaching 0 (fuzz seed
+    8002: the affine linearisation took -0.5/tiny as that bound and answered
+    lo = 0.5 > hi = -0.5, abs_err = -1.5 at the point 0)."""
+
+    def g(x):
+        return x + jnp.sqrt(x)
+
+    x = jnp.array([0.0, 1e-3, 2.0], jnp.float32)
+    out = jaxerr.bound(g, "float16", domain=domain, warn=False)(x)
+    assert not out.diagnostics.fired()
+    err, lo, hi = (np.asarray(a, np.float64) for a in (out.abs_err, out.lo, out.hi))
+    exact = np.asarray(x, np.float64) + np.sqrt(np.asarray(x, np.float64))
+    assert np.all(err >= 0) and np.all(np.isfinite(err))
+    assert np.all(lo <= exact) and np.all(exact <= hi)
+    box = jaxerr.bound(g, "float16", domain=domain, warn=False)(jaxerr.Interval(jnp.zeros(3), x))
+    assert np.all(np.asarray(box.abs_err) >= 0) and np.all(np.asarray(box.lo) <= np.asarray(box.hi))
+
+
+def test_consistency_guard_turns_a_non_bound_into_inf(monkeypatch):
+    """The last line of defence: an output whose rule produced abs_err < 0 (a bug)
+    comes back inf, with a diagnostic, never as a wrong finite number."""
+    from jaxerr._rules import affine_elementwise as AE
+
+    orig = AE.smooth
+
+    def broken(ctx, a, **kw):
+        out = orig(ctx, a, **kw)
+        bad_e = Form(out.e.c, out.e.G, -jnp.ones_like(out.e.c))  # abs_err < 0: not a bound
+        return Affine(out.x, bad_e, out.value, out.stamp, out.boxed)
+
+    monkeypatch.setattr(AE, "smooth", broken)
+
+    def g(x):  # a fresh function: no compiled analysis of it is cached
+        return jnp.exp(x)
+
+    out = jaxerr.bound(g, "float16", domain="affine", warn=False)(jnp.array([0.5, 1.0], jnp.float32))
+    assert np.all(np.isinf(np.asarray(out.abs_err)))
+    assert any("internal inconsistency" in m for m in out.diagnostics.fired())

@@ -101,6 +101,8 @@ def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", hol
     fm, frad = _mid_rad(fl_, fh_)
     dlo, dhi = deriv(l, h)
     alpha, w = _half(dlo, dhi)
+    # a derivative enclosure that is not one (dlo > dhi, NaN) gives no linearisation
+    w = F.where(dlo <= dhi, w, jnp.full_like(w, jnp.inf))
     # centre fm + alpha (X.c - m), three roundings (each <= u |result|, + underflow)
     dc = X.c - m
     p = alpha * dc
@@ -131,7 +133,7 @@ def smooth(ctx, a: Affine, *, enc, deriv, frange, rho, bad=None, bad_msg="", hol
         Dlo, Dhi = deriv(Hl, Hh)
         beta, wb = _half(Dlo, Dhi)
         magE = jnp.minimum(E.mag(), view.err)
-        fin = jnp.isfinite(beta) & jnp.isfinite(wb)
+        fin = jnp.isfinite(beta) & jnp.isfinite(wb) & (Dlo <= Dhi)
         beta0 = F.where(fin, beta, jnp.zeros_like(beta))
         extra = F.where(fin, F.mul_up(wb, magE), jnp.full_like(magE, jnp.inf))
         if holder is not None:
@@ -295,8 +297,10 @@ def sqrt_rule(ctx, a, **_):
 
     def deriv(lo, hi):
         half = jnp.full_like(lo, 0.5)
-        return (F.div_dn(half, F.up(jnp.sqrt(jnp.maximum(hi, 0.0)))),
-                F.div_up(half, F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))))
+        s_lo = F.down(jnp.sqrt(jnp.maximum(lo, 0.0)))
+        # f' = 1/(2 sqrt t) is unbounded as t -> 0: no finite upper bound unless sqrt(lo) > 0
+        d_hi = F.where(s_lo > 0, F.div_up(half, s_lo), jnp.full_like(lo, jnp.inf))
+        return F.div_dn(half, F.up(jnp.sqrt(jnp.maximum(hi, 0.0)))), d_hi
 
     return smooth(ctx, a, enc=_enc(f_dn, f_up), deriv=deriv, frange=_inc_range(f_dn, f_up),
                   rho=lambda M, xmag: rounding(ctx, M),
