@@ -495,15 +495,17 @@ def draw_inputs(d: Any, shapes: list[list[int]], batch: int, boxes: bool, precis
             cb = cb.astype(np.float32).astype(np.float64)
             c[b] = cb
             if boxes:
-                rk = rng.integers(4)
+                rk = rng.integers(5)
                 if rk == 0:  # relative
                     r[b] = np.abs(cb) * 2.0 ** -rng.uniform(1, 24, cb.shape)
                 elif rk == 1:  # absolute
                     r[b] = 10.0 ** rng.uniform(-7, 0)
                 elif rk == 2:  # crossing zero
                     r[b] = np.abs(cb) * rng.uniform(1.0, 2.0, cb.shape) + 1e-30
-                else:  # some points, some boxes
+                elif rk == 3:  # some points, some boxes
                     r[b] = np.where(rng.random(cb.shape) < 0.5, 0.0, np.abs(cb) * 1e-3)
+                else:  # one end exactly 0 (where sqrt, log, division change behaviour)
+                    r[b] = np.abs(cb)
         with np.errstate(over="ignore", invalid="ignore"):
             lo = np.maximum(c - r, -3.4e38).astype(np.float32)
             hi = np.minimum(c + r, 3.4e38).astype(np.float32)
