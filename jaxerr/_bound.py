@@ -316,6 +316,16 @@ def _centre(lo: Any, hi: Any) -> Any:
     return c.astype(lo.dtype)
 
 
+#: equations whose operands are not elementwise partners of the result, so the
+#: finalize check "an operand element may be inf/NaN" does not apply by shape. (A dot
+#: or conv with an infinite operand error has an infinite or NaN error of its own: the
+#: rule multiplies it by |w|. Checking it elementwise where the shapes happen to agree,
+#: as in square layers, also chained every layer's elementwise work to the previous
+#: one's, so that XLA recomputed all earlier layers inside each layer's fusions.)
+_NOT_ELEMENTWISE = STRUCTURAL | CONTROL_FLOW | frozenset(
+    p for p in (_compat.prim("dot_general"), _compat.prim("conv_general_dilated")) if p is not None)
+
+
 def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
@@ -331,7 +341,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     low = ~(out.clo >= -big)
     high = ~(out.chi <= big)
     bad = low | high | ~(out.err >= 0)
-    if ctx.eqn.primitive not in STRUCTURAL and ctx.eqn.primitive not in CONTROL_FLOW:
+    if ctx.eqn.primitive not in _NOT_ELEMENTWISE:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
                 bad = bad | ~(v.err < jnp.inf)  # err >= 0: inf or NaN
@@ -670,10 +680,17 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     check_supported(closed.jaxpr, interval_rules)
 
     diag = DiagnosticCollector()
+    skip = _dot_rhs_only(closed.jaxpr, dyn, key) if key.domain == "interval" else set()
+    if skip:
+        config.unchecked = frozenset(id(closed.jaxpr.invars[k]) for k in skip)
     dom_main = make_domain(config)
     values = []
     traced_sub = jnp.asarray(False)
     for k, x in enumerate(dyn):
+        if k in skip:
+            values.append(_checked_free_point(x, config))
+            _register_storage(dom_main, values[-1], config)
+            continue
         v, ts = _input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}", key.subn[k])
         values.append(v)
         _register_storage(dom_main, v, config)
@@ -724,6 +741,13 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
     def origins(vals):
         d2 = DiagnosticCollector(track_origins=True)
+        for k in sorted(skip):
+            # the NaN check skipped in the main pass (a NaN weight makes its dot's bounds
+            # infinite, which is what brings this pass to run)
+            d2.add_scalar(f"argument leaf {key.dyn_idx[k]}: NaN in a point input; bounds are meaningless",
+                          jnp.any(jnp.isnan(jnp.asarray(dyn[k]))))
+            if config.precision is not None:
+                _flag_input_overflow(d2, f"argument leaf {key.dyn_idx[k]}", values[k], config)
         dom2 = make_domain(config)
         for v in vals:
             _register_storage(dom2, v, config)
@@ -830,6 +854,41 @@ def _poison(o: Any, flag: Any) -> Any:
                     F.where(flag, -jnp.inf, o.clo), F.where(flag, jnp.inf, o.chi),
                     F.where(flag, jnp.inf, o.err), o.value)
     return o
+
+
+def _dot_rhs_only(jaxpr: Any, dyn: list[Any], key: _Static) -> set[int]:
+    """Positions of traced floating point-input leaves (weights, typically) whose every
+    use is as the rhs of a top-level dot_general. Their per-call scans for NaN and
+    subnormals (each costs about one matmul of a batch-32 layer) are skipped: the
+    dot_general rule widens its result by ``tiny * sum|x|`` instead, which covers XLA
+    flushing their subnormals, and a NaN makes the bounds infinite by itself."""
+    uses: dict[int, list[tuple[Any, int]]] = {id(v): [] for v in jaxpr.invars}
+    for eqn in jaxpr.eqns:
+        for pos, v in enumerate(eqn.invars):
+            if id(v) in uses:
+                uses[id(v)].append((eqn.primitive, pos))
+    outs = {id(v) for v in jaxpr.outvars}
+    dot = _compat.prim("dot_general")
+    skip = set()
+    for k, (v, x) in enumerate(zip(jaxpr.invars, dyn)):
+        if key.subn[k] is not None or isinstance(x, Interval) or id(v) in outs:
+            continue
+        dt = np.dtype(jnp.asarray(x).dtype) if not hasattr(x, "dtype") else np.dtype(x.dtype)
+        if not is_float_dtype(dt) or dt.itemsize > 4:
+            continue
+        u = uses[id(v)]
+        if u and all(p is dot and pos == 1 for p, pos in u):
+            skip.add(k)
+    return skip
+
+
+def _checked_free_point(x: Any, config: Config) -> Real:
+    """The domain value of a point leaf whose NaN/subnormal scans are skipped (see
+    :func:`_dot_rhs_only`)."""
+    arr = jnp.asarray(x)
+    if config.precision is None:
+        return I.point(arr, arr, config.adt)
+    return _rounded_input(arr, arr, config, point=True)
 
 
 INTERNAL = "internal inconsistency in jaxerr's analysis"

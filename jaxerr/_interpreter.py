@@ -75,6 +75,10 @@ class Config:
     accumulation: Accumulation
     adt: np.dtype  # analysis dtype
     state: Any = None  # per-analysis state of a domain (the affine domain's symbol pool)
+    # ids of top-level jaxpr input variables whose subnormal/NaN checks were skipped
+    # because their only uses are as dot_general rhs operands: that rule widens its
+    # result by what XLA flushing their subnormals can change (see linear.py)
+    unchecked: frozenset = frozenset()
 
 
 @dataclasses.dataclass
