@@ -683,6 +683,8 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     skip = _dot_rhs_only(closed.jaxpr, dyn, key) if key.domain == "interval" else set()
     if skip:
         config.unchecked = frozenset(id(closed.jaxpr.invars[k]) for k in skip)
+        if config.precision is not None:
+            config.lazy_round = config.unchecked
     dom_main = make_domain(config)
     values = []
     traced_sub = jnp.asarray(False)
@@ -728,8 +730,7 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         outs = af
     else:
         outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
-    outs = [_poison(o, traced_sub) for o in outs]
-    outs = [_consistent(o, k, diag) for k, o in enumerate(outs)]
+    outs = [_consistent(o, k, diag, traced_sub) for k, o in enumerate(outs)]
 
     # Where an output bound is infinite, name the equation where it started: a second
     # interpretation with one flag per equation, run (lax.cond) only in that case.
@@ -747,7 +748,9 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
             d2.add_scalar(f"argument leaf {key.dyn_idx[k]}: NaN in a point input; bounds are meaningless",
                           jnp.any(jnp.isnan(jnp.asarray(dyn[k]))))
             if config.precision is not None:
-                _flag_input_overflow(d2, f"argument leaf {key.dyn_idx[k]}", values[k], config)
+                arr = jnp.asarray(dyn[k])
+                _flag_input_overflow(d2, f"argument leaf {key.dyn_idx[k]}",
+                                     _rounded_input(arr, arr, config, point=True), config)
         dom2 = make_domain(config)
         for v in vals:
             _register_storage(dom2, v, config)
@@ -884,28 +887,29 @@ def _dot_rhs_only(jaxpr: Any, dyn: list[Any], key: _Static) -> set[int]:
 
 def _checked_free_point(x: Any, config: Config) -> Real:
     """The domain value of a point leaf whose NaN/subnormal scans are skipped (see
-    :func:`_dot_rhs_only`)."""
+    :func:`_dot_rhs_only`): the exact point. Under a precision override the dot_general
+    rule rounds it into the format itself (``Config.lazy_round``), when its layer runs,
+    so that the rounded copies of all weights are not computed up front and kept alive
+    together."""
     arr = jnp.asarray(x)
-    if config.precision is None:
-        return I.point(arr, arr, config.adt)
-    return _rounded_input(arr, arr, config, point=True)
+    return I.point(arr, arr, config.adt)
 
 
 INTERNAL = "internal inconsistency in jaxerr's analysis"
 
 
-def _consistent(o: Any, k: int, diag: DiagnosticCollector) -> Any:
-    """Defence in depth: where an output's bound is not a bound (abs_err negative or
-    NaN, lo > hi, computed_lo > computed_hi) it claims nothing (inf), with a diagnostic,
-    instead of a wrong finite number. Any such flag is a jaxerr bug (the fuzzer counts
-    it as a violation)."""
+def _consistent(o: Any, k: int, diag: DiagnosticCollector, flag: Any) -> Any:
+    """No claim where ``flag`` (see :func:`_poison`), and, in defence in depth, where an
+    output's bound is not a bound (abs_err negative or NaN, lo > hi, computed_lo >
+    computed_hi): inf with a diagnostic instead of a wrong finite number. Any such
+    diagnostic is a jaxerr bug (the fuzzer counts it as a violation)."""
     if not isinstance(o, Real) or o.exact:
-        return o
+        return _poison(o, flag)
     bad = ~(o.err >= 0) | ~(o.lo <= o.hi) | ~(o.clo <= o.chi)
     diag.add_scalar(f"output {k}: {INTERNAL} (abs_err < 0 or lo > hi); the bound there is "
                     "replaced by inf. This is a bug in jaxerr: please report the program.",
                     jnp.any(bad))
-    return _poison(o, bad)
+    return _poison(o, bad | flag)
 
 
 def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):

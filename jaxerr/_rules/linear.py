@@ -98,9 +98,15 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
         return _int_dot(ctx, a, b, ctx.value(a.value, b.value))
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
-    value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
     D = _Dots(dimension_numbers, n, ctx.adt)
     extra = _flushed_rhs_terms(ctx, a, D) if id(ctx.eqn.invars[1]) in ctx.config.unchecked else None
+    if id(ctx.eqn.invars[1]) in ctx.config.lazy_round:
+        # a weight stored in the override format: rounded here, when this layer runs
+        from .._bound import _rounded_input
+
+        w = late(b.lo, a.lo)
+        b = _rounded_input(w, w, ctx.config, point=True)
+    value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
     return bilinear(ctx, a, b, D, value, extra)
 
 
@@ -136,14 +142,22 @@ def _trail(x, ndim: int):
     return jnp.reshape(x, jnp.shape(x) + (1,) * (ndim - jnp.ndim(x)))
 
 
+def late(w, dep):
+    """``w``, computed after ``dep`` exists: ``w + min(|d|, 0)`` with ``d`` one element
+    of ``dep`` is exactly ``w`` (``min(|d|, 0) = 0`` for every non-NaN ``d``; a NaN
+    makes the bound NaN, hence infinite, never smaller). XLA does not see that, so it
+    cannot hoist passes over ``w`` before the layer that produces ``dep``: otherwise
+    every layer's ``|w|`` (or rounded ``w``) is computed up front and all stay alive,
+    a temp buffer the size of all weights that the allocator maps and page-faults
+    afresh on every call (measured: 3.3x the program's own time for 8 layers of
+    1024x1024)."""
+    d = jnp.reshape(dep, (-1,))[:1] if jnp.size(dep) else jnp.zeros((1,), w.dtype)
+    z = jnp.minimum(jnp.abs(d.astype(w.dtype)), 0.0)
+    return w + jnp.reshape(z, (1,) * jnp.ndim(w))
+
+
 def late_abs(w, dep):
-    """``|w|``, computed after ``dep`` exists: ``|w| + min(|d|, 0)`` with ``d`` one
-    element of ``dep`` is exactly ``|w|`` (``min(|d|, 0) = 0`` for every non-NaN
-    ``d``, and a NaN makes the bound NaN, hence infinite, never smaller). XLA does
-    not see that, so it cannot hoist the pass before the layer that produces ``dep``:
-    otherwise every layer's ``|w|`` is computed up front and all stay alive, a temp
-    buffer the size of all weights that the allocator maps and page-faults afresh on
-    every call (measured: 3.3x the program's own time for 8 layers of 1024x1024)."""
+    """``|w|``, computed after ``dep`` exists (see :func:`late`)."""
     d = jnp.reshape(dep, (-1,))[:1] if jnp.size(dep) else jnp.zeros((1,), w.dtype)
     z = jnp.minimum(jnp.abs(d.astype(w.dtype)), 0.0)
     return jnp.abs(w) + jnp.reshape(z, (1,) * jnp.ndim(w))
