@@ -1016,7 +1016,9 @@ def _to_bound_parts(o: Any, k: int, shape: Any, diag: DiagnosticCollector, confi
         rel = F.where(spread == 0, jnp.zeros_like(spread), jnp.inf)
         return (o.lo, o.hi, spread, rel, o.value, o.lo, o.hi)
     m = I.mig(o.lo, o.hi)
-    rel = F.where(o.err == 0, 0.0, F.where(m > 0, F.div_up(o.err, m), jnp.inf)).astype(adt)
+    # (~(q >= 0): inf/inf and other NaN quotients claim nothing)
+    q = F.div_up(o.err, m)
+    rel = F.where(o.err == 0, 0.0, F.where((m > 0) & (q >= 0), q, jnp.inf)).astype(adt)
     return (o.lo, o.hi, o.err, rel, o.value, o.clo, o.chi)
 
 
