@@ -269,3 +269,22 @@ def test_weight_passes_are_not_hoisted():
         c = jax.jit(jaxerr.bound(f, warn=False)).lower(ws, arg).compile()
         temp = c.memory_analysis().temp_size_in_bytes
         assert temp < 0.75 * sum(w.nbytes for w in ws), temp
+
+
+@pytest.mark.parametrize("domain", ["interval", "first_order", "affine"])
+def test_uncertain_update_index_error_spans_both_operands(domain):
+    """With an uncertain index, the computed program may write the update where the
+    exact one keeps the operand: |computed - exact| spans the union of both ranges
+    (fuzz seed 9061: abs_err 92 where the bfloat16 program's argmin picked another
+    index and the error was 509)."""
+    v0 = jaxerr.Interval(jnp.array([1.4548815, 1.5928283]), jnp.array([1.4549409, 1.5928876]))
+    v2 = jaxerr.Interval(jnp.array([2.9999986, 2.9999673]), jnp.array([2.999999, 3.0000126]))
+
+    def f(v0, v2):
+        i = jnp.argmin(v2)
+        v3 = jax.lax.dynamic_update_slice_in_dim(v0, v2[:1] * 3.0, i, axis=0)
+        return jnp.exp2(jnp.abs(v3))
+
+    out = jaxerr.bound(f, "bfloat16", domain=domain, warn=False)(v0, v2)
+    # exact: index 1 chosen, exp2(1.4549) ~ 2.741; bfloat16: index 0, exp2(9) = 512
+    assert float(out.abs_err[0]) >= 512 - 2.742
