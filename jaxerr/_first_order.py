@@ -670,13 +670,15 @@ def _lin_point(tape: _Tape, ctx, invals, outs) -> None:
     tape.lin[id(ctx)] = (pins, pouts)
 
 
-def _lin_offset(tape: _Tape, a: Real) -> Any:
-    """Bound of ``|x - c|``: the exact operand ``x`` and its linearisation point ``c``
-    (``_lin_point``) both lie in the exact range: its width."""
+def _lin_offset(tape: _Tape, ctx, k: int, a: Real) -> Any:
+    """Bound of ``|x - c|`` for operand ``k`` of a node linearised at ``c``
+    (``_lin_point``): the exact operand ``x`` lies in its exact range, so the larger
+    distance from ``c`` to the range's ends (``c`` the midpoint: half the width)."""
     ex = tape.exact.get(id(a))
     if ex is None:  # no events: _lin_point took the point in a's own range
         ex = a
-    return F.sub_up(ex.hi, ex.lo)
+    c = tape.lin[id(ctx)][0][k]
+    return jnp.maximum(F.sub_up(ex.hi, c.lo), F.sub_up(c.hi, ex.lo))
 
 
 def _taylor(m2_fn):
@@ -692,7 +694,7 @@ def _taylor(m2_fn):
         d = dev(a)
         half = F.scale_up(d, 0.5)
         if id(ctx) in tape.lin:
-            half = F.add_up_nn(half, _lin_offset(tape, a))
+            half = F.add_up_nn(half, _lin_offset(tape, ctx, 0, a))
         return F.mul_up(m2, F.mul_up(d, half))
     return rem
 
@@ -715,6 +717,20 @@ def _logistic_m2(a, o):
 def _erf_m2(a, o):
     # erf'' = -(4 / sqrt pi) x exp(-x^2), |.| <= (4 / sqrt pi) |x| and <= 0.9679
     return jnp.minimum(0.9679, F.scale_up(mag(a.lo, a.hi), 2.2568))
+
+
+def _integer_pow_rem(tape, ctx, ins, o, varying, dev):
+    """``x^n`` with ``2 <= n <= 8``: a Taylor remainder (``_taylor``) with ``M2 =
+    n (n - 1) mag(path)^(n - 2) >= sup |f''|`` over the path range."""
+    n = int(ctx.eqn.params["y"])
+    a = ins[0]
+    if not (2 <= n <= 8 and isinstance(a, Real)):
+        return None
+    m = mag(a.lo, a.hi)
+    m2 = jnp.full_like(m, float(n * (n - 1)))
+    for _ in range(n - 2):
+        m2 = F.mul_up(m2, m)
+    return _taylor(lambda a_, o_: m2)(tape, ctx, ins, o, varying, dev)
 
 
 def _extreme_rem(is_max):
@@ -748,7 +764,8 @@ def _mul_rem(tape, ctx, ins, o, varying, dev):
     db = dev(b) if varying[1] else jnp.zeros_like(b.lo)
     R = F.mul_up(da, db)
     if id(ctx) in tape.lin:
-        R = F.add_up_nn(R, F.add_up_nn(F.mul_up(_lin_offset(tape, b), da), F.mul_up(_lin_offset(tape, a), db)))
+        R = F.add_up_nn(R, F.add_up_nn(F.mul_up(_lin_offset(tape, ctx, 1, b), da),
+                                       F.mul_up(_lin_offset(tape, ctx, 0, a), db)))
     R = F.where(jnp.isnan(R), jnp.inf, R)
     if jnp.broadcast_shapes(jnp.shape(R), jnp.shape(o.lo)) != jnp.shape(o.lo):
         return None
@@ -757,7 +774,8 @@ def _mul_rem(tape, ctx, ins, o, varying, dev):
 
 _PROB_SPECIFIC = {P("tanh"): _taylor(_tanh_m2), P("logistic"): _taylor(_logistic_m2),
                   P("erf"): _taylor(_erf_m2), P("exp"): _taylor(lambda a, o: o.hi),
-                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False), P("mul"): _mul_rem}
+                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False), P("mul"): _mul_rem,
+                  P("integer_pow"): _integer_pow_rem}
 
 
 def _sum_axes_up(t: Any, axes: tuple) -> Any:

@@ -171,3 +171,19 @@ def test_model_weakness_stagnation_is_documented():
     assert err == 999.0
     assert w >= err
     assert err > p, (err, p)  # the model's assumption fails here: do not trust it
+
+
+def test_probabilistic_gelu_random_inputs_below_worst_case():
+    # GELU (tanh form) multiplies by literals rounded into bfloat16 (0.044715, 0.797...):
+    # their events must not cut the node (the mul remainder w_b|da| + w_a|db| + |da||db|
+    # handles the broadcast scalar), so the probabilistic bound is well below the
+    # worst-case one; and it holds at every one of several random inputs (one batch)
+    f, _ = _mlp("gelu", depth=2, width=16, seed=1)
+    x = np.random.default_rng(7).standard_normal((6, 16)).astype(np.float32)
+    bp, p, w = _bounds(f, x, "bfloat16")
+    obs = _observed(f, x, "bfloat16", "wide:float32", runs=12)
+    assert np.all(obs <= p), (obs[obs > p], p[obs > p])
+    assert np.all(p <= w)
+    ratio = float(np.median(p / w))
+    assert ratio < 0.8, ratio
+    print(f"median prob / worst case {ratio:.2f}; median tightness {np.median(p / obs):.1f}")
