@@ -90,15 +90,15 @@ def test_probabilistic_holds_and_is_tight_bf16_mlp():
 #: (activation, format, width) -> largest median tightness accepted
 MEDIANS = {
     ("relu", "bf16", 16): 12.0,  # depth 2, measured 7.7
-    ("relu", "bf16", 32): 18.0,  # measured 11.7
-    ("relu", "f16", 32): 17.0,  # 11.1
+    ("relu", "bf16", 32): 15.0,  # measured 9.7 (11.7 before linearising at points)
+    ("relu", "f16", 32): 14.0,  # 9.5 (11.1)
     ("relu", "f32", 32): 47.0,  # 31.1 (recursive, random order)
-    ("tanh", "bf16", 32): 31.0,  # 20.8
-    ("tanh", "f16", 32): 28.0,  # 18.7
+    ("tanh", "bf16", 32): 30.0,  # 19.8 (20.8)
+    ("tanh", "f16", 32): 27.0,  # 17.6 (18.7)
     ("tanh", "f32", 32): 58.0,  # 38.7
-    ("gelu", "bf16", 32): 66.0,  # 44.2
-    ("gelu", "f16", 32): 40.0,  # passed (not printed)
-    ("gelu", "f32", 32): 80.0,  # passed (not printed)
+    ("gelu", "bf16", 32): 24.0,  # 16.0 (44.2: the rounded literals cut the nodes)
+    ("gelu", "f16", 32): 16.0,  # 10.3
+    ("gelu", "f32", 32): 38.0,  # 25.0
 }
 _FMT = {"bf16": ("bfloat16", "auto", "bfloat16", "wide:float32"),
         "f16": ("float16", "auto", "float16", "wide:float32"),
@@ -111,7 +111,8 @@ _FMT = {"bf16": ("bfloat16", "auto", "bfloat16", "wide:float32"),
 def test_probabilistic_holds_and_is_tight_mlp(act, fkey):
     f, x = _mlp(act, depth=3, width=32)
     prec, acc, sf, sa = _FMT[fkey]
-    _check(f, x, prec, acc, sf, sa, runs=20, max_median=MEDIANS[(act, fkey, 32)])
+    med = _check(f, x, prec, acc, sf, sa, runs=20, max_median=MEDIANS[(act, fkey, 32)])
+    print(f"{act} {fkey}: median tightness {med:.1f}")
 
 
 def test_partial_sum_levels():
