@@ -872,7 +872,8 @@ def _sum_parts(ctx, n: int, products: bool, S: Any, Q: Any, out: Real, E: Any):
     ms = _sum_levels(acc, n)
     if ms.size:
         Y = F.add_up_nn(mag(out.lo, out.hi), E)
-        last = jnp.minimum(jnp.minimum(S2, F.scale_up(Q, float(ms[-1]))), F.mul_up(Y, Y))
+        Yb = _binade(Y, fmt)
+        last = jnp.minimum(jnp.minimum(S2, F.scale_up(Q, float(ms[-1]))), F.mul_up(Yb, Yb))
         inner = ms[:-1]
         if inner.size:
             # sum_l min(S^2, m_l Q) <= Q sum_{l<k} m_l + (L - k) S^2 for ANY k in [0, L]
@@ -891,9 +892,22 @@ def _sum_parts(ctx, n: int, products: bool, S: Any, Q: Any, out: Real, E: Any):
     if acc.kind == "wide":
         # one final rounding to the narrow format of a value within E of the exact sum
         y = F.add_up_nn(mag(out.lo, out.hi), E)
-        fin = F.scale_up(y, fmt.unit_roundoff)
+        fin = F.scale_up(_binade(y, fmt), fmt.unit_roundoff)
         ss = F.add_up_nn(ss, F.mul_up(fin, fin))
     return ss, jnp.full_like(E, F.static_up(cc, E.dtype))
+
+
+def _binade(M: Any, fmt: Any) -> Any:
+    """``2^floor(log2 M)`` where ``M`` and that power of two are normal numbers of the
+    analysis dtype and of ``fmt`` (else ``M``): round to nearest errs by at most
+    ``u 2^floor(log2 |r|) <= u 2^floor(log2 M)`` for a result ``|r| <= M``
+    (``_rules._common.rounding``; below ``fmt``'s smallest normal the underflow
+    term covers it, as with ``u M``). Exact (``frexp``)."""
+    tiny = max(float(np.finfo(M.dtype).tiny), 2.0 ** fmt.emin)
+    _, ex = jnp.frexp(M)
+    b = jnp.ldexp(jnp.ones_like(M), ex - 1)
+    ok = jnp.isfinite(M) & (M >= tiny) & (b >= tiny)
+    return F.where(ok, jnp.minimum(M, b), M)
 
 
 def _sum_all(x: Any) -> Any:
