@@ -28,10 +28,14 @@ random variables (Higham & Mary 2019): each elementary rounding ``delta_j`` with
 ``|delta_j| <= u`` has mean zero given everything computed before it. The path pass
 then differs in three ways (``_prob_record``, ``_refine``):
 
-* every node is *linearised at the exact point*: ``f(x^) = f(x) + f'(x) dx + r``, so
-  the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
-  with ``J`` the sensitivities of the linearised program at the exact point (fixed,
-  not random), enclosed over the interval domain's *exact-value* ranges;
+* every node is *linearised at a fixed point* ``c``: ``f(x^) = f(x) + f'(c) dx + r``,
+  so the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
+  with ``J`` the sensitivities of the linearised program (fixed, not random): for the
+  nonlinear elementwise primitives ``c`` is the midpoint of the exact-value range and
+  ``f'(c)`` is enclosed at that point (``_lin_point``: no interval-width radius),
+  elsewhere ``c = x`` with ``J`` enclosed over the interval domain's exact-value
+  ranges; the remainders include ``(f'(x) - f'(c)) dx`` (proofs: ``_taylor``,
+  ``_mul_rem``, ``_extreme_rem``, ``docs/error-model.md``);
 * ``sum_k J_k e_k`` is a martingale: Azuma-Hoeffding gives, with probability at
   least ``1 - delta``, ``|.| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` over the elementary
   roundings, ``c_j = |J| u |v_j|`` (a sum or dot product: per level of partial sums,
