@@ -1193,8 +1193,8 @@ MAX_REFINED_SIZE = 1 << 14
 REFINE_CHECKPOINTS = True
 #: ...except while the full refinement passes walk at most this many tape entries in all
 #: (a small program: the cost stays small and its ranges keep the cancellations; a
-#: 4-layer 256-wide GELU MLP in bfloat16 walks ~200 and its bound drops ~2.5x)
-REFINE_FULL_BUDGET = 1024
+#: 4-layer 256-wide GELU MLP in bfloat16 walks ~140 and its bound drops ~2.5x)
+REFINE_FULL_BUDGET = 256
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
