@@ -298,31 +298,32 @@ def measure_row(model: str, fkey: str, kind: str, cfg, emit) -> None:
         return {key: _ratios(b, obs), f"compile_{key}": compile_s,
                 f"inf_{key}": int(np.isinf(b).sum()), f"viol_{key}": int(np.sum(obs > b))}
 
-    # --- bounds: the jit programs that are timed below give the values -----------
-    emit({"stage": "interval"})
-    c_iv, t_iv = _compile(jb(domain="interval"), (arg,))
-    iv = np.asarray(c_iv(arg).abs_err, np.float64)
-    emit(bound_stats("iv", iv, t_iv))
+    if not cfg.prob_only:
+        # --- bounds: the jit programs that are timed below give the values -----------
+        emit({"stage": "interval"})
+        c_iv, t_iv = _compile(jb(domain="interval"), (arg,))
+        iv = np.asarray(c_iv(arg).abs_err, np.float64)
+        emit(bound_stats("iv", iv, t_iv))
 
-    L = None
-    if kind == "point":
-        emit({"stage": "limit"})
-        (L,) = first_order_limit(f, (x,), prec, acc)
-        mo = (L > 0) & (obs > 0)
-        emit({"lim_obs": float(np.median(L[mo] / obs[mo])) if mo.any() else float("nan"),
-              "lim_below_obs": int(np.sum(obs > L))})
+        L = None
+        if kind == "point":
+            emit({"stage": "limit"})
+            (L,) = first_order_limit(f, (x,), prec, acc)
+            mo = (L > 0) & (obs > 0)
+            emit({"lim_obs": float(np.median(L[mo] / obs[mo])) if mo.any() else float("nan"),
+                  "lim_below_obs": int(np.sum(obs > L))})
 
-    emit({"stage": "first_order"})
-    c_fo, t_fo = _compile(jb(domain="first_order"), (arg,))
-    fo = np.asarray(c_fo(arg).abs_err, np.float64)
-    upd = bound_stats("fo", fo, t_fo)
-    if L is not None:
-        m = L > 0
-        r = fo[m] / L[m]
-        upd["fo_lim"] = (float(np.median(r)), float(np.max(r)), float(np.min(r)))
-        # second-order terms: a few unit roundoffs of the format (float32 noise at least)
-        upd["lim_tol"] = max(1e-4, 8 * jaxerr.as_format(prec or "float32").unit_roundoff)
-    emit(upd)
+        emit({"stage": "first_order"})
+        c_fo, t_fo = _compile(jb(domain="first_order"), (arg,))
+        fo = np.asarray(c_fo(arg).abs_err, np.float64)
+        upd = bound_stats("fo", fo, t_fo)
+        if L is not None:
+            m = L > 0
+            r = fo[m] / L[m]
+            upd["fo_lim"] = (float(np.median(r)), float(np.max(r)), float(np.min(r)))
+            # second-order terms: a few unit roundoffs of the format (float32 noise at least)
+            upd["lim_tol"] = max(1e-4, 8 * jaxerr.as_format(prec or "float32").unit_roundoff)
+        emit(upd)
 
     if cfg.prob:
         emit({"stage": "first_order probabilistic"})
@@ -334,7 +335,7 @@ def measure_row(model: str, fkey: str, kind: str, cfg, emit) -> None:
         fp = np.asarray(bp.abs_err, np.float64)
         emit(bound_stats("fp", fp, time.perf_counter() - t0))
 
-    if cfg.timing:
+    if cfg.timing and not cfg.prob_only:
         emit({"stage": "timing"})
         c_f, _ = _compile(jax.jit(f), (jnp.asarray(x),))
         t = _time_interleaved({"f": (c_f, (jnp.asarray(x),)), "iv": (c_iv, (arg,)),
@@ -379,6 +380,7 @@ def run_row(job, a, cfg, snapshot: str | None) -> dict:
         cmd += ["--runs", str(a.runs)] if a.runs is not None else []
         cmd += ["--no-prob"] if not cfg.prob else []
         cmd += ["--no-timing"] if not cfg.timing else []
+        cmd += ["--prob-only"] if cfg.prob_only else []
         with open(err, "w") as ef:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([snapshot] + [q for q in [env.get("PYTHONPATH")] if q])
@@ -538,6 +540,9 @@ class _Cfg:
         self.block_s = (10.0 if a.quick else 20.0) / 1e3
         self.prob = not (a.no_prob or a.quick)
         self.timing = not a.no_timing
+        self.prob_only = bool(a.prob_only)
+        if self.prob_only and not self.prob:
+            raise SystemExit("--prob-only needs the probabilistic bound (not --quick / --no-prob)")
         self.row_timeout = a.row_timeout if a.row_timeout is not None else (45.0 if a.quick else 300.0)
 
 
@@ -557,6 +562,9 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", type=str, default=None, help="point,box (quick: point)")
     ap.add_argument("--no-prob", action="store_true", help="skip the probabilistic first_order bound")
     ap.add_argument("--no-timing", action="store_true", help="skip the cost columns")
+    ap.add_argument("--prob-only", action="store_true",
+                    help="only the probabilistic bound (FO prob column; no interval, first_order, "
+                         "limit or timing stages)")
     ap.add_argument("--row-timeout", type=float, default=None,
                     help="seconds per row before it is stopped (default 300, quick 45)")
     ap.add_argument("--mem-gb", type=float, default=10.0,

@@ -316,6 +316,16 @@ def _centre(lo: Any, hi: Any) -> Any:
     return c.astype(lo.dtype)
 
 
+#: equations whose operands are not elementwise partners of the result, so the
+#: finalize check "an operand element may be inf/NaN" does not apply by shape. (A dot
+#: or conv with an infinite operand error has an infinite or NaN error of its own: the
+#: rule multiplies it by |w|. Checking it elementwise where the shapes happen to agree,
+#: as in square layers, also chained every layer's elementwise work to the previous
+#: one's, so that XLA recomputed all earlier layers inside each layer's fusions.)
+_NOT_ELEMENTWISE = STRUCTURAL | CONTROL_FLOW | frozenset(
+    p for p in (_compat.prim("dot_general"), _compat.prim("conv_general_dilated")) if p is not None)
+
+
 def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
@@ -331,7 +341,7 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     low = ~(out.clo >= -big)
     high = ~(out.chi <= big)
     bad = low | high | ~(out.err >= 0)
-    if ctx.eqn.primitive not in STRUCTURAL and ctx.eqn.primitive not in CONTROL_FLOW:
+    if ctx.eqn.primitive not in _NOT_ELEMENTWISE:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
                 bad = bad | ~(v.err < jnp.inf)  # err >= 0: inf or NaN
@@ -670,10 +680,19 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
     check_supported(closed.jaxpr, interval_rules)
 
     diag = DiagnosticCollector()
+    skip = _dot_rhs_only(closed.jaxpr, dyn, key) if key.domain == "interval" else set()
+    if skip:
+        config.unchecked = frozenset(id(closed.jaxpr.invars[k]) for k in skip)
+        if config.precision is not None:
+            config.lazy_round = config.unchecked
     dom_main = make_domain(config)
     values = []
     traced_sub = jnp.asarray(False)
     for k, x in enumerate(dyn):
+        if k in skip:
+            values.append(_checked_free_point(x, config))
+            _register_storage(dom_main, values[-1], config)
+            continue
         v, ts = _input_value(x, config, diag, f"argument leaf {key.dyn_idx[k]}", key.subn[k])
         values.append(v)
         _register_storage(dom_main, v, config)
@@ -711,8 +730,7 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         outs = af
     else:
         outs = interpret(dom_main, closed.jaxpr, consts, values, config, diag)
-    outs = [_poison(o, traced_sub) for o in outs]
-    outs = [_consistent(o, k, diag) for k, o in enumerate(outs)]
+    outs = [_consistent(o, k, diag, traced_sub) for k, o in enumerate(outs)]
 
     # Where an output bound is infinite, name the equation where it started: a second
     # interpretation with one flag per equation, run (lax.cond) only in that case.
@@ -724,6 +742,15 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
     def origins(vals):
         d2 = DiagnosticCollector(track_origins=True)
+        for k in sorted(skip):
+            # the NaN check skipped in the main pass (a NaN weight makes its dot's bounds
+            # infinite, which is what brings this pass to run)
+            d2.add_scalar(f"argument leaf {key.dyn_idx[k]}: NaN in a point input; bounds are meaningless",
+                          jnp.any(jnp.isnan(jnp.asarray(dyn[k]))))
+            if config.precision is not None:
+                arr = jnp.asarray(dyn[k])
+                _flag_input_overflow(d2, f"argument leaf {key.dyn_idx[k]}",
+                                     _rounded_input(arr, arr, config, point=True), config)
         dom2 = make_domain(config)
         for v in vals:
             _register_storage(dom2, v, config)
@@ -832,21 +859,57 @@ def _poison(o: Any, flag: Any) -> Any:
     return o
 
 
+def _dot_rhs_only(jaxpr: Any, dyn: list[Any], key: _Static) -> set[int]:
+    """Positions of traced floating point-input leaves (weights, typically) whose every
+    use is as the rhs of a top-level dot_general. Their per-call scans for NaN and
+    subnormals (each costs about one matmul of a batch-32 layer) are skipped: the
+    dot_general rule widens its result by ``tiny * sum|x|`` instead, which covers XLA
+    flushing their subnormals, and a NaN makes the bounds infinite by itself."""
+    uses: dict[int, list[tuple[Any, int]]] = {id(v): [] for v in jaxpr.invars}
+    for eqn in jaxpr.eqns:
+        for pos, v in enumerate(eqn.invars):
+            if id(v) in uses:
+                uses[id(v)].append((eqn.primitive, pos))
+    outs = {id(v) for v in jaxpr.outvars}
+    dot = _compat.prim("dot_general")
+    skip = set()
+    for k, (v, x) in enumerate(zip(jaxpr.invars, dyn)):
+        if key.subn[k] is not None or isinstance(x, Interval) or id(v) in outs:
+            continue
+        dt = np.dtype(jnp.asarray(x).dtype) if not hasattr(x, "dtype") else np.dtype(x.dtype)
+        if not is_float_dtype(dt) or dt.itemsize > 4:
+            continue
+        u = uses[id(v)]
+        if u and all(p is dot and pos == 1 for p, pos in u):
+            skip.add(k)
+    return skip
+
+
+def _checked_free_point(x: Any, config: Config) -> Real:
+    """The domain value of a point leaf whose NaN/subnormal scans are skipped (see
+    :func:`_dot_rhs_only`): the exact point. Under a precision override the dot_general
+    rule rounds it into the format itself (``Config.lazy_round``), when its layer runs,
+    so that the rounded copies of all weights are not computed up front and kept alive
+    together."""
+    arr = jnp.asarray(x)
+    return I.point(arr, arr, config.adt)
+
+
 INTERNAL = "internal inconsistency in jaxerr's analysis"
 
 
-def _consistent(o: Any, k: int, diag: DiagnosticCollector) -> Any:
-    """Defence in depth: where an output's bound is not a bound (abs_err negative or
-    NaN, lo > hi, computed_lo > computed_hi) it claims nothing (inf), with a diagnostic,
-    instead of a wrong finite number. Any such flag is a jaxerr bug (the fuzzer counts
-    it as a violation)."""
+def _consistent(o: Any, k: int, diag: DiagnosticCollector, flag: Any) -> Any:
+    """No claim where ``flag`` (see :func:`_poison`), and, in defence in depth, where an
+    output's bound is not a bound (abs_err negative or NaN, lo > hi, computed_lo >
+    computed_hi): inf with a diagnostic instead of a wrong finite number. Any such
+    diagnostic is a jaxerr bug (the fuzzer counts it as a violation)."""
     if not isinstance(o, Real) or o.exact:
-        return o
+        return _poison(o, flag)
     bad = ~(o.err >= 0) | ~(o.lo <= o.hi) | ~(o.clo <= o.chi)
     diag.add_scalar(f"output {k}: {INTERNAL} (abs_err < 0 or lo > hi); the bound there is "
                     "replaced by inf. This is a bug in jaxerr: please report the program.",
                     jnp.any(bad))
-    return _poison(o, bad)
+    return _poison(o, bad | flag)
 
 
 def _input_value(x: Any, config: Config, diag: DiagnosticCollector, where: str, subn: bool | None):
@@ -953,7 +1016,9 @@ def _to_bound_parts(o: Any, k: int, shape: Any, diag: DiagnosticCollector, confi
         rel = F.where(spread == 0, jnp.zeros_like(spread), jnp.inf)
         return (o.lo, o.hi, spread, rel, o.value, o.lo, o.hi)
     m = I.mig(o.lo, o.hi)
-    rel = F.where(o.err == 0, 0.0, F.where(m > 0, F.div_up(o.err, m), jnp.inf)).astype(adt)
+    # (~(q >= 0): inf/inf and other NaN quotients claim nothing)
+    q = F.div_up(o.err, m)
+    rel = F.where(o.err == 0, 0.0, F.where((m > 0) & (q >= 0), q, jnp.inf)).astype(adt)
     return (o.lo, o.hi, o.err, rel, o.value, o.clo, o.chi)
 
 

@@ -28,10 +28,14 @@ random variables (Higham & Mary 2019): each elementary rounding ``delta_j`` with
 ``|delta_j| <= u`` has mean zero given everything computed before it. The path pass
 then differs in three ways (``_prob_record``, ``_refine``):
 
-* every node is *linearised at the exact point*: ``f(x^) = f(x) + f'(x) dx + r``, so
-  the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
-  with ``J`` the sensitivities of the linearised program at the exact point (fixed,
-  not random), enclosed over the interval domain's *exact-value* ranges;
+* every node is *linearised at a fixed point* ``c``: ``f(x^) = f(x) + f'(c) dx + r``,
+  so the output's deviation is exactly ``sum_k J_k e_k + sum_nodes J_n r_n + sum_p J_p D_p``
+  with ``J`` the sensitivities of the linearised program (fixed, not random): for the
+  nonlinear elementwise primitives ``c`` is the midpoint of the exact-value range and
+  ``f'(c)`` is enclosed at that point (``_lin_point``: no interval-width radius),
+  elsewhere ``c = x`` with ``J`` enclosed over the interval domain's exact-value
+  ranges; the remainders include ``(f'(x) - f'(c)) dx`` (proofs: ``_taylor``,
+  ``_mul_rem``, ``_extreme_rem``, ``docs/error-model.md``);
 * ``sum_k J_k e_k`` is a martingale: Azuma-Hoeffding gives, with probability at
   least ``1 - delta``, ``|.| <= sqrt(2 ln(2/delta) sum_j c_j^2)`` over the elementary
   roundings, ``c_j = |J| u |v_j|`` (a sum or dot product: per level of partial sums,
@@ -107,6 +111,9 @@ class _Tape:
         self.exact: dict[int, Any] = {}
         self.rem: dict[int, Any] = {}
         self.prob_cut: set[int] = set()
+        # id(eqn) -> (operands, results) at the *linearisation points* of a nonlinear
+        # elementwise node (``_lin_point``): point operands inside the exact ranges
+        self.lin: dict[int, Any] = {}
         # shift-invariant softmax (``_patterns``): id(sub eqn) -> (eqn, max chain, path of
         # the subtracted value's producer); operands the path pass substituted, by eqn id
         self.softmax: dict[int, Any] = {}
@@ -554,6 +561,8 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
 
     adt = ctx.adt
     R = None
+    if prim in _PROB_ELEMENTWISE or prim in _PROB_EXTREME:
+        _lin_point(tape, ctx, invals, outs)
     if prim in _PROB_BILINEAR:
         if not all(varying):
             return  # linear in the varying operand
@@ -566,7 +575,7 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
             gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
             R = F.add_up_nn(F.scale_up(r, 1 + 2 * gam), F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt))
     elif prim in _PROB_SPECIFIC:
-        R = _PROB_SPECIFIC[prim](tape, invals, real_outs[0], varying, dev)
+        R = _PROB_SPECIFIC[prim](tape, ctx, invals, real_outs[0], varying, dev)
     if R is None and (prim in _PROB_ELEMENTWISE or prim in _PROB_EXTREME):
         rule = sensitivity_rules.get(prim)
         o = real_outs[0]
@@ -575,9 +584,12 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
             ctx.kink_cut = False
             one = Cot(jnp.ones_like(o.lo), jnp.zeros_like(o.lo))
             cots, cut = rule(ctx, [one], list(invals), list(outs), **ctx.eqn.params)
-            # the derivative at the exact point: |z - f'(x)| <= |mid_p - mid_x| + rad_p + rad_x
-            ex_cots, ex_cut = rule(ctx, [one], [tape.exact.get(id(x), x) for x in invals],
-                                   [tape.exact.get(id(y), y) for y in outs], **ctx.eqn.params)
+            # the derivative at the linearisation point c (else over the exact ranges):
+            # |z - f'(c)| <= |mid_p - mid_c| + rad_p + rad_c, z in the path enclosure
+            lin = tape.lin.get(id(ctx))
+            if lin is None:
+                lin = ([tape.exact.get(id(x), x) for x in invals], [tape.exact.get(id(y), y) for y in outs])
+            ex_cots, ex_cut = rule(ctx, [one], list(lin[0]), list(lin[1]), **ctx.eqn.params)
             if cut is None and ex_cut is None:
                 R = jnp.zeros_like(o.lo)
                 for x, c, ce, v in zip(invals, cots, ex_cots, varying):
@@ -603,15 +615,92 @@ def _prob_record(tape: _Tape, ctx, invals, outs) -> None:
     tape.rem[id(real_outs[0])] = R
 
 
+def _lin_point(tape: _Tape, ctx, invals, outs) -> None:
+    """Record ``tape.lin[id(ctx)]``: the operands and results of a nonlinear elementwise
+    node at its *linearisation point* ``c``: for every operand with an exact range
+    ``[lo, hi]`` (``tape.exact``) the point ``c = mid(lo, hi)`` (in the range), the
+    results as the interval rule's exact-operation enclosure of ``f(c)``.
+
+    Why: the exact ranges of a point input are not points (the interval domain's own
+    outward rounding widens them layer by layer: relative widths of 1e-4 to 1e-2
+    after a few 256-wide layers); a derivative enclosed over them has a radius
+    ``rad`` that the probabilistic bound pays in worst case (``sum rad |D|`` over the
+    known input shifts, ``rad`` inside every remainder). Linearising instead at a
+    *fixed, known* ``c`` (deterministic: it does not depend on the rounding events)
+    gives derivatives enclosed to the analysis' rounding, and the difference
+    ``(f'(x) - f'(c)) dx`` is part of the node's remainder: the generic Lebourg
+    bound ``|z - f'(c)| |dx|`` with ``z`` over the path range (which contains both
+    ``x`` and ``x^``) covers it as is; the Taylor remainders (``_taylor``) add
+    ``M2 |x - c| |dx|``; ``max``/``min`` (``_extreme_rem``) keep their slope, since
+    ``c`` lies on the exact value's side where that side is certain.
+
+    Nothing is recorded (exact ranges are used) if the rule fails or an operand
+    with events has no exact range."""
+    from dataclasses import replace
+
+    pins = []
+    for x in invals:
+        if not isinstance(x, Real):
+            pins.append(x)
+            continue
+        ex = tape.exact.get(id(x))
+        if ex is None:
+            if id(x) in tape.has_event:
+                return
+            ex = x
+        c = jnp.clip(ex.lo / 2 + ex.hi / 2, ex.lo, ex.hi)
+        ok = jnp.isfinite(c)
+        lo, hi = F.where(ok, c, ex.lo), F.where(ok, c, ex.hi)
+        pins.append(Real(lo, hi, lo, hi, jnp.zeros_like(lo), x.value, exact=True))
+    rule = interval_rules.get(ctx.eqn.primitive)
+    if rule is None:
+        return
+    ictx = replace(ctx, exact_ops=True, diag=DiagnosticCollector())
+    try:
+        res = rule(ictx, *pins, **ctx.eqn.params)
+    except Exception:  # noqa: BLE001 - no point enclosure: keep the exact ranges
+        return
+    res = list(res) if ctx.eqn.primitive.multiple_results else [res]
+    pouts = []
+    for o, r in zip(outs, res):
+        if not isinstance(o, Real):
+            pouts.append(o)
+            continue
+        if not isinstance(r, Real) or jnp.shape(r.lo) != jnp.shape(o.lo):
+            return
+        # the exact-operation enclosure of f(c) (both of its ranges)
+        lo, hi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
+        pouts.append(Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True))
+    tape.keep.append(ctx)
+    tape.lin[id(ctx)] = (pins, pouts)
+
+
+def _lin_offset(tape: _Tape, ctx, k: int, a: Real) -> Any:
+    """Bound of ``|x - c|`` for operand ``k`` of a node linearised at ``c``
+    (``_lin_point``): the exact operand ``x`` lies in its exact range, so the larger
+    distance from ``c`` to the range's ends (``c`` the midpoint: half the width)."""
+    ex = tape.exact.get(id(a))
+    if ex is None:  # no events: _lin_point took the point in a's own range
+        ex = a
+    c = tape.lin[id(ctx)][0][k]
+    return jnp.maximum(F.sub_up(ex.hi, c.lo), F.sub_up(c.hi, ex.lo))
+
+
 def _taylor(m2_fn):
-    """A unary smooth ``f``: ``|r| <= M2 dx^2 / 2`` with ``M2 >= sup |f''|`` over the path."""
-    def rem(tape, ins, o, varying, dev):
+    """A unary smooth ``f`` linearised at ``c`` (``_lin_point``; ``c = x`` without one):
+    ``f(x^) - f(x) - f'(c) dx = [f(x^) - f(x) - f'(x) dx] + (f'(x) - f'(c)) dx``, so
+    ``|r| <= M2 dx^2 / 2 + M2 |x - c| |dx|`` with ``M2 >= sup |f''|`` over the path
+    range (it contains the exact range, hence ``x``, ``c`` and ``x^``)."""
+    def rem(tape, ctx, ins, o, varying, dev):
         a = ins[0]
         if not (isinstance(a, Real) and varying[0]):
             return None
         m2 = m2_fn(a, o)
         d = dev(a)
-        return F.scale_up(F.mul_up(m2, F.mul_up(d, d)), 0.5)
+        half = F.scale_up(d, 0.5)
+        if id(ctx) in tape.lin:
+            half = F.add_up_nn(half, _lin_offset(tape, ctx, 0, a))
+        return F.mul_up(m2, F.mul_up(d, half))
     return rem
 
 
@@ -635,12 +724,26 @@ def _erf_m2(a, o):
     return jnp.minimum(0.9679, F.scale_up(mag(a.lo, a.hi), 2.2568))
 
 
+def _integer_pow_rem(tape, ctx, ins, o, varying, dev):
+    """``x^n`` with ``2 <= n <= 8``: a Taylor remainder (``_taylor``) with ``M2 =
+    n (n - 1) mag(path)^(n - 2) >= sup |f''|`` over the path range."""
+    n = int(ctx.eqn.params["y"])
+    a = ins[0]
+    if not (2 <= n <= 8 and isinstance(a, Real)):
+        return None
+    m = mag(a.lo, a.hi)
+    m2 = jnp.full_like(m, float(n * (n - 1)))
+    for _ in range(n - 2):
+        m2 = F.mul_up(m2, m)
+    return _taylor(lambda a_, o_: m2)(tape, ctx, ins, o, varying, dev)
+
+
 def _extreme_rem(is_max):
     """``max(a, c)`` / ``min(a, c)`` with ``c`` free of events (a ReLU): where the exact
     ``a`` is certainly on one side with a gap ``g`` to ``c``, the linearisation (slope 1
     or 0) is wrong only if ``a`` moves past ``c``: ``|r| <= max(0, |da| - g)``; where
     the side is not certain at the exact point, ``|r| <= |da|`` (slope in [0, 1])."""
-    def rem(tape, ins, o, varying, dev):
+    def rem(tape, ctx, ins, o, varying, dev):
         a, c = ins
         if not (isinstance(a, Real) and isinstance(c, Real)) or varying[1] or not varying[0]:
             return None
@@ -653,9 +756,31 @@ def _extreme_rem(is_max):
     return rem
 
 
+def _mul_rem(tape, ctx, ins, o, varying, dev):
+    """``a * b``: ``a^ b^ - a b = b da + a db + da db`` exactly; linearised at ``c``
+    (``_lin_point``; ``c = (a, b)`` without one) the remainder is ``(b - c_b) da +
+    (a - c_a) db + da db``: ``|r| <= w_b |da| + w_a |db| + |da| |db|`` with ``w`` the
+    exact ranges' widths (``_lin_offset``). Operands broadcast (a scalar literal
+    rounded into the format: its event is ``db``)."""
+    a, b = ins
+    if not (isinstance(a, Real) and isinstance(b, Real)):
+        return None
+    da = dev(a) if varying[0] else jnp.zeros_like(a.lo)
+    db = dev(b) if varying[1] else jnp.zeros_like(b.lo)
+    R = F.mul_up(da, db)
+    if id(ctx) in tape.lin:
+        R = F.add_up_nn(R, F.add_up_nn(F.mul_up(_lin_offset(tape, ctx, 1, b), da),
+                                       F.mul_up(_lin_offset(tape, ctx, 0, a), db)))
+    R = F.where(jnp.isnan(R), jnp.inf, R)
+    if jnp.broadcast_shapes(jnp.shape(R), jnp.shape(o.lo)) != jnp.shape(o.lo):
+        return None
+    return jnp.broadcast_to(R, jnp.shape(o.lo))
+
+
 _PROB_SPECIFIC = {P("tanh"): _taylor(_tanh_m2), P("logistic"): _taylor(_logistic_m2),
                   P("erf"): _taylor(_erf_m2), P("exp"): _taylor(lambda a, o: o.hi),
-                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False)}
+                  P("max"): _extreme_rem(True), P("min"): _extreme_rem(False), P("mul"): _mul_rem,
+                  P("integer_pow"): _integer_pow_rem}
 
 
 def _sum_axes_up(t: Any, axes: tuple) -> Any:
@@ -752,7 +877,8 @@ def _sum_parts(ctx, n: int, products: bool, S: Any, Q: Any, out: Real, E: Any):
     ms = _sum_levels(acc, n)
     if ms.size:
         Y = F.add_up_nn(mag(out.lo, out.hi), E)
-        last = jnp.minimum(jnp.minimum(S2, F.scale_up(Q, float(ms[-1]))), F.mul_up(Y, Y))
+        Yb = _binade(Y, fmt)
+        last = jnp.minimum(jnp.minimum(S2, F.scale_up(Q, float(ms[-1]))), F.mul_up(Yb, Yb))
         inner = ms[:-1]
         if inner.size:
             # sum_l min(S^2, m_l Q) <= Q sum_{l<k} m_l + (L - k) S^2 for ANY k in [0, L]
@@ -771,9 +897,22 @@ def _sum_parts(ctx, n: int, products: bool, S: Any, Q: Any, out: Real, E: Any):
     if acc.kind == "wide":
         # one final rounding to the narrow format of a value within E of the exact sum
         y = F.add_up_nn(mag(out.lo, out.hi), E)
-        fin = F.scale_up(y, fmt.unit_roundoff)
+        fin = F.scale_up(_binade(y, fmt), fmt.unit_roundoff)
         ss = F.add_up_nn(ss, F.mul_up(fin, fin))
     return ss, jnp.full_like(E, F.static_up(cc, E.dtype))
+
+
+def _binade(M: Any, fmt: Any) -> Any:
+    """``2^floor(log2 M)`` where ``M`` and that power of two are normal numbers of the
+    analysis dtype and of ``fmt`` (else ``M``): round to nearest errs by at most
+    ``u 2^floor(log2 |r|) <= u 2^floor(log2 M)`` for a result ``|r| <= M``
+    (``_rules._common.rounding``; below ``fmt``'s smallest normal the underflow
+    term covers it, as with ``u M``). Exact (``frexp``)."""
+    tiny = max(float(np.finfo(M.dtype).tiny), 2.0 ** fmt.emin)
+    _, ex = jnp.frexp(M)
+    b = jnp.ldexp(jnp.ones_like(M), ex - 1)
+    ok = jnp.isfinite(M) & (M >= tiny) & (b >= tiny)
+    return F.where(ok, jnp.minimum(M, b), M)
 
 
 def _sum_all(x: Any) -> Any:
@@ -875,9 +1014,13 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if rule is None or (prob and any(id(o) in tape.prob_cut for o in outs_)):
                 cut = True
             elif prob:
-                # the derivative at the exact point (see _prob_record)
-                ex_ins = [tape.exact.get(id(x), x) for x in ins]
-                ex_outs = [tape.exact.get(id(o), o) for o in outs_]
+                # the derivative at the linearisation point (see _prob_record)
+                lin = tape.lin.get(id(ctx))
+                if lin is not None:
+                    ex_ins, ex_outs = lin
+                else:
+                    ex_ins = [tape.exact.get(id(x), x) for x in ins]
+                    ex_outs = [tape.exact.get(id(o), o) for o in outs_]
                 in_cots, cut = rule(ctx, gs, ex_ins, ex_outs, **ctx.eqn.params)
             else:
                 in_cots, cut = rule(ctx, gs, ins, outs_, **ctx.eqn.params)

@@ -662,6 +662,20 @@ def static_up(c: float, dtype: Any) -> Any:
     return jnp.asarray(const_up(c, dtype))
 
 
+def pow2_floor(x: Any) -> Any:
+    """``2^floor(log2 x)`` for positive normal finite ``x`` (the exponent bits alone,
+    exact; an integer mask instead of ``frexp``/``ldexp``, which XLA lowers through
+    ``pow``). Meaningless elsewhere: callers select it only where ``x`` is normal."""
+    x = jnp.asarray(x)
+    if np.dtype(x.dtype) == np.float64:
+        it, mask = jnp.int64, 0x7FF << 52
+    elif np.dtype(x.dtype) == np.float32:
+        it, mask = jnp.int32, 0xFF << 23
+    else:
+        raise TypeError(f"pow2_floor: float32 or float64 expected, got {x.dtype}")
+    return lax.bitcast_convert_type(lax.bitcast_convert_type(x, it) & mask, x.dtype)
+
+
 # ---------------------------------------------------------------------------
 # Rounding to a format (the computed value at the centre; not used for bounds)
 # ---------------------------------------------------------------------------

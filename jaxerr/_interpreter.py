@@ -75,6 +75,13 @@ class Config:
     accumulation: Accumulation
     adt: np.dtype  # analysis dtype
     state: Any = None  # per-analysis state of a domain (the affine domain's symbol pool)
+    # ids of top-level jaxpr input variables whose subnormal/NaN checks were skipped
+    # because their only uses are as dot_general rhs operands: that rule widens its
+    # result by what XLA flushing their subnormals can change (see linear.py)
+    unchecked: frozenset = frozenset()
+    # ids of those that enter as exact points although a precision override rounds them
+    # into its format: the dot_general rule rounds them itself, when the layer runs
+    lazy_round: frozenset = frozenset()
 
 
 @dataclasses.dataclass

@@ -581,12 +581,29 @@ def _mp_logistic(x: Any) -> Any:
     return 1 / (1 + mpmath.exp(-x))
 
 
+def _mp_huge_arg(f: Callable[[Any], Any], at_pos_inf: Any, at_neg_inf: Any) -> Callable[[Any], Any]:
+    """``f`` of an exponential kind, with its limits for arguments beyond +-1e5 (far
+    past float64's range either way; mpmath's power of 2 raises OverflowError on
+    2**(2**1e30))."""
+
+    def g(x: Any) -> Any:
+        if mpmath.isnan(x):
+            return x
+        if x > 1e5:
+            return mpmath.mpf(at_pos_inf)
+        if x < -1e5:
+            return mpmath.mpf(at_neg_inf)
+        return f(x)
+
+    return g
+
+
 _MP_UNARY: dict[str, Callable[[Any], Any]] = {
-    "exp": mpmath.exp,
-    "exp2": lambda x: mpmath.power(2, x),
+    "exp": _mp_huge_arg(mpmath.exp, "inf", 0),
+    "exp2": _mp_huge_arg(lambda x: mpmath.power(2, x), "inf", 0),
     "log": _mp_real(mpmath.log),
     "log1p": _mp_real(mpmath.log1p),
-    "expm1": mpmath.expm1,
+    "expm1": _mp_huge_arg(mpmath.expm1, "inf", -1),
     "tanh": mpmath.tanh,
     "logistic": _mp_logistic,
     "erf": mpmath.erf,

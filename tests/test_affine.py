@@ -328,3 +328,22 @@ def test_consistency_guard_turns_a_non_bound_into_inf(monkeypatch):
     out = jaxerr.bound(g, "float16", domain="affine", warn=False)(jnp.array([0.5, 1.0], jnp.float32))
     assert np.all(np.isinf(np.asarray(out.abs_err)))
     assert any("internal inconsistency" in m for m in out.diagnostics.fired())
+
+
+@pytest.mark.parametrize("domain", ["affine", "interval", "first_order"])
+def test_infinite_constant_operand(domain):
+    """An infinite point (jax.nn.softmax's max(-inf, reduce_max(x))) is no affine form:
+    the affine domain turned the constant -inf into exactly 0 and max(-inf, x) into an
+    inverted range (fuzz seed 9018: softmax over a length-1 axis in float16 answered
+    lo > hi; the consistency guard caught it). max(-inf, x) is x exactly."""
+    x = jnp.array([-0.0001949814468389377, 2.0], jnp.float32)
+    out = jaxerr.bound(lambda x: jnp.maximum(-jnp.inf, x), "float16", domain=domain, warn=False)(x)
+    assert not out.diagnostics.fired()
+    assert np.all(np.isfinite(np.asarray(out.abs_err)))
+    assert np.all(np.asarray(out.lo) <= np.asarray(x)) and np.all(np.asarray(x) <= np.asarray(out.hi))
+    sm = jaxerr.bound(lambda x: jax.nn.softmax(x, axis=0), "float16", accumulation="recursive",
+                      domain=domain, warn=False)(x[:1])
+    assert not sm.diagnostics.fired()
+    assert float(sm.lo[0]) <= 1.0 <= float(sm.hi[0]) and 0 < float(sm.abs_err[0]) < 0.01
+    big = jaxerr.bound(lambda x: jnp.maximum(jnp.inf, x), "float16", domain=domain, warn=False)(x)
+    assert not np.any(np.isnan(np.asarray(big.rel_err)))

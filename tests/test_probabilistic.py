@@ -90,15 +90,15 @@ def test_probabilistic_holds_and_is_tight_bf16_mlp():
 #: (activation, format, width) -> largest median tightness accepted
 MEDIANS = {
     ("relu", "bf16", 16): 12.0,  # depth 2, measured 7.7
-    ("relu", "bf16", 32): 18.0,  # measured 11.7
-    ("relu", "f16", 32): 17.0,  # 11.1
+    ("relu", "bf16", 32): 15.0,  # measured 9.7 (11.7 before linearising at points)
+    ("relu", "f16", 32): 14.0,  # 9.5 (11.1)
     ("relu", "f32", 32): 47.0,  # 31.1 (recursive, random order)
-    ("tanh", "bf16", 32): 31.0,  # 20.8
-    ("tanh", "f16", 32): 28.0,  # 18.7
+    ("tanh", "bf16", 32): 30.0,  # 19.8 (20.8)
+    ("tanh", "f16", 32): 27.0,  # 17.6 (18.7)
     ("tanh", "f32", 32): 58.0,  # 38.7
-    ("gelu", "bf16", 32): 66.0,  # 44.2
-    ("gelu", "f16", 32): 40.0,  # passed (not printed)
-    ("gelu", "f32", 32): 80.0,  # passed (not printed)
+    ("gelu", "bf16", 32): 24.0,  # 16.0 (44.2: the rounded literals cut the nodes)
+    ("gelu", "f16", 32): 16.0,  # 10.3
+    ("gelu", "f32", 32): 38.0,  # 25.0
 }
 _FMT = {"bf16": ("bfloat16", "auto", "bfloat16", "wide:float32"),
         "f16": ("float16", "auto", "float16", "wide:float32"),
@@ -111,7 +111,8 @@ _FMT = {"bf16": ("bfloat16", "auto", "bfloat16", "wide:float32"),
 def test_probabilistic_holds_and_is_tight_mlp(act, fkey):
     f, x = _mlp(act, depth=3, width=32)
     prec, acc, sf, sa = _FMT[fkey]
-    _check(f, x, prec, acc, sf, sa, runs=20, max_median=MEDIANS[(act, fkey, 32)])
+    med = _check(f, x, prec, acc, sf, sa, runs=20, max_median=MEDIANS[(act, fkey, 32)])
+    print(f"{act} {fkey}: median tightness {med:.1f}")
 
 
 def test_partial_sum_levels():
@@ -171,3 +172,27 @@ def test_model_weakness_stagnation_is_documented():
     assert err == 999.0
     assert w >= err
     assert err > p, (err, p)  # the model's assumption fails here: do not trust it
+
+
+def test_probabilistic_gelu_form_sum_well_below_worst_case():
+    # the tanh form of GELU multiplies by literals rounded into bfloat16 (0.044715,
+    # 0.797...): their events must not cut the nodes (the mul remainder
+    # w_b|da| + w_a|db| + |da||db| handles the broadcast scalar), and the nonlinear
+    # nodes are linearised at points (no interval-width radius on the derivatives):
+    # over 256 independent terms (signed, so that the output's own rounding is small) the probabilistic bound is far below the worst case
+    # (it was equal to it while the literal products were cut); it holds in simulation
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((256,)).astype(np.float32)
+    sign = np.where(rng.random(256) < 0.5, -1.0, 1.0).astype(np.float32)  # exact in bf16
+
+    def f(x):
+        t = jnp.tanh(0.7978845834732056 * (x + 0.044715 * x ** 3))
+        return jnp.sum(sign * (0.5 * x * (1.0 + t)))
+
+    kw = dict(accumulation="wide:float32", domain="first_order", warn=False, jit=False)
+    p = float(jaxerr.bound(f, "bfloat16", probabilistic=DELTA, **kw)(x).abs_err)
+    w = float(jaxerr.bound(f, "bfloat16", **kw)(x).abs_err)
+    obs = float(_observed(f, x, "bfloat16", "wide:float32", runs=5))
+    assert obs <= p <= w
+    assert p < 0.35 * w, p / w
+    print(f"prob / worst case {p / w:.3f}; tightness {p / obs:.1f}")

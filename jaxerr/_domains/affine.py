@@ -349,9 +349,11 @@ def from_real(r: Real, stamp: int = 0) -> Affine:
     mid = F.where(inf, jnp.zeros_like(mid), mid)
     rad = F.where(inf, jnp.full_like(rad, jnp.inf), rad)
     if r.point and r.exact:
-        x = Form(mid)
+        # an infinite point (the constant -inf of max(-inf, x)) is no affine form:
+        # nothing is known about it here (its interval claim keeps the value)
+        x = Form(mid, None, F.where(inf, rad, jnp.zeros_like(rad)))
     else:
-        x = Form(mid, None, F.where(r.lo == r.hi, jnp.zeros_like(rad), rad))
+        x = Form(mid, None, F.where((r.lo == r.hi) & ~inf, jnp.zeros_like(rad), rad))
     if r.exact:
         e = Form.zero(mid)
     else:

@@ -25,16 +25,15 @@ def rounding(ctx, M: Any) -> Any:
     Round to nearest errs by at most half an ulp of ``r``'s binade,
     ``u 2^floor(log2 |r|) <= u 2^floor(log2 M)`` (FPTaylor's "improved rounding
     model"): up to 2x below ``u M``, exact (a power of two), and used only where ``M``
-    and that power of two are normal numbers of the analysis dtype (``frexp`` is exact
-    there); elsewhere ``u M``. Plus the format's underflow term ``eta`` (results below
+    and that power of two are normal numbers of the analysis dtype (the exponent bits
+    are exact there); elsewhere ``u M``. Plus the format's underflow term ``eta`` (results below
     its smallest normal)."""
     fmt = ctx.fmt
     u = fmt.unit_roundoff
     old = F.scale_up(M, u)
     if u > 0:
         tiny = float(np.finfo(M.dtype).tiny)
-        _, ex = jnp.frexp(M)
-        binade = jnp.ldexp(jnp.full_like(M, u), ex - 1)  # u 2^floor(log2 M), exact
+        binade = F.pow2_floor(M) * u  # u 2^floor(log2 M), exact (u is a power of 2)
         ok = jnp.isfinite(M) & (M >= tiny) & (binade >= tiny)
         old = F.where(ok, jnp.minimum(old, binade), old)
     return F.add_up_nn(old, c(fmt.underflow, M.dtype))

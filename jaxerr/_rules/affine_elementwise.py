@@ -435,18 +435,23 @@ def _aff_forms_sub(a: Affine, b: Affine):
     return fadd(a.x, b.x, -1), fadd(a.e, b.e, -1)
 
 
-def _is_zero_const(ctx, k: int) -> bool:
+def _scalar_const(ctx, k: int):
+    """The value of operand ``k`` if it is a scalar literal, else None."""
     v = ctx.eqn.invars[k]
     val = getattr(v, "val", None)
     if val is None:
-        return False
+        return None
     try:
         import numpy as np
 
         arr = np.asarray(val, dtype=np.float64)
     except Exception:
-        return False
-    return arr.size == 1 and float(arr.reshape(())) == 0.0
+        return None
+    return float(arr.reshape(())) if arr.size == 1 else None
+
+
+def _is_zero_const(ctx, k: int) -> bool:
+    return _scalar_const(ctx, k) == 0.0
 
 
 def _kink_bounds(dx: Form, de: Form):
@@ -465,6 +470,11 @@ def maxmin_forms(a: Affine, b: Affine, is_max: bool, b_is_zero: bool = False):
     else:
         dx, de = _aff_forms_sub(a, b)
     rx, re = kink_forms(dx, de, _kink_bounds(dx, de), 0.0, 1.0)
+    # b + relu(a - b) holds for finite operands only (inf - inf is NaN): where either
+    # operand's exact range is not finite, nothing is claimed
+    dl, dh = dx.bounds()
+    nonfinite = ~(jnp.isfinite(dl) & jnp.isfinite(dh))
+    rx, re = fpoison_where(rx, nonfinite), fpoison_where(re, nonfinite)
     if is_max:
         if b_is_zero and b.exact:
             x, e = rx, re
@@ -495,6 +505,14 @@ def _extreme(ctx, a, b, is_max: bool):
     value = ctx.value(a.value, b.value)
     if a is b:
         return Affine(a.x, a.e, value, a.stamp, a.boxed)
+    # max(-inf, x) = min(+inf, x) = x exactly, NaN included (jax.nn.softmax writes
+    # max(-inf, reduce_max(x))); the decomposition below would form -inf - x
+    neutral = -math.inf if is_max else math.inf
+    for k, other in ((0, b), (1, a)):
+        if _scalar_const(ctx, k) == neutral and not isinstance(other, Discrete):
+            (o,) = prep(ctx, other)
+            o = abroadcast(o, out_shape(ctx))
+            return make(ctx, o.x, o.e, value, o)
     a, b = prep(ctx, a, b)
     shape = out_shape(ctx)
     a, b = abroadcast(a, shape), abroadcast(b, shape)

@@ -71,7 +71,7 @@ class _Dots:
         out = self._up(self.dot(stacked, y, _shift_dims(self.dn)))
         (_, _), (lb, _) = self.dn
         axis = len(lb)
-        return [jnp.take(out, i, axis=axis) for i in range(len(lhs_list))]
+        return [lax.index_in_dim(out, i, axis=axis, keepdims=False) for i in range(len(lhs_list))]
 
 
 def _mid_rad(x: Real):
@@ -98,8 +98,69 @@ def dot_general_rule(ctx, a, b, *, dimension_numbers, **_):
         return _int_dot(ctx, a, b, ctx.value(a.value, b.value))
     (lc, _rc), _ = dimension_numbers
     n = int(math.prod(a.shape[d] for d in lc))
+    D = _Dots(dimension_numbers, n, ctx.adt)
+    extra = _flushed_rhs_terms(ctx, a, D) if id(ctx.eqn.invars[1]) in ctx.config.unchecked else None
+    if id(ctx.eqn.invars[1]) in ctx.config.lazy_round:
+        # a weight stored in the override format: rounded here, when this layer runs
+        from .._bound import _rounded_input
+
+        w = late(b.lo, a.lo)
+        b = _rounded_input(w, w, ctx.config, point=True)
     value = None if value_is_analysis_product(ctx, a, b) else ctx.value(a.value, b.value)
-    return bilinear(ctx, a, b, _Dots(dimension_numbers, n, ctx.adt), value)
+    return bilinear(ctx, a, b, D, value, extra)
+
+
+def _flushed_rhs_terms(ctx, a: Real, D: _Dots):
+    """``(range widening, error widening)``, broadcastable to the output, for an rhs that
+    is an argument whose subnormals were not scanned for (see ``_bound._dot_rhs_only``).
+    XLA flushes subnormals to 0 in the program and in this analysis alike, so every rhs
+    entry, and its rounding error, may be off by less than ``t`` (float32's smallest
+    normal, or the analysis dtype's if larger) from what the rule used. That changes
+    each output by less than ``t * sum_k M_k`` per term that involves ``|w|``, with
+    ``M_k >= max(|x_k|, |x^_k|)`` over the lhs's exact and computed ranges (exact and
+    computed products, ``|dx| |w| <= 2 M |w|``, ``ca |x^| |w^|``, the radius term
+    ``|x - c| |w|``): the range is widened by ``4 t sum M`` and the error by
+    ``(4 + ca) t sum M``, plus ``t`` each for the products' own underflow. Costs one
+    row reduction of the lhs; the widening is folded into the rule's own additions."""
+    (lc, _), (lb, _) = D.dn
+    adt = ctx.adt
+    t = max(float(np.finfo(np.float32).tiny), float(np.finfo(adt).tiny))
+    M = jnp.maximum(mag(a.lo, a.hi), mag(a.clo, a.chi))
+    S = D._up(jnp.sum(M, axis=tuple(lc)))
+    rem = [d for d in range(M.ndim) if d not in lc]
+    order = [rem.index(d) for d in lb] + [i for i, d in enumerate(rem) if d not in lb]
+    S = jnp.transpose(S, order)
+    ca, _, _ = accumulation_coefficients(ctx, D.n, products=True)
+    tt = c(t, adt)
+    w = F.add_up_nn(F.scale_up(S, 4 * t), tt)
+    we = F.add_up_nn(F.scale_up(S, (4 + ca) * t), tt)
+    return w, we
+
+
+def _trail(x, ndim: int):
+    """``x`` (leading output dims) with trailing unit axes up to ``ndim``."""
+    return jnp.reshape(x, jnp.shape(x) + (1,) * (ndim - jnp.ndim(x)))
+
+
+def late(w, dep):
+    """``w``, computed after ``dep`` exists: ``w + min(|d|, 0)`` with ``d`` one element
+    of ``dep`` is exactly ``w`` (``min(|d|, 0) = 0`` for every non-NaN ``d``; a NaN
+    makes the bound NaN, hence infinite, never smaller). XLA does not see that, so it
+    cannot hoist passes over ``w`` before the layer that produces ``dep``: otherwise
+    every layer's ``|w|`` (or rounded ``w``) is computed up front and all stay alive,
+    a temp buffer the size of all weights that the allocator maps and page-faults
+    afresh on every call (measured: 3.3x the program's own time for 8 layers of
+    1024x1024)."""
+    d = jnp.reshape(dep, (-1,))[:1] if jnp.size(dep) else jnp.zeros((1,), w.dtype)
+    z = jnp.minimum(jnp.abs(d.astype(w.dtype)), 0.0)
+    return w + jnp.reshape(z, (1,) * jnp.ndim(w))
+
+
+def late_abs(w, dep):
+    """``|w|``, computed after ``dep`` exists (see :func:`late`)."""
+    d = jnp.reshape(dep, (-1,))[:1] if jnp.size(dep) else jnp.zeros((1,), w.dtype)
+    z = jnp.minimum(jnp.abs(d.astype(w.dtype)), 0.0)
+    return jnp.abs(w) + jnp.reshape(z, (1,) * jnp.ndim(w))
 
 
 def _value_rad(x: Real):
@@ -111,7 +172,7 @@ def _value_rad(x: Real):
     return v, jnp.maximum(F.sub_up(x.hi, v), F.sub_up(v, x.lo))
 
 
-def bilinear(ctx, a, b, D, value):
+def bilinear(ctx, a, b, D, value, extra=None):
     """The rule of a bilinear primitive whose every output is a sum of ``D.n`` products
     (dot_general, conv_general_dilated). ``D`` supplies ``dot(x, y)`` (the primitive in
     the analysis dtype), ``dot_up`` / ``dots_up`` (upper bounds for nonnegative
@@ -120,7 +181,11 @@ def bilinear(ctx, a, b, D, value):
     ``value=None`` (only when :func:`value_is_analysis_product`): the exact range is
     formed around ``a.value`` instead of the midpoint of ``a``'s range (the radius
     covers the whole range either way), so the analysis' product of the centres is
-    the equation's centre value too, and the program's own matmul is not repeated."""
+    the equation's centre value too, and the program's own matmul is not repeated.
+
+    ``extra``: ``(range widening, error widening)`` arrays over the output's leading
+    (batch and lhs-free) axes, added to the radius and the error (see
+    :func:`_flushed_rhs_terms`)."""
     adt = ctx.adt
     n = D.n
     ca, cb, cc = accumulation_coefficients(ctx, n, products=True)
@@ -132,7 +197,14 @@ def bilinear(ctx, a, b, D, value):
     ymid = D.dot(ac, bc)
     if value is None:
         value = ymid
-    abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
+    if br is None and not (a.point and a.exact):
+        # |w| of a point weight depends only on an argument, so XLA would compute every
+        # layer's |w| up front and keep them all alive (a temp buffer the size of all
+        # weights, page-faulted on every call); tying it to this layer's input makes it
+        # computed when needed, and its buffer reused by the next layer's
+        abs_ac, abs_bc = jnp.abs(ac), late_abs(bc, a.lo)
+    else:
+        abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
     rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
 
     mag_ac = mag(a.clo, a.chi)  # >= |x^|
@@ -178,7 +250,10 @@ def bilinear(ctx, a, b, D, value):
     rad = rad_terms[0] if rad_terms else jnp.zeros_like(ymid)
     for t in rad_terms[1:]:
         rad = F.add_up(rad, t)
-    rad = F.add_up(rad, c(D.slack, adt))
+    slack = c(D.slack, adt)
+    if extra is not None:
+        slack = _trail(F.add_up_nn(extra[0], slack), ymid.ndim)
+    rad = F.add_up(rad, slack)
     lo = F.sub_dn(ymid, rad)
     hi = F.add_up(ymid, rad)
 
@@ -195,7 +270,10 @@ def bilinear(ctx, a, b, D, value):
         # wide accumulation: one final rounding of a result with |y^| <= |y| + err
         ymag = F.add_up(mag(lo, hi), err)
         err = F.add_up(err, F.scale_up(ymag, cb))
-    err = F.add_up(err, c(cc, adt))
+    cc_t = c(cc, adt)
+    if extra is not None:
+        cc_t = _trail(F.add_up_nn(extra[1], cc_t), ymid.ndim)
+    err = F.add_up(err, cc_t)
     clo = F.sub_dn(lo, err)
     chi = F.add_up(hi, err)
     return guard_partial_sums(Real(lo, hi, clo, chi, err, value), ovf)

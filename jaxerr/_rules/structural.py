@@ -154,11 +154,13 @@ def _indexed(ctx, operand, index_ops, params, extra=()):
     for e in extra:
         j2 = _join_all(e, value.shape, value)
         if isinstance(joined, Real):
-            joined = Real(
-                jnp.minimum(joined.lo, j2.lo), jnp.maximum(joined.hi, j2.hi),
-                jnp.minimum(joined.clo, j2.clo), jnp.maximum(joined.chi, j2.chi),
-                jnp.maximum(joined.err, j2.err), value,
-            )
+            lo, hi = jnp.minimum(joined.lo, j2.lo), jnp.maximum(joined.hi, j2.hi)
+            clo, chi = jnp.minimum(joined.clo, j2.clo), jnp.maximum(joined.chi, j2.chi)
+            # the computed program may take an element of one operand where the exact
+            # one takes the other's (fuzz seed 9061: the update written at another
+            # index): the error spans the whole union, not each operand's own spread
+            err = jnp.maximum(F.sub_up(chi, lo), F.sub_up(hi, clo))
+            joined = Real(lo, hi, clo, chi, err, value)
     ctx.flag(~certain, "indices depend on uncertain values; every element may be read")
     return _where_certain(certain, out, joined)
 
