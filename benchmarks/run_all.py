@@ -57,7 +57,7 @@ def main(argv=None) -> int:
     env0 = dict(os.environ)
     root = os.path.dirname(_HERE)
     env0["PYTHONPATH"] = os.pathsep.join([root] + [p for p in [env0.get("PYTHONPATH")] if p])
-    env0.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    env0.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     summary = []
     for n in names:
         script, quick, full, qenv = BENCHMARKS[n]

@@ -129,15 +129,15 @@ def train(net, params, xtr, ytr, steps, seed=0, lr=1e-3):
 
 def quantise(params):
     """Every "w" to e4m3 with a power-of-two scale (largest magnitude in [8, 16))."""
-    qp, scales = {}, {}
+    qp, scales, ks = {}, {}, {}
     for name, p in params.items():
         if "w" not in p:
             qp[name], scales[name] = {k: v.astype(jnp.float32) for k, v in p.items()}, 1.0
             continue
-        m = float(jnp.max(jnp.abs(p["w"])))
-        k = int(np.floor(np.log2(8.0 / m)))
-        qp[name] = {"w": jnp.asarray(np.asarray(LOW.round(jnp.asarray(p["w"] * 2.0**k, jnp.float32)))),
-                    "b": p["b"].astype(jnp.float32)}
+        ks[name] = int(np.floor(np.log2(8.0 / float(jnp.max(jnp.abs(p["w"]))))))
+    wqs = MLP["round_low"]([params[n]["w"] * 2.0**k for n, k in ks.items()])  # one compiled rounding
+    for (name, k), wq in zip(ks.items(), wqs):
+        qp[name] = {"w": wq, "b": params[name]["b"].astype(jnp.float32)}
         scales[name] = 2.0**-k
     return qp, scales
 
@@ -149,22 +149,27 @@ def run_net(name, net, qp, scales, xte, yte, sweeps=SWEEPS, mode="masked", log=p
     rows = [("fp32", "-", *MLP["metrics"](z32, z32, yte), 1.0, None)]
 
     def mixed(crit):
-        return jax.jit(lambda x, tol: jaxerr.mixed_precision(
-            lambda x: net(qp, x, scales), low=LOW, high=HIGH, tol=tol, mode=mode, return_stats=True,
-            **MLP["criterion_kw"](crit))(x))
+        # the weights are arguments (no constant folding of them at compile time), and the
+        # program is vmapped over tol: a sweep is one call, the products that do not depend
+        # on tol (the first layer's, low and high) computed once
+        def f(qp, x, tol):
+            return jaxerr.mixed_precision(lambda x: net(qp, x, scales), low=LOW, high=HIGH, tol=tol, mode=mode,
+                                          return_stats=True, **MLP["criterion_kw"](crit))(x)
+
+        return jax.jit(jax.vmap(f, in_axes=(None, None, 0)))
+
+    def add(label, crit, taus, shown):
+        t = time.time()
+        z, st = mixed(crit)(qp, x, jnp.asarray(taus, jnp.float32))
+        for i, tau in enumerate(shown):
+            sti = jax.tree_util.tree_map(lambda a, i=i: a[i], st)
+            rows.append((label, tau, *MLP["metrics"](z[i], z32, yte), MLP["work_fraction"](sti), sti))
+        log(f"  {name} {label} tol={','.join(map(str, shown))}: {time.time() - t:.1f}s")
 
     for label, crit in (("uniform fp8", "never"), ("uniform fp16", "always")):
-        t = time.time()
-        z, st = mixed(crit)(x, jnp.float32(0))
-        rows.append((label, "-", *MLP["metrics"](z, z32, yte), MLP["work_fraction"](st), st))
-        log(f"  {name} {label}: {time.time() - t:.1f}s")
+        add(label, crit, (0.0,), ("-",))
     for crit, taus in sweeps.items():
-        f = mixed(crit)
-        for tau in taus:
-            t = time.time()
-            z, st = f(x, jnp.float32(tau))
-            rows.append((crit, tau, *MLP["metrics"](z, z32, yte), MLP["work_fraction"](st), st))
-            log(f"  {name} {crit} tol={tau}: {time.time() - t:.1f}s")
+        add(crit, crit, taus, taus)
     return rows
 
 

@@ -330,6 +330,11 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
     if out.exact:
+        # an exact copy (reshape, broadcast, slice, ...) of exact operands makes no new
+        # NaN; a NaN point input stays NaN until a rule that computes on it (or the
+        # output stage) sanitises it
+        if ctx.eqn.primitive in STRUCTURAL and all(not isinstance(v, Real) or v.exact for v in invals):
+            return out
         return I.sanitize(out)
     fmt = ctx.fmt
     big = fmt.max_finite
@@ -903,8 +908,10 @@ def _consistent(o: Any, k: int, diag: DiagnosticCollector, flag: Any) -> Any:
     output's bound is not a bound (abs_err negative or NaN, lo > hi, computed_lo >
     computed_hi): inf with a diagnostic instead of a wrong finite number. Any such
     diagnostic is a jaxerr bug (the fuzzer counts it as a violation)."""
-    if not isinstance(o, Real) or o.exact:
-        return _poison(o, flag)
+    if not isinstance(o, Real):
+        return o
+    if o.exact:
+        return _poison(I.sanitize(o), flag)
     bad = ~(o.err >= 0) | ~(o.lo <= o.hi) | ~(o.clo <= o.chi)
     diag.add_scalar(f"output {k}: {INTERNAL} (abs_err < 0 or lo > hi); the bound there is "
                     "replaced by inf. This is a bug in jaxerr: please report the program.",

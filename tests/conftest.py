@@ -1,6 +1,9 @@
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+# Single-threaded Eigen kernels (2-core CI). XLA has no intra-op thread-count flag: the old
+# bare token "intra_op_parallelism_threads=1" (a TensorFlow option) was silently ignored as a
+# positional argument, and with "--" XLA aborts with "Unknown flag in XLA_FLAGS".
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

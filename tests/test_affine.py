@@ -288,7 +288,7 @@ def test_self_difference_of_possibly_nonfinite_value_is_unbounded():
     assert np.isfinite(err[0]) and np.isinf(err[1])
 
 
-@pytest.mark.parametrize("domain", ["affine", "interval", "first_order"])
+@pytest.mark.parametrize("domain", ["affine", "interval", pytest.param("first_order", marks=pytest.mark.slow)])
 def test_sqrt_at_zero_is_a_bound(domain):
     """sqrt's derivative has no finite upper bound on a range reaching 0 (fuzz seed
     8002: the affine linearisation took -0.5/tiny as that bound and answered
@@ -330,7 +330,7 @@ def test_consistency_guard_turns_a_non_bound_into_inf(monkeypatch):
     assert any("internal inconsistency" in m for m in out.diagnostics.fired())
 
 
-@pytest.mark.parametrize("domain", ["affine", "interval", "first_order"])
+@pytest.mark.parametrize("domain", ["affine", "interval", pytest.param("first_order", marks=pytest.mark.slow)])
 def test_infinite_constant_operand(domain):
     """An infinite point (jax.nn.softmax's max(-inf, reduce_max(x))) is no affine form:
     the affine domain turned the constant -inf into exactly 0 and max(-inf, x) into an

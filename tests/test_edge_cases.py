@@ -271,7 +271,7 @@ def test_weight_passes_are_not_hoisted():
         assert temp < 0.75 * sum(w.nbytes for w in ws), temp
 
 
-@pytest.mark.parametrize("domain", ["interval", "first_order", "affine"])
+@pytest.mark.parametrize("domain", ["affine", "interval", pytest.param("first_order", marks=pytest.mark.slow)])
 def test_uncertain_update_index_error_spans_both_operands(domain):
     """With an uncertain index, the computed program may write the update where the
     exact one keeps the operand: |computed - exact| spans the union of both ranges

@@ -182,3 +182,44 @@ def test_tutorial_transformer(tmp_path, capsys):
         assert "rsqrt" in out
     assert np.isfinite(res["mixed_abs_err"])
     assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)
+
+
+def test_mixed_precision_digits_tiny(capsys):
+    """examples/mixed_precision_digits.py --tiny (a 784-16-8-10 ReLU MLP, 20 training steps,
+    16 test digits): the vmapped sweep, the validation selection of (tol, c) and the tables."""
+    pytest.importorskip("optax")
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "mixed_precision_digits.py"))
+    res = mod["main"](["--tiny", "--out", ""])
+    out = capsys.readouterr().out
+    assert "chosen on the validation split" in out and "seed rule's logit error" in out
+    rows = {r[0]: r for r in res["relu"]}
+    assert rows["uniform fp8"][5] == 0.0 and rows["uniform fp16"][5] == 1.0
+    assert rows["uniform fp16"][4] < rows["uniform fp8"][4]  # fp16 is closer to fp32 than e4m3
+    assert all(0.0 <= r[5] <= 1.0 for r in res["relu"])
+    assert any(k.startswith("condition+sign c=") for k in rows)
+
+
+@pytest.mark.slow  # ~15 s of CPU (six compilations); the digits example's tiny run is the default one
+def test_mixed_precision_cnn_transformer_tiny(capsys):
+    """examples/mixed_precision_cnn_transformer.py --tiny --nets cnn (the transformer's
+    tiny run is test_mixed_precision_cnn_transformer_tiny_both: ~40 s of compiling)."""
+    pytest.importorskip("optax")
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "mixed_precision_cnn_transformer.py"))
+    res = mod["main"](["--tiny", "--nets", "cnn"])
+    out = capsys.readouterr().out
+    assert "conv_general_dilated -> relu" in out
+    rows = {r[0]: r for r in res["cnn"]}
+    assert rows["uniform fp8"][5] == 0.0 and rows["uniform fp16"][5] == 1.0
+    assert all(0.0 <= r[5] <= 1.0 for r in res["cnn"])
+
+
+@pytest.mark.slow
+def test_mixed_precision_cnn_transformer_tiny_both(capsys):
+    pytest.importorskip("optax")
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "mixed_precision_cnn_transformer.py"))
+    res = mod["main"](["--tiny"])
+    assert set(res) == {"cnn", "transformer"}
+    assert "exp" in capsys.readouterr().out  # the products feeding softmax use exp's criterion

@@ -21,8 +21,7 @@ import jaxerr
 def test_sharded_analysis_matches_one_device():
     here = os.path.dirname(os.path.abspath(__file__))
     env = dict(os.environ)
-    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false "
-                        "intra_op_parallelism_threads=1")
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_cpu_multi_thread_eigen=false"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = os.pathsep.join([os.path.dirname(here), env.get("PYTHONPATH", "")])
     p = subprocess.run([sys.executable, os.path.join(here, "_sharded_check.py")], env=env,
