@@ -156,13 +156,6 @@ def late(w, dep):
     return w + jnp.reshape(z, (1,) * jnp.ndim(w))
 
 
-def late_abs(w, dep):
-    """``|w|``, computed after ``dep`` exists (see :func:`late`)."""
-    d = jnp.reshape(dep, (-1,))[:1] if jnp.size(dep) else jnp.zeros((1,), w.dtype)
-    z = jnp.minimum(jnp.abs(d.astype(w.dtype)), 0.0)
-    return jnp.abs(w) + jnp.reshape(z, (1,) * jnp.ndim(w))
-
-
 def _value_rad(x: Real):
     """``(centre, radius)`` with the computed centre value as the centre: the exact
     range lies within ``value ± radius`` (``radius`` None for an exact point)."""
@@ -202,7 +195,7 @@ def bilinear(ctx, a, b, D, value, extra=None):
         # layer's |w| up front and keep them all alive (a temp buffer the size of all
         # weights, page-faulted on every call); tying it to this layer's input makes it
         # computed when needed, and its buffer reused by the next layer's
-        abs_ac, abs_bc = jnp.abs(ac), late_abs(bc, a.lo)
+        abs_ac, abs_bc = jnp.abs(ac), jnp.abs(late(bc, a.lo))
     else:
         abs_ac, abs_bc = jnp.abs(ac), jnp.abs(bc)
     rb = abs_bc if br is None else F.add_up(abs_bc, br)  # >= max |w| over the exact range
