@@ -150,9 +150,13 @@ def cnn():
     return f, x
 
 
-def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128):
+def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128, upto: str = "out",
+                flax_ln: bool = False):
     """One pre-LayerNorm encoder block: LN, 4-head self-attention (jax.nn.softmax),
-    residual, LN, GELU MLP, residual. Input (seq, d)."""
+    residual, LN, GELU MLP, residual. Input (seq, d). ``upto``: return that stage's
+    value instead (ln1, logits, softmax, resid1, ln2, mlp; for
+    ``benchmarks/transformer_stages.py``); ``flax_ln``: LayerNorm's variance as
+    flax.linen.LayerNorm computes it by default (``use_fast_variance``)."""
     ks = jax.random.split(jax.random.PRNGKey(2), 8)
     wq, _ = _dense(ks[0], d, d)
     wk, _ = _dense(ks[1], d, d)
@@ -169,7 +173,10 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128):
 
     def layer_norm(x, g, b):
         m = jnp.mean(x, -1, keepdims=True)
-        v = jnp.mean(jnp.square(x - m), -1, keepdims=True)
+        if flax_ln:
+            v = jnp.maximum(0.0, jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(m))
+        else:
+            v = jnp.mean(jnp.square(x - m), -1, keepdims=True)
         return (x - m) * jax.lax.rsqrt(v + 1e-5) * g + b
 
     def split_heads(t):
@@ -177,13 +184,25 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128):
 
     def f(x):
         h = layer_norm(x, g1, be1)
+        if upto == "ln1":
+            return h
         q, k, v = split_heads(h @ wq), split_heads(h @ wk), split_heads(h @ wv)
         s = jnp.einsum("hqd,hkd->hqk", q, k) * scale
+        if upto == "logits":
+            return s
         p = jax.nn.softmax(s, axis=-1)
+        if upto == "softmax":
+            return p
         o = jnp.einsum("hqk,hkd->hqd", p, v).transpose(1, 0, 2).reshape(seq, d)
         x = x + o @ wo + bo
+        if upto == "resid1":
+            return x
         h = layer_norm(x, g2, be2)
+        if upto == "ln2":
+            return h
         h = jax.nn.gelu(h @ w1 + b1)
+        if upto == "mlp":
+            return h
         return x + h @ w2 + b2
 
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(102), (seq, d)), np.float32)

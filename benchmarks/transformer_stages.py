@@ -29,60 +29,10 @@ sys.path.insert(0, _HERE)
 
 
 def block(upto: str, flax_ln: bool = False, seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128):
-    import jax
-    import jax.numpy as jnp
-    import numpy as np
-    from tightness import _dense
+    """The tightness benchmark's transformer block, up to stage ``upto``."""
+    from tightness import transformer
 
-    ks = jax.random.split(jax.random.PRNGKey(2), 8)
-    wq, _ = _dense(ks[0], d, d)
-    wk, _ = _dense(ks[1], d, d)
-    wv, _ = _dense(ks[2], d, d)
-    wo, bo = _dense(ks[3], d, d)
-    w1, b1 = _dense(ks[4], d, ff)
-    w2, b2 = _dense(ks[5], ff, d)
-    g1 = np.asarray(1 + 0.1 * jax.random.normal(ks[6], (d,)), np.float32)
-    g2 = np.asarray(1 + 0.1 * jax.random.normal(ks[7], (d,)), np.float32)
-    be1, be2 = np.full((d,), 0.05, np.float32), np.full((d,), -0.05, np.float32)
-    dh = d // heads
-    scale = float(1 / np.sqrt(dh))
-
-    def layer_norm(x, g, b):
-        m = jnp.mean(x, -1, keepdims=True)
-        if flax_ln:  # flax.linen.LayerNorm's default (use_fast_variance)
-            v = jnp.maximum(0.0, jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(m))
-        else:
-            v = jnp.mean(jnp.square(x - m), -1, keepdims=True)
-        return (x - m) * jax.lax.rsqrt(v + 1e-5) * g + b
-
-    def split_heads(t):
-        return t.reshape(seq, heads, dh).transpose(1, 0, 2)
-
-    def f(x):
-        h = layer_norm(x, g1, be1)
-        if upto == "ln1":
-            return h
-        q, k, v = split_heads(h @ wq), split_heads(h @ wk), split_heads(h @ wv)
-        s = jnp.einsum("hqd,hkd->hqk", q, k) * scale
-        if upto == "logits":
-            return s
-        p = jax.nn.softmax(s, axis=-1)
-        if upto == "softmax":
-            return p
-        o = jnp.einsum("hqk,hkd->hqd", p, v).transpose(1, 0, 2).reshape(seq, d)
-        x = x + o @ wo + bo
-        if upto == "resid1":
-            return x
-        h = layer_norm(x, g2, be2)
-        if upto == "ln2":
-            return h
-        h = jax.nn.gelu(h @ w1 + b1)
-        if upto == "mlp":
-            return h
-        return x + h @ w2 + b2
-
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(102), (seq, d)), np.float32)
-    return f, x
+    return transformer(seq, d, heads, ff, upto=upto, flax_ln=flax_ln)
 
 
 def _one(mode: str, stage: str, fmt: str, flax_ln: bool) -> None:
