@@ -38,6 +38,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 
 import jaxerr
@@ -602,10 +603,32 @@ def _samples(inputs, n_samples: int, precision: Any, rng) -> list[np.ndarray]:
     return pts
 
 
-def _compare(B, ex, runs, n_samples: int, tag: str) -> list[tuple[str, int]]:
-    """Violations as (message, batch element)."""
+def _finite_mp(m: Any) -> bool:
+    return isinstance(m, mpmath.mpf) and bool(mpmath.isfinite(m))
+
+
+def _mp_confirm(bad: np.ndarray, mp: np.ndarray | None, check) -> np.ndarray:
+    """Keep only the flagged elements that ``check(mp_exact, i)`` confirms against the
+    unrounded reference ``mp`` (object array of mpmath numbers); without ``mp``, all.
+
+    The float64 copy of the exact result carries its own rounding (up to half an ulp):
+    in a float64 program that is the size of the bound itself, so |sim - float(exact)|
+    may exceed abs_err while |sim - exact| does not."""
+    if mp is None or not bad.any():
+        return bad
+    out = np.zeros_like(bad)
+    with mpmath.workdps(60):  # far finer than a float64 ulp
+        for i in map(tuple, np.argwhere(bad)):
+            out[i] = bool(check(mp[i], i))
+    return out
+
+
+def _compare(B, ex, runs, n_samples: int, tag: str, ex_mp=None) -> list[tuple[str, int]]:
+    """Violations as (message, batch element); ``ex_mp`` (object arrays of mpmath
+    numbers, optional) confirms each candidate against the unrounded exact result."""
     out = []
     for j, b in enumerate(B):
+        mp = None if ex_mp is None else ex_mp[j]
         for el in np.flatnonzero(b["internal"])[:1]:
             out.append((f"{tag}output {j}: jaxerr's consistency guard fired (abs_err < 0 or lo > hi "
                         "before the guard)", int(el)))
@@ -615,6 +638,8 @@ def _compare(B, ex, runs, n_samples: int, tag: str) -> list[tuple[str, int]]:
             # a NaN exact result (the real function is undefined there, e.g. log of a
             # negative): only an infinite abs_err (no claim) is right
             bad = ~((rep["lo"] <= e) & (e <= rep["hi"])) & ~(np.isnan(e) & np.isinf(rep["abs_err"]))
+        bad = _mp_confirm(bad, mp, lambda m, i: not _finite_mp(m) or not (
+            mpmath.mpf(float(rep["lo"][i])) <= m <= mpmath.mpf(float(rep["hi"][i]))))
         if bad.any():
             i = tuple(np.argwhere(bad)[0])
             out.append((f"{tag}output {j}: exact {e[i]!r} outside [{rep['lo'][i]!r}, {rep['hi'][i]!r}] "
@@ -626,6 +651,8 @@ def _compare(B, ex, runs, n_samples: int, tag: str) -> list[tuple[str, int]]:
                 inf = np.isinf(rep["abs_err"])
                 bad = ~(err <= rep["abs_err"]) & ~inf
                 bad_c = ~((rep["computed_lo"] <= s) & (s <= rep["computed_hi"])) & ~inf
+            bad = _mp_confirm(bad, mp, lambda m, i: not _finite_mp(m) or not np.isfinite(s[i]) or (
+                abs(mpmath.mpf(float(s[i])) - m) > mpmath.mpf(float(rep["abs_err"][i]))))
             if bad.any():
                 i = tuple(np.argwhere(bad)[0])
                 out.append((f"{tag}output {j} {name}: |sim-exact| = {err[i]!r} > abs_err "
@@ -665,7 +692,9 @@ def run_case(spec: Spec, config: Config, inputs: list[tuple[np.ndarray, np.ndarr
         pts = _samples(inputs, n_samples if config.boxes else 1, config.precision, rng)
         ns = n_samples if config.boxes else 1
         closed, _ = S.trace(fb, [p.astype(np.float32) for p in pts])
-        ex = S.exact_jaxpr(closed, pts, dps=40 if x64 else None)
+        ex_mp = S.exact_jaxpr(closed, pts, dps=40, return_mp=True) if x64 else None
+        ex = ([S._from_mp(e) if e.dtype == object else e for e in ex_mp] if x64
+              else S.exact_jaxpr(closed, pts))
         runs = []
         for acc, order in sim_models(config.precision, config.accumulation):
             # XLA flushes subnormals: as written (float32) and for formats modelled
@@ -683,7 +712,7 @@ def run_case(spec: Spec, config: Config, inputs: list[tuple[np.ndarray, np.ndarr
             runs.append(("xla", [np.asarray(r, dtype=np.float64) for r in jax.tree_util.tree_leaves(real)]))
         for b in B:
             stats["inf"] += int(np.isinf(b["abs_err"]).reshape(batch, -1).all(axis=1).sum())
-        viol = _compare(B, ex, runs, ns, "")
+        viol = _compare(B, ex, runs, ns, "", ex_mp)
         if viol and not x64:
             # confirm against a 50-digit reference (the float64 one may be off by its own
             # rounding), on the failing batch elements only
@@ -691,10 +720,11 @@ def run_case(spec: Spec, config: Config, inputs: list[tuple[np.ndarray, np.ndarr
             rows = np.concatenate([np.arange(e * ns, (e + 1) * ns) for e in elems])
             sub_pts = [p[rows] for p in pts]
             closed_s, _ = S.trace(fb, [p.astype(np.float32) for p in sub_pts])
-            ex_mp = S.exact_jaxpr(closed_s, sub_pts, dps=50)
+            mp_s = S.exact_jaxpr(closed_s, sub_pts, dps=50, return_mp=True)
+            ex_s = [S._from_mp(e) if e.dtype == object else e for e in mp_s]
             B_s = [{k: v[elems] for k, v in b.items()} for b in B]
             runs_s = [(n, [r[rows] for r in rr]) for n, rr in runs]
-            viol = [(m, elems[e]) for m, e in _compare(B_s, ex_mp, runs_s, ns, "")]
+            viol = [(m, elems[e]) for m, e in _compare(B_s, ex_s, runs_s, ns, "", mp_s)]
     return Result(batch, [m for m, _ in viol], sorted({int(e) for _, e in viol}), stats)
 
 

@@ -120,3 +120,31 @@ def test_input_overflowing_the_format_is_inf(domain):
     b = jaxerr.bound(lambda x: x, "float16", domain=domain, warn=False)(x)
     assert np.isinf(float(b.abs_err[0])) and np.isfinite(float(b.abs_err[1]))
     assert any("argument leaf 0" in m and "overflow" in m for m in b.diagnostics.fired())
+
+
+def test_compare_measures_float64_errors_against_the_unrounded_exact_result():
+    """Seed 15005 (float64, gelu at -1.06e-6): |sim - float(exact)| was one ulp
+    (1.06e-22) > abs_err 8.24e-23, but the float64 copy of the exact result carries half
+    an ulp of its own rounding; against the 40-digit value the error is 5.6e-23. The
+    comparison confirms candidates against the unrounded value, and still reports a
+    real violation."""
+    import mpmath
+
+    with mpmath.workdps(40):
+        e64 = np.array([-5.302646915415215e-07])
+        exact = mpmath.mpf(float(e64[0])) + mpmath.mpf(2.0) ** -75  # a quarter ulp above
+        sim = np.array([np.nextafter(e64[0], 0.0)])  # one ulp from float(exact)
+        err = float(abs(mpmath.mpf(float(sim[0])) - exact))
+    assert abs(sim[0] - e64[0]) > err  # the float64 comparison overstates the error
+    mp = [np.array([exact], dtype=object)]
+
+    def bound(a):
+        return [{"lo": e64 - 1e-21, "hi": e64 + 1e-21, "abs_err": np.array([a]),
+                 "computed_lo": sim - 1e-21, "computed_hi": sim + 1e-21,
+                 "internal": np.array([False])}]
+
+    runs = [("sim", [sim])]
+    a = (err + float(abs(sim[0] - e64[0]))) / 2  # >= the true error, < the float64 one
+    assert Z._compare(bound(a), [e64], runs, 1, "")  # float64 comparison: a false alarm
+    assert not Z._compare(bound(a), [e64], runs, 1, "", mp)
+    assert Z._compare(bound(err * 0.9), [e64], runs, 1, "", mp)  # a real one stays
