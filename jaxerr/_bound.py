@@ -326,6 +326,25 @@ _NOT_ELEMENTWISE = STRUCTURAL | CONTROL_FLOW | frozenset(
     p for p in (_compat.prim("dot_general"), _compat.prim("conv_general_dilated")) if p is not None)
 
 
+#: equations whose rules give a sound computed range ``[clo, chi]`` also for operands
+#: whose computed value is ``±inf`` (not NaN) and whose error is infinite, and whose
+#: results may therefore be ``±inf`` without being possibly NaN (see
+#: ``interval.nan_possible``). Elsewhere an infinite error makes the result possibly
+#: NaN. (Flax masks attention logits with ``finfo(float32).min``, which overflows to
+#: ``-inf`` in bfloat16/float16; ``max``, ``x - max``, ``exp`` then give an exact 0.)
+_INF_SAFE = frozenset(p for p in (
+    _compat.prim("add"), _compat.prim("sub"), _compat.prim("neg"), _compat.prim("max"), _compat.prim("min"),
+    _compat.prim("exp"), _compat.prim("select_n"), _compat.prim("reduce_max"), _compat.prim("reduce_min"),
+    _compat.prim("broadcast_in_dim"), _compat.prim("reshape"), _compat.prim("transpose"),
+    _compat.prim("squeeze"), _compat.prim("expand_dims"), _compat.prim("copy"), _compat.prim("copy_p"),
+    _compat.prim("stop_gradient"), _compat.prim("optimization_barrier"),
+) if p is not None)
+
+#: select_n's rule joins only the cases its predicate may pick (NaN included), so an
+#: infinite error of a case the predicate never picks must not spill over
+_SELECTS_OWN = frozenset(p for p in (_compat.prim("select_n"),) if p is not None)
+
+
 def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     if not isinstance(out, Real):
         return out
@@ -343,18 +362,35 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
     # overflow (err inf); and elementwise operands whose computed value may be inf/NaN
     # (infinite err) make the result possibly NaN too, whatever the rule's ranges say.
     # (negated comparisons are true for NaN: one operation each instead of three)
+    #
+    # Where err ends up infinite, the computed value may also be NaN unless the rule is
+    # one of _INF_SAFE and no operand may be NaN; "may be NaN" is the computed range
+    # [-inf, inf] (interval.nan_possible). Elsewhere [clo, chi] still encloses the
+    # computed value (possibly ±inf), and the distance between the ranges bounds err.
+    prim = ctx.eqn.primitive
     low = ~(out.clo >= -big)
     high = ~(out.chi <= big)
     bad = low | high | ~(out.err >= 0)
-    if ctx.eqn.primitive not in _NOT_ELEMENTWISE:
+    safe = prim in _INF_SAFE
+    # NaN from the rule's own arithmetic on the computed range (inf - inf); a NaN err
+    # (inf * 0 in an error term) says nothing about the computed value
+    nan = (jnp.isnan(out.clo) | jnp.isnan(out.chi)) if safe else None
+    if prim not in _NOT_ELEMENTWISE and prim not in _SELECTS_OWN:
         for v in invals:
             if isinstance(v, Real) and not v.exact and (jnp.shape(v.err) == jnp.shape(out.err) or jnp.ndim(v.err) == 0):
                 bad = bad | ~(v.err < jnp.inf)  # err >= 0: inf or NaN
+                if safe:
+                    nan = nan | I.nan_possible(v)
+    nan = bad if not safe else (bad & nan)
     err = F.where(bad, jnp.inf, out.err)
-    clo = F.where(low, -jnp.inf, out.clo)
-    chi = F.where(high, jnp.inf, out.chi)
+    clo = F.where(low | nan, -jnp.inf, out.clo)
+    chi = F.where(high | nan, jnp.inf, out.chi)
     lo = F.where(jnp.isnan(out.lo), -jnp.inf, out.lo)
     hi = F.where(jnp.isnan(out.hi), jnp.inf, out.hi)
+    if safe:
+        # the error-from-hull cap where err is infinite but the computed value a number
+        spread = jnp.maximum(F.sub_up(chi, lo), F.sub_up(hi, clo))
+        err = F.where(bad, jnp.minimum(err, F.where(jnp.isnan(spread), jnp.inf, spread)), err)
     out = Real(lo, hi, clo, chi, err, out.value, point=out.point)
     if not ctx.diag.track_origins:
         return out
@@ -838,7 +874,8 @@ def _cap(o: Any, err: Any) -> Any:
     """Replace the error bound by the smaller of it and ``err`` (another valid bound)."""
     if not isinstance(o, Real) or err is None or o.exact:
         return o
-    e = jnp.minimum(o.err, err.astype(o.err.dtype))
+    # no finite error where the computed value may be NaN, whatever ``err`` says
+    e = F.where(I.nan_possible(o), jnp.inf, jnp.minimum(o.err, err.astype(o.err.dtype)))
     return I.tighten(Real(o.lo, o.hi, o.clo, o.chi, e, o.value, point=o.point))
 
 
@@ -851,8 +888,12 @@ def _meet(a: Any, b: Any) -> Any:
     """The intersection of two valid interval results for the same output."""
     if not (isinstance(a, Real) and isinstance(b, Real)):
         return a
-    return I.tighten(Real(jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi), jnp.maximum(a.clo, b.clo),
-                          jnp.minimum(a.chi, b.chi), jnp.minimum(a.err, b.err), b.value))
+    # possibly NaN if either says so (a computed range is no claim there)
+    nan = I.nan_possible(a) | I.nan_possible(b)
+    return I.tighten(Real(jnp.maximum(a.lo, b.lo), jnp.minimum(a.hi, b.hi),
+                          F.where(nan, -jnp.inf, jnp.maximum(a.clo, b.clo)),
+                          F.where(nan, jnp.inf, jnp.minimum(a.chi, b.chi)),
+                          F.where(nan, jnp.inf, jnp.minimum(a.err, b.err)), b.value))
 
 
 def _poison(o: Any, flag: Any) -> Any:

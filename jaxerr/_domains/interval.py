@@ -56,15 +56,13 @@ class Real:
     def hull(self) -> tuple[Any, Any]:
         """Enclosure of both the exact and the computed value.
 
-        Where ``err`` is infinite the computed value may be inf or NaN (overflow,
-        ``inf - inf``, float8 e4m3fn overflow), so no finite hull exists there."""
+        The computed value lies in ``[clo, chi]`` also where ``err`` is infinite (it
+        may then be ``±inf``: an overflowed constant such as ``finfo(float32).min`` in
+        bfloat16); where it may be NaN the computed range is the whole line (see
+        :func:`nan_possible`), and so is the hull."""
         if self.exact:
             return self.lo, self.hi
-        bad = jnp.isinf(self.err)
-        return (
-            F.where(bad, -jnp.inf, jnp.minimum(self.lo, self.clo)),
-            F.where(bad, jnp.inf, jnp.maximum(self.hi, self.chi)),
-        )
+        return jnp.minimum(self.lo, self.clo), jnp.maximum(self.hi, self.chi)
 
     def __repr__(self) -> str:
         return f"Real(lo={self.lo}, hi={self.hi}, clo={self.clo}, chi={self.chi}, err={self.err})"
@@ -112,6 +110,15 @@ def mig(lo, hi):
     return F.where((lo <= 0) & (hi >= 0), jnp.zeros_like(lo), jnp.minimum(jnp.abs(lo), jnp.abs(hi)))
 
 
+def nan_possible(r: Real) -> Any:
+    """Where the computed value may be NaN (``inf - inf``, ``0 * inf``, a NaN input).
+
+    The encoding: ``err = inf`` with the computed range ``[-inf, inf]``. Anywhere
+    else the computed value is a number (possibly ``±inf``) in ``[clo, chi]``, also
+    where ``err`` is infinite (the interpreter's ``finalize`` hook keeps that true)."""
+    return ~(r.err < jnp.inf) & ~(r.clo > -jnp.inf) & ~(r.chi < jnp.inf)
+
+
 def sanitize(r: Real) -> Real:
     """Turn every NaN produced by the analysis into the safe infinite bound."""
     inf = jnp.inf
@@ -125,16 +132,18 @@ def sanitize(r: Real) -> Real:
 
 def tighten(r: Real) -> Real:
     """Use that exact and computed values each lie in their ranges: ``err`` is at most
-    the largest distance between the two ranges, and the computed range need not
-    extend beyond the exact range by more than ``err``."""
+    extend beyond the exact range by more than ``err``.
+
+    The first also holds where ``err`` is infinite, as long as the computed value is
+    a number in ``[clo, chi]`` (not NaN, :func:`nan_possible`): ``exp`` of a computed
+    ``-inf`` is ``0``, within ``exp(hi)`` of the exact value."""
     if r.exact:
         return r
-    # An infinite err may mean "the computed value may be NaN" (an overflowed or
-    # NaN operand): ranges cannot bound that, so only finite errors are tightened.
-    finite = jnp.isfinite(r.err)
+    # where the computed value may be NaN the computed range is [-inf, inf], so the
+    # spread is inf (a NaN from inf - inf is the same "no claim")
     spread = jnp.maximum(F.sub_up(r.chi, r.lo), F.sub_up(r.hi, r.clo))
-    spread = F.where(jnp.isnan(spread), jnp.inf, spread)  # inf - inf: the ranges say nothing
-    err = F.where(finite, jnp.minimum(r.err, spread), r.err)
+    err = jnp.minimum(r.err, F.where(jnp.isnan(spread), jnp.inf, spread))
+    finite = err < jnp.inf
     clo = F.where(finite, jnp.maximum(r.clo, F.sub_dn(r.lo, err)), r.clo)
     chi = F.where(finite, jnp.minimum(r.chi, F.add_up(r.hi, err)), r.chi)
     return Real(r.lo, r.hi, clo, chi, err, r.value, point=r.point)

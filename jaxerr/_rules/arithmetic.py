@@ -49,6 +49,21 @@ def _ex(x: Real) -> tuple:
     return x.lo, x.hi
 
 
+def _infinite_sum(r: Real, a: tuple, b: tuple) -> Real:
+    """``r`` with the computed range ``[-inf, -inf]`` (``[inf, inf]``) where the computed
+    sum of terms in the ranges ``a`` and ``b`` is certainly ``-inf`` (``+inf``): one
+    term is ``-inf`` and the other is below ``+inf`` (IEEE: ``-inf + x = -inf``). The
+    outward-rounded interval sum gives NaN there (``up(-inf)``), which says "may be
+    NaN"; a masked attention logit ``finfo(float32).min`` in bfloat16 minus the row
+    maximum is such a sum."""
+    inf = jnp.inf
+    neg = ((a[1] == -inf) & (b[1] < inf)) | ((b[1] == -inf) & (a[1] < inf))
+    pos = ((a[0] == inf) & (b[0] > -inf)) | ((b[0] == inf) & (a[0] > -inf))
+    clo = F.where(neg, -inf, F.where(pos, inf, r.clo))
+    chi = F.where(neg, -inf, F.where(pos, inf, r.chi))
+    return Real(r.lo, r.hi, clo, chi, r.err, r.value, exact=r.exact, point=r.point)
+
+
 @register_rule(P("add"), P("add_any"), P("add_jaxvals"))
 def add_rule(ctx, a, b, **_):
     if isinstance(a, Discrete):
@@ -57,7 +72,8 @@ def add_rule(ctx, a, b, **_):
     rlo, rhi = iadd(_rt(a), _rt(b))
     rho = rounding(ctx, mag(rlo, rhi))
     prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
-    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
+    return _infinite_sum(r, _rt(a), _rt(b))
 
 
 @register_rule(P("sub"))
@@ -68,7 +84,8 @@ def sub_rule(ctx, a, b, **_):
     rlo, rhi = isub(_rt(a), _rt(b))
     rho = rounding(ctx, mag(rlo, rhi))
     prop = None if (a.exact and b.exact) else F.add_up(a.err, b.err)
-    return result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, ctx.value(a.value, b.value), sign_preserving=True)
+    return _infinite_sum(r, _rt(a), (-b.chi, -b.clo))
 
 
 @register_rule(P("neg"))

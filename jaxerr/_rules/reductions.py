@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.interval import Discrete, Real, mag
+from .._domains.interval import Discrete, Real, mag, nan_possible
 from . import register_rule
 from ._common import accumulation_coefficients, c, guard_partial_sums, partial_sums_overflow
 
@@ -87,15 +87,33 @@ def _reduce_fields(a, fn, axes, value):
             return Real(v, v, v, v, jnp.zeros_like(v), value, exact=True)
     if isinstance(a, Discrete):
         return Discrete(fn(a.lo, axis=axes), fn(a.hi, axis=axes), value)
+    if a.exact:
+        return Real(fn(a.lo, axis=axes), fn(a.hi, axis=axes), fn(a.clo, axis=axes), fn(a.chi, axis=axes),
+                    jnp.max(a.err, axis=axes), value, exact=True)
     return Real(
         fn(a.lo, axis=axes),
         fn(a.hi, axis=axes),
         fn(a.clo, axis=axes),
         fn(a.chi, axis=axes),
-        jnp.max(a.err, axis=axes),
+        _extreme_err(a, fn, axes),
         value,
-        exact=a.exact,
     )
+
+
+def _extreme_err(a, fn, axes):
+    """max (min) is exact and 1-Lipschitz in the max norm, and an element whose hull
+    lies entirely below (above) another element's hull is the maximum (minimum) neither
+    of the exact nor of the computed values: ``|max c - max e| <= max err_i`` over the
+    other elements. (A masked attention logit, computed ``-inf``, never decides the row
+    maximum, so its infinite error does not count.) An element that may be NaN makes
+    the result possibly NaN: XLA's max propagates NaN."""
+    hlo, hhi = a.hull()
+    if fn is jnp.max:
+        beaten = hhi < jnp.max(hlo, axis=axes, keepdims=True)
+    else:
+        beaten = hlo > jnp.min(hhi, axis=axes, keepdims=True)
+    err = jnp.max(F.where(beaten, jnp.zeros_like(a.err), a.err), axis=axes)
+    return F.where(jnp.any(nan_possible(a), axis=axes), jnp.inf, err)
 
 
 def _identity(fn, dtype):
