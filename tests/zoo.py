@@ -25,7 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-NAMES = ("mlp", "lenet", "resnet_block", "transformer_causal", "transformer_padded", "lstm", "nnx", "keras")
+NAMES = ("mlp", "lenet", "resnet_block", "transformer_causal", "transformer_padded", "lstm", "nnx", "keras",
+         "transformer_causal_flax_mask", "transformer_padded_flax_mask")
 
 
 @dataclasses.dataclass
@@ -118,25 +119,27 @@ def finite_mask_attention(query, key, value, mask=None, **kw):
 
     Flax's default masks with ``finfo(float32).min``; analysed "as if" in bfloat16 or
     float16 that constant rounds to -inf (it is beyond both formats' largest finite
-    value), so the interval analysis sees an input error of inf and the whole bound is
-    inf (sound, with a diagnostic, but useless). A real low-precision model masks with
-    its own format's finite minimum; -1e4 is finite in every format and ``exp(-1e4)``
-    underflows to 0 like the masked logits should."""
+    value). The analysis bounds that too (``-inf - max = -inf``, ``exp(-inf) = 0``: the
+    ``*_flax_mask`` models); this variant, a finite bias that ``exp`` underflows to 0,
+    is kept to compare the two."""
     bias = None if mask is None else jnp.where(mask, 0.0, -1e4).astype(query.dtype)
     return nn.dot_product_attention(query, key, value, bias=bias, mask=None, **kw)
 
 
 class EncoderBlock(nn.Module):
     """Pre-LN transformer encoder block (MultiHeadDotProductAttention with the mask as
-    a finite bias, see :func:`finite_mask_attention`)."""
+    a finite bias, see :func:`finite_mask_attention`, or with ``flax_mask=True`` Flax's
+    default masking by ``finfo(float32).min``)."""
 
     heads: int = 2
+    flax_mask: bool = False
 
     @nn.compact
     def __call__(self, x, mask):
         h = nn.LayerNorm()(x)
+        fn = nn.dot_product_attention if self.flax_mask else finite_mask_attention
         h = nn.MultiHeadDotProductAttention(num_heads=self.heads, deterministic=True,
-                                            attention_fn=finite_mask_attention)(h, h, mask=mask)
+                                            attention_fn=fn)(h, h, mask=mask)
         x = x + h
         h = nn.LayerNorm()(x)
         h = nn.Dense(2 * x.shape[-1])(h)
@@ -145,20 +148,24 @@ class EncoderBlock(nn.Module):
 
 
 class Causal(nn.Module):
+    flax_mask: bool = False
+
     @nn.compact
     def __call__(self, x):
         mask = nn.make_causal_mask(jnp.ones(x.shape[:2], jnp.int32))
-        return EncoderBlock()(x, mask)
+        return EncoderBlock(flax_mask=self.flax_mask)(x, mask)
 
 
 class Padded(nn.Module):
     """Padding mask on the keys from an integer ``valid`` input (1 = real token); every
     query row keeps at least one key (the first token is always valid)."""
 
+    flax_mask: bool = False
+
     @nn.compact
     def __call__(self, x, valid):
         mask = nn.make_attention_mask(jnp.ones_like(valid), valid > 0)
-        return EncoderBlock()(x, mask)
+        return EncoderBlock(flax_mask=self.flax_mask)(x, mask)
 
 
 class LSTMHead(nn.Module):
@@ -218,6 +225,18 @@ def _transformer_causal():
 def _transformer_padded():
     valid = np.array([[1, 1, 1, 0, 0]], np.int32)
     return _float_model("transformer_padded", Padded(), _normal(5, (1, 5, 8)), 0.01, 0, valid)
+
+
+def _transformer_causal_flax_mask():
+    """The causal block with Flax's default mask (``finfo(float32).min``: ``-inf`` in
+    bfloat16 and float16, whose ``exp`` is an exact 0)."""
+    return _float_model("transformer_causal_flax_mask", Causal(flax_mask=True), _normal(4, (1, 5, 8)), 0.01, 0)
+
+
+def _transformer_padded_flax_mask():
+    valid = np.array([[1, 1, 1, 0, 0]], np.int32)
+    return _float_model("transformer_padded_flax_mask", Padded(flax_mask=True), _normal(5, (1, 5, 8)), 0.01, 0,
+                        valid)
 
 
 def _lstm():
@@ -318,6 +337,8 @@ _BUILDERS = {
     "lstm": _lstm,
     "nnx": _nnx,
     "keras": _keras,
+    "transformer_causal_flax_mask": _transformer_causal_flax_mask,
+    "transformer_padded_flax_mask": _transformer_padded_flax_mask,
 }
 
 
