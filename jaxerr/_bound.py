@@ -337,7 +337,7 @@ _INF_SAFE = frozenset(p for p in (
     _compat.prim("exp"), _compat.prim("select_n"), _compat.prim("reduce_max"), _compat.prim("reduce_min"),
     _compat.prim("broadcast_in_dim"), _compat.prim("reshape"), _compat.prim("transpose"),
     _compat.prim("squeeze"), _compat.prim("expand_dims"), _compat.prim("copy"), _compat.prim("copy_p"),
-    _compat.prim("stop_gradient"), _compat.prim("optimization_barrier"),
+    _compat.prim("stop_gradient"), _compat.prim("optimization_barrier"), _compat.prim("convert_element_type"),
 ) if p is not None)
 
 #: select_n's rule joins only the cases its predicate may pick (NaN included), so an
