@@ -34,7 +34,7 @@ input specs (--input, repeat once per argument)
 
 examples
   jaxerr demo
-  jaxerr analyze examples/quickstart.py:f --input uniform:64 --precision bfloat16
+  jaxerr analyze examples/cli_target.py:f --input uniform:64 --precision bfloat16
   jaxerr analyze model.py:predict --precision float16 --radius 1e-3 --json
   jaxerr report examples/report_digits.py:predict --precision bfloat16 --plot digits.png
   jaxerr report model.py:predict --precision float32 --target 1e-3   # bits per layer
@@ -177,9 +177,7 @@ def _console():
     from rich.console import Console
 
     c = Console()
-    if c.width < 150:
-        c = Console(width=150 if not c.is_terminal else c.width)
-    return c
+    return c if c.is_terminal else Console(width=max(c.width, 200))  # a pipe or file: no wrapping
 
 
 def _emit_json(obj: Any, dest: str | None) -> None:
@@ -299,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         from jaxerr import demo
 
-        return demo.main(argv[1:])
+        return demo.main(argv[1:], prog="jaxerr demo")
     ap = build_parser()
     ns = ap.parse_args(argv)
     if ns.command is None:

@@ -280,11 +280,11 @@ class Report:
 
 
 def _console() -> Any:
-    """A rich console at least 150 columns wide when not writing to a terminal."""
+    """A rich console at least 200 columns wide when not writing to a terminal (a file, a pipe)."""
     from rich.console import Console
 
     c = Console()
-    return c if c.is_terminal else Console(width=max(c.width, 150))
+    return c if c.is_terminal else Console(width=max(c.width, 200))
 
 
 def _short(fmt: str) -> str:
@@ -631,13 +631,13 @@ def report(
                      if stats[k].get("cond_median") is not None and not rec.meta[k]["structural"]]
             cm = max((c[0] for c in conds if c[0] == c[0]), default=None)
             cM = max((c[1] for c in conds), default=None)
-            seen[name] = seen.get(name, 0) + 1
             main = [p for p, k in zip(prims, idx) if not rec.meta[k]["structural"]]
             label = name or "(top)"
             if main and not any(p == "dot_general" for p in main):
                 label = f"{label}: {_ops_summary(main)}"
-            if seen[name] > 1:
-                label += f" #{seen[name]}"
+            seen[label] = seen.get(label, 0) + 1  # number repeated labels only (tanh, tanh #2)
+            if seen[label] > 1:
+                label += f" #{seen[label]}"
             stages.append(StageRecord(
                 index=len(stages), name=name, label=label, primitives=prims,
                 paths=[rec.meta[k]["path"] for k in idx], format=m["format"], shape=m["shape"],
