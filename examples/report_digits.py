@@ -95,7 +95,8 @@ def predict(variables, x):
 
 @functools.lru_cache(maxsize=1)
 def _trained():
-    return train()
+    # JAXERR_DIGITS_STEPS: fewer training steps for the smoke tests (tests/test_examples.py)
+    return train(steps=int(os.environ.get("JAXERR_DIGITS_STEPS", "300")))
 
 
 def predict_inputs():

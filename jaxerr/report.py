@@ -633,7 +633,7 @@ def report(
             cM = max((c[1] for c in conds), default=None)
             main = [p for p, k in zip(prims, idx) if not rec.meta[k]["structural"]]
             label = name or "(top)"
-            if main and not any(p == "dot_general" for p in main):
+            if main and not any(p in ("dot_general", "conv_general_dilated") for p in main):
                 label = f"{label}: {_ops_summary(main)}"
             seen[label] = seen.get(label, 0) + 1  # number repeated labels only (tanh, tanh #2)
             if seen[label] > 1:

@@ -2,6 +2,7 @@
 real check of examples/flax_mlp_box.py: the largest error seen in simulated low-precision
 runs never exceeds the bound."""
 
+import json
 import pathlib
 import runpy
 import subprocess
@@ -77,9 +78,11 @@ def test_demo_module_help():
 def test_quickstart(capsys):
     runpy.run_path(str(EXAMPLES / "quickstart.py"), run_name="__main__")
     out = capsys.readouterr().out
-    assert "float32 at the point x:" in out
-    assert "bfloat16 over the box x +- 0.01:" in out
+    assert "bfloat16 at the point x:" in out
+    assert "bfloat16 over the box x +- 0.001:" in out
     assert out.count("abs_err =") == 2
+    first = out.splitlines()[0].split()  # the README's print: max abs_err, box.lo[:3], box.hi[:3]
+    assert 0 < float(first[0]) < 0.1
 
 
 def test_flax_mlp_box_bound_holds(capsys):
@@ -102,17 +105,20 @@ def test_flax_mlp_box_bound_holds(capsys):
         assert np.all(by[f, "wide:float32"] <= by[f, "recursive"])
 
 
-@pytest.mark.slow
 def test_cli_target_example(capsys):
+    """docs/cli.md's first example (and the one in `jaxerr --help`)."""
     from jaxerr import cli
 
     assert cli.main(["analyze", str(EXAMPLES / "cli_target.py") + ":f", "--input", "uniform:64",
                      "--precision", "bfloat16", "--json"]) == 0
-    assert '"abs_err"' in capsys.readouterr().out
+    out = json.loads(capsys.readouterr().out)  # --json alone: only JSON on stdout
+    assert out["precision"] == "bfloat16" and out["outputs"][0]["shape"] == [10]
+    assert 0 < out["outputs"][0]["abs_err"] < 0.1
 
 
-@pytest.mark.slow
-def test_report_digits(tmp_path, capsys):
+def test_report_digits_quick(tmp_path, capsys):
+    """examples/report_digits.py --quick: training, report, plot, JSON, tune (two
+    candidates) and the certified check; the full run is test_report_digits (slow)."""
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     mod = runpy.run_path(str(EXAMPLES / "report_digits.py"))
@@ -121,22 +127,54 @@ def test_report_digits(tmp_path, capsys):
     assert res["accuracy"] > 0.8
     assert "created" in out and "inherited" in out and "fewer bits x operations" in out
     assert "lies within the certified bound" in out
-    assert 0 <= res["saving"] < 1
+    assert 0 <= res["saving"] < 1 and set(res["assignment"].values()) <= {"float32", "bfloat16"}
     assert (tmp_path / "digits_report.png").stat().st_size > 10_000
-    assert (tmp_path / "digits_report.json").exists()
+    assert json.loads((tmp_path / "digits_report.json").read_text())["stages"]
 
 
-def test_report_digits_cheap(tmp_path, capsys):
-    """The digits example without its tuning search (the full run is test_report_digits)."""
+@pytest.mark.slow
+def test_report_digits(tmp_path, capsys):
+    """The full run whose numbers docs/tutorials/digits.md quotes."""
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     mod = runpy.run_path(str(EXAMPLES / "report_digits.py"))
-    res = mod["main"](["--out", str(tmp_path), "--quick", "--no-tune"])
+    res = mod["main"](["--out", str(tmp_path)])
     out = capsys.readouterr().out
-    assert res["accuracy"] > 0.8 and res["saving"] is None
-    assert "created" in out and "inherited" in out
-    assert "lies within the certified bound" in out
-    assert (tmp_path / "digits_report.png").stat().st_size > 10_000
+    assert res["accuracy"] > 0.9
+    assert "50.0% fewer bits x operations" in out
+    assert res["assignment"]["DigitsMLP/Dense_0"] == "float16"
+
+
+def test_getting_started_user_path(tmp_path, capsys, monkeypatch):
+    """docs/getting-started.md as a user follows it, from the repository root: the test file
+    they write (examples/test_digits_bf16.py) passes, and `jaxerr report` on the digits
+    classifier writes the table, the JSON and the plot. JAXERR_DIGITS_STEPS shortens the
+    training (the docs' numbers come from the default 300 steps)."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from jaxerr import cli
+
+    monkeypatch.setenv("JAXERR_DIGITS_STEPS", "20")
+    monkeypatch.chdir(EXAMPLES.parent)
+    mod = runpy.run_path("examples/test_digits_bf16.py")
+    mod["test_bf16_classifier"]()
+    png, js = tmp_path / "digits.png", tmp_path / "digits.json"
+    assert cli.main(["report", "examples/report_digits.py:predict", "--plot", str(png),
+                     "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert "DigitsMLP/Dense_0" in out and "DigitsMLP: logistic" in out and f"plot saved to {png}" in out
+    assert png.stat().st_size > 10_000
+    assert [s["name"] for s in json.loads(js.read_text())["stages"]][0] == "DigitsMLP/Dense_0"
+
+
+@pytest.mark.slow
+def test_cli_tune_digits(capsys):
+    """docs/cli.md's tune example (the README's 50 % saving)."""
+    from jaxerr import cli
+
+    assert cli.main(["tune", str(EXAMPLES / "report_digits.py") + ":predict", "--target", "argmax",
+                     "--radius", "0.0078125"]) == 0
+    assert "saving: 50.0% of the bits x operations of all-float32" in capsys.readouterr().out
 
 
 def test_certified_test_example():
@@ -146,9 +184,9 @@ def test_certified_test_example():
     mod["test_a_wrong_approximation_is_caught"]()
 
 
-@pytest.mark.slow  # ~40 s of CPU (training compile, four analyses)
 def test_tutorial_cnn_quick(tmp_path, capsys):
-    """docs/tutorials/cnn.md's script, --quick (skips first_order and tune)."""
+    """docs/tutorials/cnn.md's script, --quick: every section but first_order (which
+    compiles for ~30 s of CPU; test_tutorial_cnn_full runs it)."""
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     mod = runpy.run_path(str(EXAMPLES / "tutorial_cnn.py"))
@@ -157,8 +195,9 @@ def test_tutorial_cnn_quick(tmp_path, capsys):
     assert "real bfloat16 run inside [lo - abs_err, hi + abs_err]: True" in out
     names = {st.name for st in res["report"].stages}
     assert {"CNN/Conv_0", "CNN/BatchNorm_0", "CNN/Conv_1", "CNN/Dense_0"} <= names
-    assert "assert_allclose_certified: passed" in out
+    assert "assert_allclose_certified: passed" in out and "jaxerr tune" in out
     assert np.isfinite(res["point_abs_err"]) and res["box_abs_err"] >= res["point_abs_err"]
+    assert 0 <= res["saving"] < 1
     assert (tmp_path / "cnn_report.png").stat().st_size > 10_000
 
 
@@ -172,16 +211,28 @@ def test_tutorial_cnn_full(tmp_path, capsys):
     assert 0 <= res["saving"] < 1
 
 
+def _check_transformer(res, out):
+    if not np.isfinite(res["all_bf16_abs_err"]):  # all-bfloat16: the LayerNorm is named
+        assert "rsqrt" in out
+    assert np.isfinite(res["mixed_abs_err"])
+    assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)
+
+
+def test_tutorial_transformer_quick(tmp_path, capsys):
+    """docs/tutorials/transformer.md's script, --quick: every section, a short training."""
+    pytest.importorskip("sklearn")
+    mod = runpy.run_path(str(EXAMPLES / "tutorial_transformer.py"))
+    res = mod["main"](["--quick", "--out", str(tmp_path)])
+    _check_transformer(res, capsys.readouterr().out)
+    assert (tmp_path / "transformer_report.png").stat().st_size > 10_000
+
+
 @pytest.mark.slow
 def test_tutorial_transformer(tmp_path, capsys):
     pytest.importorskip("sklearn")
     mod = runpy.run_path(str(EXAMPLES / "tutorial_transformer.py"))
     res = mod["main"](["--out", str(tmp_path)])  # the trained model of the tutorial (bounds checked there)
-    out = capsys.readouterr().out
-    if not np.isfinite(res["all_bf16_abs_err"]):  # all-bfloat16: the LayerNorm is named
-        assert "rsqrt" in out
-    assert np.isfinite(res["mixed_abs_err"])
-    assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)
+    _check_transformer(res, capsys.readouterr().out)
 
 
 def test_mixed_precision_digits_tiny(capsys):
