@@ -18,6 +18,19 @@ from jaxerr import demo
 EXAMPLES = pathlib.Path(__file__).resolve().parent.parent / "examples"
 
 
+@pytest.fixture
+def fast_compile():
+    """XLA without most optimisations for one smoke test: the examples' programs compile
+    about twice as fast (their results are not what these tests check; the numbers the
+    docs quote come from the full runs, `-m slow`)."""
+    prev = jax.config.read("jax_disable_most_optimizations")
+    jax.config.update("jax_disable_most_optimizations", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", prev)
+
+
 @pytest.mark.parametrize("plain", [True, False], ids=["plain", "rich"])
 def test_demo_main(capsys, plain):
     argv = ["--precision", "bfloat16", "--box", "1e-3", "--accumulation", "pairwise"]
@@ -116,7 +129,7 @@ def test_cli_target_example(capsys):
     assert 0 < out["outputs"][0]["abs_err"] < 0.1
 
 
-def test_report_digits_quick(tmp_path, capsys):
+def test_report_digits_quick(tmp_path, capsys, fast_compile):
     """examples/report_digits.py --quick: training, report, plot, JSON, tune (two
     candidates) and the certified check; the full run is test_report_digits (slow)."""
     pytest.importorskip("sklearn")
@@ -145,7 +158,7 @@ def test_report_digits(tmp_path, capsys):
     assert res["assignment"]["DigitsMLP/Dense_0"] == "float16"
 
 
-def test_getting_started_user_path(tmp_path, capsys, monkeypatch):
+def test_getting_started_user_path(tmp_path, capsys, monkeypatch, fast_compile):
     """docs/getting-started.md as a user follows it, from the repository root: the test file
     they write (examples/test_digits_bf16.py) passes, and `jaxerr report` on the digits
     classifier writes the table, the JSON and the plot. JAXERR_DIGITS_STEPS shortens the
@@ -184,7 +197,8 @@ def test_certified_test_example():
     mod["test_a_wrong_approximation_is_caught"]()
 
 
-def test_tutorial_cnn_quick(tmp_path, capsys):
+@pytest.mark.slow  # 31 s on the shared 2-core machine even with fast_compile: over the default run's budget
+def test_tutorial_cnn_quick(tmp_path, capsys, fast_compile):
     """docs/tutorials/cnn.md's script, --quick: every section but first_order (which
     compiles for ~30 s of CPU; test_tutorial_cnn_full runs it)."""
     pytest.importorskip("sklearn")
@@ -218,7 +232,8 @@ def _check_transformer(res, out):
     assert any("MultiHeadDotProductAttention_0" in st.name for st in res["report"].stages)
 
 
-def test_tutorial_transformer_quick(tmp_path, capsys):
+@pytest.mark.slow  # ~70 s (three op-by-op analyses of an attention block): over the default budget
+def test_tutorial_transformer_quick(tmp_path, capsys, fast_compile):
     """docs/tutorials/transformer.md's script, --quick: every section, a short training."""
     pytest.importorskip("sklearn")
     mod = runpy.run_path(str(EXAMPLES / "tutorial_transformer.py"))
