@@ -238,8 +238,11 @@ class Report:
             labels = [f"{e.name.split('/')[-1] or 'top'}: {e.primitive}" for e in rows]
         x = np.arange(len(rows))
 
-        def arr(attr):
-            return np.array([_nz(getattr(r, attr)) for r in rows], dtype=np.float64)
+        def arr(attr):  # inf (an unbounded stage) is drawn as a label, not as a bar
+            a = np.array([_nz(getattr(r, attr)) for r in rows], dtype=np.float64)
+            return np.where(np.isfinite(a), a, np.nan)
+
+        unbounded = [i for i, r in enumerate(rows) if not np.isfinite(_nz(r.abs_err))]
 
         fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.45 * len(rows) + 3), 10), sharex=True)
         ax = axes[0]
@@ -249,6 +252,9 @@ class Report:
         ax.plot(x + w, arr("abs_err"), "k_", markersize=12, label="abs_err (propagated)")
         ax.set_yscale("log")
         ax.set_ylabel("absolute error bound")
+        for i in unbounded:
+            ax.annotate("inf", (x[i], 0.98), xycoords=("data", "axes fraction"), ha="center",
+                        va="top", fontsize=8, color="#d62728")
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"jaxerr report — precision={self.precision}, accumulation={self.accumulation}")
         ax = axes[1]
@@ -258,6 +264,7 @@ class Report:
         ax.legend(fontsize=8, loc="upper left")
         ax = axes[2]
         cm = np.array([np.nan if r.cond_median is None else r.cond_median for r in rows], np.float64)
+        cm = np.where(np.isfinite(cm), cm, np.nan)
         cx = np.array([np.nan if r.cond_max is None else r.cond_max for r in rows], np.float64)
         ax.plot(x, cm, "s", color="#9467bd", label="median condition number")
         ax.plot(x, np.where(np.isfinite(cx), cx, np.nan), "^", color="#8c564b", alpha=0.6,
