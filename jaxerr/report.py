@@ -336,6 +336,17 @@ def _nz(x: float) -> float:
     return np.nan if (x is None or x == 0) else x
 
 
+def _stage_label(name: str, prims: list[str], seen: dict[str, int]) -> str:
+    """A stage's row label: its name (the Flax module path) for a dense or convolution layer,
+    plus a summary of its operations otherwise (activations called in the parent module);
+    ``#k`` only when the same label repeats (``seen`` counts the labels so far)."""
+    label = name or "(top)"
+    if prims and not any(p in ("dot_general", "conv_general_dilated") for p in prims):
+        label = f"{label}: {_ops_summary(prims)}"
+    seen[label] = seen.get(label, 0) + 1
+    return label if seen[label] == 1 else f"{label} #{seen[label]}"
+
+
 def _ops_summary(prims: list[str]) -> str:
     seen: list[str] = []
     for p in prims:
@@ -639,12 +650,7 @@ def report(
             cm = max((c[0] for c in conds if c[0] == c[0]), default=None)
             cM = max((c[1] for c in conds), default=None)
             main = [p for p, k in zip(prims, idx) if not rec.meta[k]["structural"]]
-            label = name or "(top)"
-            if main and not any(p in ("dot_general", "conv_general_dilated") for p in main):
-                label = f"{label}: {_ops_summary(main)}"
-            seen[label] = seen.get(label, 0) + 1  # number repeated labels only (tanh, tanh #2)
-            if seen[label] > 1:
-                label += f" #{seen[label]}"
+            label = _stage_label(name, main, seen)
             stages.append(StageRecord(
                 index=len(stages), name=name, label=label, primitives=prims,
                 paths=[rec.meta[k]["path"] for k in idx], format=m["format"], shape=m["shape"],
