@@ -129,13 +129,18 @@ def test_cli_target_example(capsys):
     assert 0 < out["outputs"][0]["abs_err"] < 0.1
 
 
-def test_report_digits_quick(tmp_path, capsys, fast_compile):
-    """examples/report_digits.py --quick: training, report, plot, JSON, tune (two
-    candidates) and the certified check; the full run is test_report_digits (slow)."""
+@pytest.fixture(scope="module")
+def digits_example():
+    """examples/report_digits.py, loaded once: the digits tests share its compilations."""
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
-    mod = runpy.run_path(str(EXAMPLES / "report_digits.py"))
-    res = mod["main"](["--out", str(tmp_path), "--quick"])
+    return runpy.run_path(str(EXAMPLES / "report_digits.py"))
+
+
+def test_report_digits_quick(digits_example, tmp_path, capsys, fast_compile):
+    """examples/report_digits.py --quick: training, report, plot, JSON, tune (two
+    candidates) and the certified check; the full run is test_report_digits (slow)."""
+    res = digits_example["main"](["--out", str(tmp_path), "--quick"])
     out = capsys.readouterr().out
     assert res["accuracy"] > 0.8
     assert "created" in out and "inherited" in out and "fewer bits x operations" in out
@@ -143,6 +148,25 @@ def test_report_digits_quick(tmp_path, capsys, fast_compile):
     assert 0 <= res["saving"] < 1 and set(res["assignment"].values()) <= {"float32", "bfloat16"}
     assert (tmp_path / "digits_report.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "digits_report.json").read_text())["stages"]
+
+
+def test_getting_started_test_file(digits_example, monkeypatch, fast_compile):
+    """The test file docs/getting-started.md has the user write (examples/test_digits_bf16.py),
+    run from the repository root as the docs say. Its `runpy.run_path("examples/report_digits.py")`
+    gets the module the other digits tests loaded, so that the training step and the certified
+    analysis compile once; JAXERR_DIGITS_STEPS shortens the training (the docs' numbers come
+    from the default 300 steps)."""
+    monkeypatch.setenv("JAXERR_DIGITS_STEPS", "20")
+    monkeypatch.chdir(EXAMPLES.parent)
+    load = runpy.run_path
+
+    def run_path(path, *a, **k):
+        return digits_example if path == "examples/report_digits.py" else load(path, *a, **k)
+
+    monkeypatch.setattr(runpy, "run_path", run_path)
+    user = load("examples/test_digits_bf16.py")
+    user["test_bf16_classifier"]()
+    assert user["x"].shape == (4, 64)
 
 
 @pytest.mark.slow
@@ -158,19 +182,15 @@ def test_report_digits(tmp_path, capsys):
     assert res["assignment"]["DigitsMLP/Dense_0"] == "float16"
 
 
-def test_getting_started_user_path(tmp_path, capsys, monkeypatch, fast_compile):
-    """docs/getting-started.md as a user follows it, from the repository root: the test file
-    they write (examples/test_digits_bf16.py) passes, and `jaxerr report` on the digits
-    classifier writes the table, the JSON and the plot. JAXERR_DIGITS_STEPS shortens the
-    training (the docs' numbers come from the default 300 steps)."""
+@pytest.mark.slow
+def test_cli_digits(tmp_path, capsys, monkeypatch):
+    """docs/getting-started.md's and docs/cli.md's report and tune commands on the digits
+    classifier, from the repository root (the README's 50 % saving)."""
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
     from jaxerr import cli
 
-    monkeypatch.setenv("JAXERR_DIGITS_STEPS", "20")
     monkeypatch.chdir(EXAMPLES.parent)
-    mod = runpy.run_path("examples/test_digits_bf16.py")
-    mod["test_bf16_classifier"]()
     png, js = tmp_path / "digits.png", tmp_path / "digits.json"
     assert cli.main(["report", "examples/report_digits.py:predict", "--plot", str(png),
                      "--json", str(js)]) == 0
@@ -178,14 +198,7 @@ def test_getting_started_user_path(tmp_path, capsys, monkeypatch, fast_compile):
     assert "DigitsMLP/Dense_0" in out and "DigitsMLP: logistic" in out and f"plot saved to {png}" in out
     assert png.stat().st_size > 10_000
     assert [s["name"] for s in json.loads(js.read_text())["stages"]][0] == "DigitsMLP/Dense_0"
-
-
-@pytest.mark.slow
-def test_cli_tune_digits(capsys):
-    """docs/cli.md's tune example (the README's 50 % saving)."""
-    from jaxerr import cli
-
-    assert cli.main(["tune", str(EXAMPLES / "report_digits.py") + ":predict", "--target", "argmax",
+    assert cli.main(["tune", "examples/report_digits.py:predict", "--target", "argmax",
                      "--radius", "0.0078125"]) == 0
     assert "saving: 50.0% of the bits x operations of all-float32" in capsys.readouterr().out
 
