@@ -224,9 +224,10 @@ def cmd_analyze(ns: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    t = Table(title=f"jaxerr analyze {ns.function}: precision={ns.precision or 'as written'}, "
-                    f"accumulation={ns.accumulation}, domain={ns.domain}"
-                    + (f", box radius {ns.radius:g}" if ns.radius else ""))
+    title = (f"jaxerr analyze {ns.function}: precision={ns.precision or 'as written'}, "
+             f"accumulation={ns.accumulation}, domain={ns.domain}"
+             + (f", box radius {ns.radius:g}" if ns.radius else ""))
+    t = Table(title=title, min_width=len(title))  # the title on one line
     for col in ("output", "shape", "exact range", "max abs_err", "max rel_err", "min correct bits"):
         t.add_column(col, justify="right")
     for r in rows:
