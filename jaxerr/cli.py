@@ -29,8 +29,9 @@ input specs (--input, repeat once per argument)
   uniform:64             uniform in [-1, 1)
   zeros:4x4 / ones:16    constants
   x.npy                  an array saved with numpy.save
-  --radius R             analyse every floating input over the box [x - R, x + R]
-                         instead of at the point x
+  --radius R             analyse the last argument (the data; its floating arrays)
+                         over the box [x - R, x + R] instead of at the point x;
+                         the other arguments (parameters) stay points
 
 examples
   jaxerr demo
@@ -47,7 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", default=[], metavar="SPEC",
                    help="one argument of FN (repeat in order); see 'input specs' below")
     p.add_argument("--radius", type=float, default=0.0,
-                   help="analyse floating inputs over the box x +- RADIUS (default: at the point)")
+                   help="analyse the last argument (the data) over the box x +- RADIUS; other "
+                        "arguments stay points (default: at the point)")
     p.add_argument("--accumulation", default="auto",
                    help="summation model: auto, recursive, pairwise, blocked:B, wide:float32")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",

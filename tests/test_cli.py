@@ -182,3 +182,15 @@ def test_tune_table_states_margin_and_saving():
     c.print(res.table())
     out = c.export_text()
     assert "argmax certified (margin 0.25)" in out and "25.0% saved" in out and "bfloat16" in out
+
+
+def test_radius_boxes_only_the_last_argument():
+    """--radius: the data (last argument) becomes a box, parameters stay points, as the help says."""
+    import jaxerr
+
+    params = {"w": np.ones(3, np.float32)}
+    mod = type("M", (), {"predict_inputs": staticmethod(lambda: (params, np.zeros(3, np.float32)))})
+    args = cli.make_args("predict", mod, [], 0.5)
+    assert isinstance(args[1], jaxerr.Interval) and not isinstance(args[0]["w"], jaxerr.Interval)
+    np.testing.assert_array_equal(np.asarray(args[1].hi), 0.5)
+    assert "the other arguments (parameters) stay points" in cli._EPILOG
