@@ -41,11 +41,13 @@ def test_bf16_layer_is_certified():
     assert_allclose_certified(actual, reference, x, w, b, precision="bfloat16")
 
 
-def test_a_wrong_approximation_is_caught():
-    def approx_layer(x, w, b):  # a rational tanh, within 0.03 of it on [-3, 3]: not a rounding
-        v = x @ w + b
-        return (v * (27 + v**2) / (27 + 9 * v**2)).astype(jnp.bfloat16)
+def approx_layer(x, w, b):
+    """A wrong implementation: a rational tanh, within 0.03 of it on [-3, 3], is not a rounding of it."""
+    v = x @ w + b
+    return (v * (27 + v**2) / (27 + 9 * v**2)).astype(jnp.bfloat16)
 
+
+def test_a_wrong_approximation_is_caught():
     actual = approx_layer(x, w, b)
     np.testing.assert_allclose(actual.astype(jnp.float32), reference(x, w, b), atol=0.05)  # a guessed atol passes
     with pytest.raises(AssertionError, match="outside the certified bound"):

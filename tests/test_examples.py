@@ -208,6 +208,14 @@ def test_certified_test_example():
     mod = runpy.run_path(str(EXAMPLES / "certified_test_example.py"))
     mod["test_bf16_layer_is_certified"]()
     mod["test_a_wrong_approximation_is_caught"]()
+    # the failure message docs/tutorials/certified-tests.md shows is today's
+    from jaxerr.testing import assert_allclose_certified
+
+    x, w, b = mod["x"], mod["w"], mod["b"]
+    with pytest.raises(AssertionError) as e:
+        assert_allclose_certified(mod["approx_layer"](x, w, b), mod["reference"], x, w, b, precision="bfloat16")
+    page = (EXAMPLES.parent / "docs" / "tutorials" / "certified-tests.md").read_text()
+    assert str(e.value) in page
 
 
 @pytest.mark.slow  # 31 s on the shared 2-core machine even with fast_compile: over the default run's budget
