@@ -94,8 +94,9 @@ def test_quickstart(capsys):
     assert "bfloat16 at the point x:" in out
     assert "bfloat16 over the box x +- 0.001:" in out
     assert out.count("abs_err =") == 2
-    first = out.splitlines()[0].split()  # the README's print: max abs_err, box.lo[:3], box.hi[:3]
-    assert 0 < float(first[0]) < 0.1
+    first = out.splitlines()[0]  # the README's print: max abs_err, box.lo[:3], box.hi[:3]
+    assert 0 < float(first.split()[0]) < 0.1
+    assert first in (EXAMPLES.parent / "docs" / "getting-started.md").read_text()  # shown as printed
 
 
 def test_flax_mlp_box_bound_holds(capsys):
