@@ -96,7 +96,13 @@ def test_quickstart(capsys):
     assert out.count("abs_err =") == 2
     first = out.splitlines()[0]  # the README's print: max abs_err, box.lo[:3], box.hi[:3]
     assert 0 < float(first.split()[0]) < 0.1
-    assert first in (EXAMPLES.parent / "docs" / "getting-started.md").read_text()  # shown as printed
+    page = (EXAMPLES.parent / "docs" / "getting-started.md").read_text()  # shows that line
+    shown = next(ln for ln in page.splitlines() if ln.startswith(first.split()[0][:5]))
+
+    def nums(line):
+        return [float(t) for t in line.replace("[", " ").replace("]", " ").split()]
+
+    np.testing.assert_allclose(nums(first), nums(shown), rtol=1e-5)  # (other CPUs: last digits)
 
 
 def test_flax_mlp_box_bound_holds(capsys):
