@@ -222,7 +222,10 @@ def test_certified_test_example():
     with pytest.raises(AssertionError) as e:
         assert_allclose_certified(mod["approx_layer"](x, w, b), mod["reference"], x, w, b, precision="bfloat16")
     page = (EXAMPLES.parent / "docs" / "tutorials" / "certified-tests.md").read_text()
-    assert str(e.value) in page
+    lines = str(e.value).splitlines()
+    assert lines[0] in page and len(lines) == 6
+    for ln in lines[1:]:  # the worst elements and their values (the bounds' last digits may vary by CPU)
+        assert ln.split(" not in ")[0] in page
 
 
 @pytest.mark.slow  # 31 s on the shared 2-core machine even with fast_compile: over the default run's budget
