@@ -187,6 +187,10 @@ def test_report_digits(tmp_path, capsys):
     assert res["accuracy"] > 0.9
     assert "50.0% fewer bits x operations" in out
     assert res["assignment"]["DigitsMLP/Dense_0"] == "float16"
+    # the report and tune tables docs/getting-started.md shows are today's
+    page = (EXAMPLES.parent / "docs" / "getting-started.md").read_text()
+    rows = [ln.rstrip() for ln in out.splitlines() if ln.startswith("│ DigitsMLP")]
+    assert len(rows) == 9 and all(r in page for r in rows), [r for r in rows if r not in page]
 
 
 @pytest.mark.slow
