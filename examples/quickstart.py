@@ -1,19 +1,22 @@
-"""jaxerr quickstart: guaranteed error bounds for a tiny function, at a point and over a box.
+"""jaxerr quickstart: the README's ten lines, then what they printed, labelled.
 
-Run: python examples/quickstart.py
+Run: python examples/quickstart.py  (docs/getting-started.md includes the ten lines from here;
+tests/test_docs.py checks that the README shows the same code)
 """
 
-import jax
-import jax.numpy as jnp
-
+# --8<-- [start:ten-lines]
+import jax, jax.numpy as jnp
 import jaxerr
 
-W = jax.random.normal(jax.random.PRNGKey(0), (4, 3)) / 2
-f = lambda x: jnp.tanh(x @ W)  # noqa: E731
-x = jnp.array([0.5, -1.0, 0.25, 2.0])
+W = jax.random.normal(jax.random.PRNGKey(0), (64, 10)) / 8
+f = lambda x: jnp.tanh(x @ W)
+x = jnp.linspace(-1.0, 1.0, 64)
 
-point = jaxerr.bound(f)(x)  # float32, as written
-box = jaxerr.bound(f, precision="bfloat16")(jaxerr.Interval(x - 0.01, x + 0.01))
+out = jaxerr.bound(f, precision="bfloat16")(x)                       # at a point
+box = jaxerr.bound(f, precision="bfloat16")(jaxerr.Interval(x - 1e-3, x + 1e-3))
+print(out.abs_err.max(), box.lo[:3], box.hi[:3])
+# --8<-- [end:ten-lines]
 
-for title, b in [("float32 at the point x", point), ("bfloat16 over the box x +- 0.01", box)]:
-    print(f"{title}:\n  lo      = {b.lo}\n  hi      = {b.hi}\n  abs_err = {b.abs_err}")
+if __name__ == "__main__":
+    for title, b in [("bfloat16 at the point x", out), ("bfloat16 over the box x +- 0.001", box)]:
+        print(f"{title}:\n  lo      = {b.lo[:3]}\n  hi      = {b.hi[:3]}\n  abs_err = {b.abs_err[:3]}")

@@ -104,14 +104,43 @@ def subjaxprs(eqn: JaxprEqn) -> list[Jaxpr]:
     return out
 
 
+_LIBRARY_DIRS = ("site-packages", "dist-packages")
+
+
+def _own_dir() -> str:
+    import os
+
+    return os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
 def source_summary(eqn: JaxprEqn) -> str:
-    """A short 'file:line (function)' of the user code that produced ``eqn``, or ''."""
+    """A short 'file:line (function)' of the user code that produced ``eqn``, or ''.
+
+    JAX's summary names the innermost frame outside JAX, which for a Flax layer is in
+    Flax's own source (``flax/linen/normalization.py``); the user's line that called it
+    (the innermost frame outside installed packages and jaxerr) is named first then,
+    with the library frame after ``via``."""
     if _source_info_util is None:  # pragma: no cover
         return ""
     try:
-        return _source_info_util.summarize(eqn.source_info)
+        jax_summary = _source_info_util.summarize(eqn.source_info)
     except Exception:  # pragma: no cover - best effort only
         return ""
+    try:
+        frames = list(eqn.source_info.traceback.frames)
+    except Exception:  # pragma: no cover - best effort only
+        return jax_summary
+    if not any(d in jax_summary for d in _LIBRARY_DIRS):
+        return jax_summary
+    own = _own_dir()
+    for fr in frames:  # innermost first
+        fn = str(fr.file_name)
+        if any(d in fn for d in _LIBRARY_DIRS) or fn.startswith(own) or fn.startswith("<"):
+            continue
+        import os
+
+        return f"{os.path.basename(fn)}:{fr.line_num} ({fr.function_name}) via {jax_summary}"
+    return jax_summary
 
 
 def x64_enabled() -> bool:

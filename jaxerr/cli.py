@@ -29,12 +29,13 @@ input specs (--input, repeat once per argument)
   uniform:64             uniform in [-1, 1)
   zeros:4x4 / ones:16    constants
   x.npy                  an array saved with numpy.save
-  --radius R             analyse every floating input over the box [x - R, x + R]
-                         instead of at the point x
+  --radius R             analyse the last argument (the data; its floating arrays)
+                         over the box [x - R, x + R] instead of at the point x;
+                         the other arguments (parameters) stay points
 
 examples
   jaxerr demo
-  jaxerr analyze examples/quickstart.py:f --input uniform:64 --precision bfloat16
+  jaxerr analyze examples/cli_target.py:f --input uniform:64 --precision bfloat16
   jaxerr analyze model.py:predict --precision float16 --radius 1e-3 --json
   jaxerr report examples/report_digits.py:predict --precision bfloat16 --plot digits.png
   jaxerr report model.py:predict --precision float32 --target 1e-3   # bits per layer
@@ -47,7 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", action="append", default=[], metavar="SPEC",
                    help="one argument of FN (repeat in order); see 'input specs' below")
     p.add_argument("--radius", type=float, default=0.0,
-                   help="analyse floating inputs over the box x +- RADIUS (default: at the point)")
+                   help="analyse the last argument (the data) over the box x +- RADIUS; other "
+                        "arguments stay points (default: at the point)")
     p.add_argument("--accumulation", default="auto",
                    help="summation model: auto, recursive, pairwise, blocked:B, wide:float32")
     p.add_argument("--json", nargs="?", const="-", default=None, metavar="PATH",
@@ -177,9 +179,7 @@ def _console():
     from rich.console import Console
 
     c = Console()
-    if c.width < 150:
-        c = Console(width=150 if not c.is_terminal else c.width)
-    return c
+    return c if c.is_terminal else Console(width=max(c.width, 200))  # a pipe or file: no wrapping
 
 
 def _emit_json(obj: Any, dest: str | None) -> None:
@@ -226,9 +226,10 @@ def cmd_analyze(ns: argparse.Namespace) -> int:
         return 0
     from rich.table import Table
 
-    t = Table(title=f"jaxerr analyze {ns.function}: precision={ns.precision or 'as written'}, "
-                    f"accumulation={ns.accumulation}, domain={ns.domain}"
-                    + (f", box radius {ns.radius:g}" if ns.radius else ""))
+    title = (f"jaxerr analyze {ns.function}: precision={ns.precision or 'as written'}, "
+             f"accumulation={ns.accumulation}, domain={ns.domain}"
+             + (f", box radius {ns.radius:g}" if ns.radius else ""))
+    t = Table(title=title, min_width=len(title))  # the title on one line
     for col in ("output", "shape", "exact range", "max abs_err", "max rel_err", "min correct bits"):
         t.add_column(col, justify="right")
     for r in rows:
@@ -299,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         from jaxerr import demo
 
-        return demo.main(argv[1:])
+        return demo.main(argv[1:], prog="jaxerr demo")
     ap = build_parser()
     ns = ap.parse_args(argv)
     if ns.command is None:

@@ -205,9 +205,9 @@ def _fired(out) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str = "python -m jaxerr.demo") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m jaxerr.demo",
+        prog=prog,
         description="Guaranteed floating-point error bounds for a small Flax MLP.",
     )
     p.add_argument(
@@ -228,9 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m jaxerr.demo``; returns the exit status."""
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, prog: str = "python -m jaxerr.demo") -> int:
+    """Entry point of ``python -m jaxerr.demo`` (and ``jaxerr demo``); returns the exit status."""
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     try:
         jaxerr.Accumulation.parse(args.accumulation)

@@ -238,8 +238,11 @@ class Report:
             labels = [f"{e.name.split('/')[-1] or 'top'}: {e.primitive}" for e in rows]
         x = np.arange(len(rows))
 
-        def arr(attr):
-            return np.array([_nz(getattr(r, attr)) for r in rows], dtype=np.float64)
+        def arr(attr):  # inf (an unbounded stage) is drawn as a label, not as a bar
+            a = np.array([_nz(getattr(r, attr)) for r in rows], dtype=np.float64)
+            return np.where(np.isfinite(a), a, np.nan)
+
+        unbounded = [i for i, r in enumerate(rows) if not np.isfinite(_nz(r.abs_err))]
 
         fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.45 * len(rows) + 3), 10), sharex=True)
         ax = axes[0]
@@ -249,6 +252,9 @@ class Report:
         ax.plot(x + w, arr("abs_err"), "k_", markersize=12, label="abs_err (propagated)")
         ax.set_yscale("log")
         ax.set_ylabel("absolute error bound")
+        for i in unbounded:
+            ax.annotate("inf", (x[i], 0.98), xycoords=("data", "axes fraction"), ha="center",
+                        va="top", fontsize=8, color="#d62728")
         ax.legend(fontsize=8, loc="upper left")
         ax.set_title(f"jaxerr report — precision={self.precision}, accumulation={self.accumulation}")
         ax = axes[1]
@@ -258,6 +264,7 @@ class Report:
         ax.legend(fontsize=8, loc="upper left")
         ax = axes[2]
         cm = np.array([np.nan if r.cond_median is None else r.cond_median for r in rows], np.float64)
+        cm = np.where(np.isfinite(cm), cm, np.nan)
         cx = np.array([np.nan if r.cond_max is None else r.cond_max for r in rows], np.float64)
         ax.plot(x, cm, "s", color="#9467bd", label="median condition number")
         ax.plot(x, np.where(np.isfinite(cx), cx, np.nan), "^", color="#8c564b", alpha=0.6,
@@ -280,11 +287,11 @@ class Report:
 
 
 def _console() -> Any:
-    """A rich console at least 150 columns wide when not writing to a terminal."""
+    """A rich console at least 200 columns wide when not writing to a terminal (a file, a pipe)."""
     from rich.console import Console
 
     c = Console()
-    return c if c.is_terminal else Console(width=max(c.width, 150))
+    return c if c.is_terminal else Console(width=max(c.width, 200))
 
 
 def _short(fmt: str) -> str:
@@ -327,6 +334,17 @@ def _cond(m: float | None, M: float | None) -> str:
 
 def _nz(x: float) -> float:
     return np.nan if (x is None or x == 0) else x
+
+
+def _stage_label(name: str, prims: list[str], seen: dict[str, int]) -> str:
+    """A stage's row label: its name (the Flax module path) for a dense or convolution layer,
+    plus a summary of its operations otherwise (activations called in the parent module);
+    ``#k`` only when the same label repeats (``seen`` counts the labels so far)."""
+    label = name or "(top)"
+    if prims and not any(p in ("dot_general", "conv_general_dilated") for p in prims):
+        label = f"{label}: {_ops_summary(prims)}"
+    seen[label] = seen.get(label, 0) + 1
+    return label if seen[label] == 1 else f"{label} #{seen[label]}"
 
 
 def _ops_summary(prims: list[str]) -> str:
@@ -631,13 +649,8 @@ def report(
                      if stats[k].get("cond_median") is not None and not rec.meta[k]["structural"]]
             cm = max((c[0] for c in conds if c[0] == c[0]), default=None)
             cM = max((c[1] for c in conds), default=None)
-            seen[name] = seen.get(name, 0) + 1
             main = [p for p, k in zip(prims, idx) if not rec.meta[k]["structural"]]
-            label = name or "(top)"
-            if main and not any(p == "dot_general" for p in main):
-                label = f"{label}: {_ops_summary(main)}"
-            if seen[name] > 1:
-                label += f" #{seen[name]}"
+            label = _stage_label(name, main, seen)
             stages.append(StageRecord(
                 index=len(stages), name=name, label=label, primitives=prims,
                 paths=[rec.meta[k]["path"] for k in idx], format=m["format"], shape=m["shape"],

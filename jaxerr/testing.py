@@ -85,6 +85,7 @@ def assert_allclose_certified(
         raise AssertionError(f"actual has {len(acts)} leaves but f returns {len(certs)}")
     problems = []
     for k, (a, (lower, upper, b)) in enumerate(zip(acts, certs)):
+        dtype = np.asarray(a).dtype  # the implementation's own dtype, for the message
         a = np.asarray(a, dtype=np.float64)
         if a.shape != lower.shape:
             problems.append(f"output {k}: shape {a.shape} != expected {lower.shape}")
@@ -99,7 +100,7 @@ def assert_allclose_certified(
             continue
         nbad = int(bad.sum())
         order = np.argsort(-np.where(bad, np.where(inf_bound, np.inf, excess), -np.inf), axis=None)
-        lines = [f"output {k} ({a.dtype}{list(a.shape)}): {nbad} of {a.size} element(s) outside "
+        lines = [f"output {k} ({dtype}{list(a.shape)}): {nbad} of {a.size} element(s) outside "
                  f"the certified bound for precision={precision}, accumulation={accumulation}"]
         for flat in order[: min(show, nbad)]:
             idx = np.unravel_index(flat, a.shape) if a.ndim else ()

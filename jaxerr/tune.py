@@ -309,9 +309,9 @@ class TuneResult:
     def table(self) -> Any:
         from rich.table import Table
 
-        t = Table(title=f"jaxerr tune: {self.target.describe()} (achieved {self.achieved:.4g}); "
-                        f"cost {self.cost:.4g} vs {self.cost_baseline_str()} = "
-                        f"{100 * self.saving:.1f}% saved")
+        what = "margin" if self.target.kind == "argmax" else "achieved"
+        t = Table(title=f"jaxerr tune: {self.target.describe()} ({what} {self.achieved:.4g})",
+                  caption=f"cost {self.cost:.4g} vs {self.cost_baseline_str()}: {100 * self.saving:.1f}% saved")
         t.add_column("layer")
         t.add_column("operations", justify="right")
         t.add_column("format")

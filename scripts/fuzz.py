@@ -51,6 +51,46 @@ def replay(path: str) -> int:
     return bad
 
 
+def one_program(seed: int, args: argparse.Namespace, precs) -> dict:
+    """Draw, analyse and check the program of ``seed``; append failures to ``args.out``."""
+    d = Z.NumpyDraw(seed)
+    prec = d.choice(precs) if precs else "draw"
+    spec, config, inputs, batched = Z.random_case(d, batch=args.batch, max_nodes=args.max_nodes,
+                                                  precision=prec, domains_allowed=args.domains)
+    rec = {"seed": seed, "label": config.label(), "domain": config.domain, "nodes": len(spec.nodes),
+           "spec": str(spec), "cases": 0, "inf": 0, "bad": 0, "violations": [], "error": None}
+    try:
+        r = Z.run_case(spec, config, inputs, batched=batched, seed=seed)
+    except Exception as e:  # a crash of the analysis is a finding too
+        rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps({**Z.case_to_json(spec, config, inputs, 0), "seed": seed,
+                                 "error": rec["error"]}, default=str) + "\n")
+        return rec
+    rec.update(cases=r.cases, inf=r.stats.get("inf", 0), bad=len(r.bad_elements),
+               violations=r.violations[:5])
+    for e in r.bad_elements[:3]:
+        out = {**Z.case_to_json(spec, config, inputs, e), "seed": seed, "element": e,
+               "violations": r.violations[:5]}
+        if args.minimise:
+            ms, mi = Z.minimise(spec, config, inputs, e)
+            out["minimised"] = Z.case_to_json(ms, config, mi)
+            rec["violations"].append("minimised:\n" + str(ms))
+        with open(args.out, "a") as fh:
+            fh.write(json.dumps(out, default=str) + "\n")
+    return rec
+
+
+def _worker(first_seed: int, args: argparse.Namespace, precs, q) -> None:
+    """Child process: programs ``first_seed, first_seed + 1, ...``, one message before
+    and one after each, until the parent stops it."""
+    seed = first_seed
+    while True:
+        q.put(("start", seed, time.time()))
+        q.put(("done", seed, one_program(seed, args, precs)))
+        seed += 1
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", type=int, default=1000, help="input sets to check (stop after)")
@@ -61,6 +101,10 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", default=None,
                     help="subset of formats ('None' = as written); default: all")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--program-timeout", type=float, default=300.0,
+                    help="seconds one program (compile, analysis and checks) may take; a program "
+                         "past it is stopped, listed as TIMEOUT (unchecked, not a violation) and "
+                         "the campaign goes on with the next seed in a fresh process")
     ap.add_argument("--out", default="fuzz_failures.jsonl")
     ap.add_argument("--minimise", action="store_true", help="minimise each failing case (slow)")
     ap.add_argument("--replay", default=None)
@@ -68,56 +112,74 @@ def main(argv=None) -> int:
     if args.replay:
         return 1 if replay(args.replay) else 0
 
+    import multiprocessing as mp
+    import queue
+
     precs = None
     if args.precisions:
         precs = [None if p == "None" else p for p in args.precisions]
+    ctx = mp.get_context("spawn")  # a fresh interpreter: no JAX state shared with the parent
     t0 = time.time()
     programs = cases = nviol = inf_cases = errors = 0
-    seed = args.seed
+    timeouts: list[int] = []
     per_cfg: dict[str, int] = {}
-    while cases < args.cases and (args.time_limit is None or time.time() - t0 < args.time_limit):
-        d = Z.NumpyDraw(seed)
-        prec = d.choice(precs) if precs else "draw"
-        spec, config, inputs, batched = Z.random_case(d, batch=args.batch, max_nodes=args.max_nodes,
-                                                      precision=prec, domains_allowed=args.domains)
-        tc = time.time()
-        try:
-            r = Z.run_case(spec, config, inputs, batched=batched, seed=seed)
-        except Exception as e:  # a crash of the analysis is a finding too
-            errors += 1
-            msg = f"{type(e).__name__}: {str(e)[:500]}"
-            print(f"seed {seed} {config.label()}: ERROR {msg}\n{spec}", flush=True)
-            with open(args.out, "a") as fh:
-                fh.write(json.dumps({**Z.case_to_json(spec, config, inputs, 0), "seed": seed, "error": msg}, default=str) + "\n")
+    seed = args.seed
+    proc = None
+    try:
+        while cases < args.cases and (args.time_limit is None or time.time() - t0 < args.time_limit):
+            if proc is None:
+                q = ctx.Queue()
+                proc = ctx.Process(target=_worker, args=(seed, args, precs, q), daemon=True)
+                proc.start()
+                started = None
+            try:
+                msg = q.get(timeout=min(5.0, max(0.2, args.program_timeout / 10)))
+            except queue.Empty:
+                msg = None
+            if msg is None:
+                if not proc.is_alive():  # died without a message (e.g. killed for memory)
+                    errors += 1
+                    print(f"seed {seed}: ERROR worker died (exit code {proc.exitcode})", flush=True)
+                    proc, seed = None, seed + 1
+                elif started is not None and time.time() - started > args.program_timeout:
+                    proc.kill()
+                    proc.join()
+                    timeouts.append(seed)
+                    print(f"seed {seed}: TIMEOUT after {args.program_timeout:.0f}s (unchecked)", flush=True)
+                    proc, seed = None, seed + 1
+                continue
+            if msg[0] == "start":
+                seed, started = msg[1], time.time()
+                continue
+            rec = msg[2]
+            if rec["error"]:
+                errors += 1
+                print(f"seed {seed} {rec['label']}: ERROR {rec['error']}\n{rec['spec']}", flush=True)
+                seed += 1
+                continue
+            programs += 1
+            cases += rec["cases"]
+            inf_cases += rec["inf"]
+            per_cfg[rec["domain"]] = per_cfg.get(rec["domain"], 0) + rec["cases"]
+            if rec["bad"]:
+                nviol += rec["bad"]
+                print(f"seed {seed} {rec['label']}: {rec['bad']} VIOLATING case(s)\n{rec['spec']}", flush=True)
+                for v in rec["violations"]:
+                    print("   ", v, flush=True)
+            el = time.time() - t0
+            print(f"[{el:7.0f}s] seed {seed} {rec['label']:40s} nodes {rec['nodes']} "
+                  f"batch {rec['cases']:4d} ({time.time() - started:5.1f}s) | programs {programs} "
+                  f"cases {cases} violations {nviol} errors {errors} timeouts {len(timeouts)} "
+                  f"({cases / el:.1f} cases/s)", flush=True)
             seed += 1
-            continue
-        programs += 1
-        cases += r.cases
-        inf_cases += r.stats.get("inf", 0)
-        per_cfg[config.domain] = per_cfg.get(config.domain, 0) + r.cases
-        if r.violations:
-            nviol += len(r.bad_elements)
-            print(f"seed {seed} {config.label()}: {len(r.bad_elements)} VIOLATING case(s)\n{spec}", flush=True)
-            for v in r.violations[:5]:
-                print("   ", v, flush=True)
-            for e in r.bad_elements[:3]:
-                rec = {**Z.case_to_json(spec, config, inputs, e), "seed": seed, "element": e,
-                       "violations": r.violations[:5]}
-                if args.minimise:
-                    ms, mi = Z.minimise(spec, config, inputs, e)
-                    rec["minimised"] = Z.case_to_json(ms, config, mi)
-                    print("  minimised:\n" + str(ms), flush=True)
-                with open(args.out, "a") as fh:
-                    fh.write(json.dumps(rec, default=str) + "\n")
-        el = time.time() - t0
-        print(f"[{el:7.0f}s] seed {seed} {config.label():40s} nodes {len(spec.nodes)} "
-              f"batch {r.cases:4d} ({time.time() - tc:5.1f}s) | programs {programs} cases {cases} "
-              f"violations {nviol} errors {errors} ({cases / el:.1f} cases/s)", flush=True)
-        seed += 1
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.join()
     el = time.time() - t0
     print(f"\nDONE programs {programs} cases {cases} violations {nviol} errors {errors} "
-          f"all-inf cases {inf_cases} time {el:.0f}s ({cases / max(el, 1e-9):.1f} cases/s) "
-          f"seeds {args.seed}..{seed - 1} by domain {per_cfg}")
+          f"timeouts {len(timeouts)} {timeouts} all-inf cases {inf_cases} time {el:.0f}s "
+          f"({cases / max(el, 1e-9):.1f} cases/s) seeds {args.seed}..{seed - 1} by domain {per_cfg}")
     return 1 if (nviol or errors) else 0
 
 

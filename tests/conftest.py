@@ -38,7 +38,6 @@ _SLOW_IDS = {
     "tests/test_first_order.py::test_property_first_order_two_layers",
     "tests/test_first_order.py::test_first_order_is_much_tighter_than_interval_on_a_deep_mlp",
     "tests/test_first_order.py::test_first_order_sound_at_point[structural-bfloat16]",
-    "tests/test_examples.py::test_report_digits_cheap",
     "tests/test_first_order.py::test_first_order_sound_at_point[dense_bias_tanh-bfloat16]",
     "tests/test_first_order.py::test_first_order_sound_at_point[matmul-bfloat16]",
     "tests/test_first_order.py::test_first_order_sound_at_point[layernorm-bfloat16]",

@@ -288,3 +288,23 @@ def test_uncertain_update_index_error_spans_both_operands(domain):
     out = jaxerr.bound(f, "bfloat16", domain=domain, warn=False)(v0, v2)
     # exact: index 1 chosen, exp2(1.4549) ~ 2.741; bfloat16: index 0, exp2(9) = 512
     assert float(out.abs_err[0]) >= 512 - 2.742
+
+
+def test_diagnostic_location_names_the_users_line_before_a_library_frame(monkeypatch):
+    """When JAX's summary of an equation's source lands in an installed library (Flax's
+    ``_normalize`` in a fresh virtual environment), the diagnostic names the user's
+    line first and the library frame after ``via``."""
+    import types
+
+    from jaxerr import _compat
+
+    lib = "/venv/lib/python3.11/site-packages/flax/linen/normalization.py"
+    frames = [types.SimpleNamespace(file_name=lib, line_num=206, function_name="_normalize"),
+              types.SimpleNamespace(file_name=_compat.__file__, line_num=1, function_name="bind_eqn"),
+              types.SimpleNamespace(file_name="/home/u/model.py", line_num=41, function_name="Block.__call__")]
+    eqn = types.SimpleNamespace(source_info=types.SimpleNamespace(traceback=types.SimpleNamespace(frames=frames)))
+    monkeypatch.setattr(_compat._source_info_util, "summarize", lambda si: f"{lib}:206 (_normalize)")
+    assert _compat.source_summary(eqn) == f"model.py:41 (Block.__call__) via {lib}:206 (_normalize)"
+    # a summary outside installed packages is kept as JAX gives it
+    monkeypatch.setattr(_compat._source_info_util, "summarize", lambda si: "/home/u/model.py:41 (f)")
+    assert _compat.source_summary(eqn) == "/home/u/model.py:41 (f)"

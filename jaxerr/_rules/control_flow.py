@@ -309,9 +309,12 @@ def cond_rule(ctx, index, *ops, **params):
 
 #: unroll scans into the first_order tape while the unrolled program has at most this
 #: many body equations (longer scans are evaluated whole and cut: one event each).
-#: Every unrolled value that is refined adds a reverse pass to the program: an
-#: 8-step LSTM (~320 unrolled equations) did not compile in 30 minutes on 2 cores.
-MAX_UNROLLED_EQNS = 256
+#: Every unrolled value that is refined adds a reverse pass to the program, so the
+#: analysis grows faster than the unrolled length: the zoo's LSTM(6) cell (~30 body
+#: equations) gives ~32k analysis equations for 1 step (33 s of compile CPU), ~84k for
+#: 3 steps, and 5 steps (~150 unrolled equations) did not compile within 15 minutes
+#: on 2 cores; an 8-step LSTM (~320) not within 30.
+MAX_UNROLLED_EQNS = 96
 
 
 def _size(jaxpr: Any) -> int:
