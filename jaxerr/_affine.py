@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _compat
 from . import _formats as F
+from ._domains import affine as A
 from ._domains.affine import Affine, Form, Pool, from_real, prepare, shard_generators, to_real
 from ._domains.interval import Real
 from ._interpreter import Config, Ctx, DiagnosticCollector, Domain, interpret
@@ -82,7 +83,7 @@ def _sanitize(f: Form, bad: Any) -> Form:
     bad = bad | ~jnp.isfinite(c) | jnp.isnan(rad)
     G = f.G
     if G is not None:
-        G = F.where((bad | ~jnp.isfinite(f.gs))[None], jnp.zeros_like(G), G)
+        G = F.where(A.per_element(bad | ~jnp.isfinite(f.gs))[None], jnp.zeros_like(G), G)
         gs = F.where(bad | ~jnp.isfinite(f.gs), jnp.zeros_like(f.gs), f.gs)
     else:
         gs = None

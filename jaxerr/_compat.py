@@ -143,6 +143,17 @@ def source_summary(eqn: JaxprEqn) -> str:
     return jax_summary
 
 
+def is_batch_tracer(x: Any) -> bool:
+    """Whether ``x`` is batched by an enclosing ``jax.vmap`` (a value that does not
+    depend on the mapped arguments is not)."""
+    try:
+        from jax._src.interpreters import batching as _batching
+
+        return isinstance(x, _batching.BatchTracer)
+    except Exception:  # pragma: no cover - private API moved: assume batched (no-op)
+        return True
+
+
 def x64_enabled() -> bool:
     return bool(jax.config.read("jax_enable_x64"))
 

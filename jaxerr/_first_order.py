@@ -935,6 +935,7 @@ def _sum_all(x: Any) -> Any:
 def _contrib(g: Cot, E: Any) -> Any:
     """sum over elements of mag(g) * E (0 where E == 0, also against an infinite g)."""
     m = g.mag()
+    E = C.fixed(E)
     t = F.where(E == 0, 0.0, F.mul_up(m, E))
     t = F.where(jnp.isnan(t), jnp.inf, t)
     return _sum_all(t.astype(g.mid.dtype))

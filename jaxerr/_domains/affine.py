@@ -434,6 +434,24 @@ def _slack_G(gs_terms: Any, K: int, k_ops: int) -> Any:
                        F.static_up(K * k_ops * tiny(dt), dt))
 
 
+def per_element(x: Any) -> Any:
+    """``x`` (one value per element) materialised before it is broadcast over the
+    symbol axis: otherwise XLA fuses the whole elementwise chain that produced it (a
+    GELU, a LayerNorm: thousands of operations) into the ``(K, ...)`` loop and
+    recomputes it once per symbol (a 16-wide MLP's affine analysis took 2.4 s per call
+    in three such fusions). An exact no-op.
+
+    ``lax.optimization_barrier``, a trivial ``while_loop`` or ``copy`` do not stop that
+    fusion on XLA:CPU; a sort does (XLA does not fuse it into its consumers): the values
+    are sorted by their own positions along the last axis (keys: an iota), which
+    returns them unchanged, at ``O(n log d)`` against the ``O(K n)`` of the generator
+    arithmetic it saves (``tests/test_affine.py::test_per_element_values_are_not_recomputed_per_symbol``)."""
+    if not isinstance(x, jax.Array) or jnp.ndim(x) == 0 or jnp.shape(x)[-1] <= 1:
+        return x
+    keys = jax.lax.broadcasted_iota(jnp.int32, jnp.shape(x), jnp.ndim(x) - 1)
+    return jax.lax.sort((keys, x), dimension=jnp.ndim(x) - 1, num_keys=1)[1]
+
+
 def fadd(f1: Form, f2: Form, s: int = 1) -> Form:
     """``f1 + s * f2`` (``s`` = +1 or -1)."""
     if f2.nil:
@@ -469,7 +487,7 @@ def fscale(f: Form, a: Any, exact_mult: Any = False, extra: Any = None) -> Form:
     slack = _slack_c(c, (f.c == 0) | (a == 0) | exact_mult)
     G, gs = None, None
     if f.G is not None:
-        G = a[None] * f.G
+        G = per_element(a)[None] * f.G
         gs = gsum(G)
         slack = F.add_up_nn(slack, _slack_G(gs, G.shape[0], 1))
     r = slack if f.r is None else F.add_up_nn(F.mul_up(jnp.abs(a), f.r), slack)
@@ -482,7 +500,7 @@ def fcentred(f: Form, fc: Any, a: Any, extra: Any) -> Form:
     G, gs = None, None
     slack = None
     if f.G is not None:
-        G = a[None] * f.G
+        G = per_element(a)[None] * f.G
         gs = gsum(G)
         slack = _slack_G(gs, G.shape[0], 1)
     r = None if f.r is None else F.mul_up(jnp.abs(a), f.r)
@@ -501,10 +519,10 @@ def fmul(p: Form, q: Form) -> Form:
     if p.G is not None or q.G is not None:
         G = 0
         if q.G is not None:
-            G = G + p.c[None] * q.G
+            G = G + per_element(p.c)[None] * q.G
             terms = F.mul_up(jnp.abs(p.c), q.gs)
         if p.G is not None:
-            G = G + q.c[None] * p.G
+            G = G + per_element(q.c)[None] * p.G
             t = F.mul_up(jnp.abs(q.c), p.gs)
             terms = t if terms is None else F.add_up_nn(terms, t)
         k = 2 if (p.G is not None and q.G is not None) else 1
@@ -541,7 +559,7 @@ def fwhere(mask: Any, f1: Form, f2: Form) -> Form:
         z = jnp.zeros((K,) + c.shape, c.dtype)
         g1 = z if f1.G is None else f1.G
         g2 = z if f2.G is None else f2.G
-        G = F.where(jnp.broadcast_to(mask, c.shape)[None], g1, g2)
+        G = F.where(per_element(jnp.broadcast_to(mask, c.shape))[None], g1, g2)
     zero = jnp.zeros_like(c)
     r1 = zero if f1.r is None else f1.r
     r2 = zero if f2.r is None else f2.r
@@ -553,7 +571,7 @@ def fpoison(f: Form, bad: Any) -> Form:
     """Where ``bad``: nothing is known (infinite independent term, no generators)."""
     c = F.where(bad, jnp.zeros_like(f.c), f.c)
     c = F.where(jnp.isfinite(c), c, jnp.zeros_like(c))
-    G = None if f.G is None else F.where(jnp.broadcast_to(bad, c.shape)[None], jnp.zeros_like(f.G), f.G)
+    G = None if f.G is None else F.where(per_element(jnp.broadcast_to(bad, c.shape))[None], jnp.zeros_like(f.G), f.G)
     r = jnp.zeros_like(c) if f.r is None else f.r
     r = F.where(bad, jnp.full_like(c, jnp.inf), r)
     return Form(c, G, r)

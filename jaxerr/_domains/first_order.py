@@ -46,6 +46,20 @@ class Cot:
         return f"Cot(mid={self.mid}, rad={self.rad})"
 
 
+def fixed(x: Any) -> Any:
+    """A factor that does not depend on the output element (not batched by the reverse
+    pass's ``vmap``), materialised once (``affine.per_element``): XLA:CPU otherwise
+    fuses the chain that computes it (a derivative enclosure, a local error bound:
+    hundreds of operations) into the ``(outputs, ...)`` loop and recomputes it for every
+    output element. Batched values are returned as they are."""
+    from .. import _compat
+    from .affine import per_element
+
+    if not isinstance(x, jax.Array) or _compat.is_batch_tracer(x):
+        return x
+    return per_element(x)
+
+
 def _round_err(x: Any) -> Any:
     """Bound on the rounding error of the float operation that produced ``x``."""
     eps, tiny, _ = F._consts(x.dtype)
@@ -64,6 +78,7 @@ def add(a: Cot | None, b: Cot | None) -> Cot | None:
 
 def scale_point(g: Cot, d: Any) -> Cot:
     """Multiply by an exactly known factor ``d`` (broadcasting)."""
+    d = fixed(d)
     mid = g.mid * d
     rad = F.add_up_nn(F.mul_up(g.rad, jnp.abs(d)), _round_err(mid))
     return Cot(mid, rad)
@@ -81,6 +96,7 @@ def mid_rad(lo: Any, hi: Any) -> tuple[Any, Any]:
 def scale(g: Cot, lo: Any, hi: Any) -> Cot:
     """Multiply by a factor known to lie in ``[lo, hi]`` (elementwise, broadcasting)."""
     dm, dr = mid_rad(lo, hi)
+    dm, dr = fixed(dm), fixed(dr)
     mid = g.mid * dm
     # |g d - gm dm| <= |gm| dr + gr (|dm| + dr)
     t1 = F.mul_up(jnp.abs(g.mid), dr)
@@ -93,6 +109,7 @@ def scale(g: Cot, lo: Any, hi: Any) -> Cot:
 
 def mask(g: Cot, keep: Any) -> Cot:
     """Zero the cotangent where ``keep`` is false (exact)."""
+    keep = fixed(keep)
     z = jnp.zeros_like(g.mid)
     return Cot(F.where(keep, g.mid, z), F.where(keep, g.rad, z))
 
