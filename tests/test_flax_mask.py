@@ -43,16 +43,16 @@ def _qkv(seed: int, length: int = 4, heads: int = 1, dim: int = 2):
     return [rng.normal(size=(1, length, heads, dim)).astype(np.float32) for _ in range(3)]
 
 
-def causal_attention(q, k, v):
+def causal_attention(q, k, v, attention=nn.dot_product_attention):
     """Flax's attention with its default (``finfo(float32).min``) causal mask."""
     mask = nn.make_causal_mask(jnp.ones(q.shape[:2], jnp.int32))
-    return nn.dot_product_attention(q, k, v, mask=mask)
+    return attention(q, k, v, mask=mask)
 
 
-def padded_attention(q, k, v, valid):
+def padded_attention(q, k, v, valid, attention=nn.dot_product_attention):
     """Flax's attention with a padding mask on the keys from an integer input."""
     mask = nn.make_attention_mask(jnp.ones_like(valid), valid > 0)
-    return nn.dot_product_attention(q, k, v, mask=mask)
+    return attention(q, k, v, mask=mask)
 
 
 VALID = np.array([[1, 1, 0, 0]], np.int32)
@@ -110,13 +110,11 @@ def test_flax_mask_sound_and_finite(mask, fmt, kind, domain, monkeypatch):
 
 
 def _bias_causal(q, k, v):
-    mask = nn.make_causal_mask(jnp.ones(q.shape[:2], jnp.int32))
-    return zoo.finite_mask_attention(q, k, v, mask=mask)
+    return causal_attention(q, k, v, attention=zoo.finite_mask_attention)
 
 
 def _bias_padded(q, k, v, valid):
-    mask = nn.make_attention_mask(jnp.ones_like(valid), valid > 0)
-    return zoo.finite_mask_attention(q, k, v, mask=mask)
+    return padded_attention(q, k, v, valid, attention=zoo.finite_mask_attention)
 
 
 @pytest.mark.parametrize("mask,factor", [("causal", 80.0), pytest.param("padded", 15.0, marks=pytest.mark.slow)])
