@@ -124,10 +124,8 @@ def _finalize(ctx: Ctx, aval: Any, out: Any, invals: list[Any]) -> Any:
         # where the error form knows nothing (an infinite event upstream, e.g. Flax's
         # finfo(float32).min mask in bfloat16) but the interval companion bounds the
         # error (exp of a computed -inf is 0), go on with a fresh independent term
-        from ._domains.affine import fwhere
-
         reseed = (iv.err < jnp.inf) & ~(e.rad() < jnp.inf)
-        e = fwhere(reseed, Form(jnp.zeros_like(e.c), None, iv.err.astype(e.c.dtype)), e)
+        e = A.fwhere(reseed, Form(jnp.zeros_like(e.c), None, iv.err.astype(e.c.dtype)), e)
     return Affine(x, e, out.value, out.stamp, out.boxed, out.iv)
 
 
