@@ -52,6 +52,12 @@ _SLOW_IDS = {
     "tests/test_probabilistic.py::test_long_dot_product_below_the_classic_probabilistic_bound[n256]",
     "tests/test_probabilistic.py::test_model_weakness_stagnation_is_documented",
     "tests/test_sharding.py::test_symbol_sharding_on_one_device_changes_nothing",
+    # session 6 (CI at 8 min 40 s of pytest after the docs and mask merges): 12-18 s each,
+    # covered by cheaper default tests (test_first_order_softmax, the GELU soundness and
+    # probabilistic property tests)
+    "tests/test_first_order_gelu.py::test_small_program_refines_without_checkpoints",
+    "tests/test_probabilistic.py::test_probabilistic_gelu_form_sum_well_below_worst_case",
+    "tests/test_first_order.py::test_first_order_sound_at_point[softmax-bfloat16]",
 }
 
 

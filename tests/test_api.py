@@ -62,8 +62,8 @@ def test_pytree_outputs_and_kwargs():
 def test_point_and_interval_in_same_pytree(mlp):
     m, v, x = mlp
     box = jaxerr.Interval(x - 0.01, x + 0.01)
-    pt = jaxerr.bound(m.apply, "bfloat16", jit=False)(v, x)
-    bx = jaxerr.bound(m.apply, "bfloat16", jit=False)(v, box)
+    pt = jaxerr.bound(m.apply, "bfloat16")(v, x)
+    bx = jaxerr.bound(m.apply, "bfloat16")(v, box)
     # the box result encloses the point result
     assert np.all(np.asarray(bx.lo) <= np.asarray(pt.lo))
     assert np.all(np.asarray(bx.hi) >= np.asarray(pt.hi))
