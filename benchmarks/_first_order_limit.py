@@ -42,8 +42,9 @@ This module computes ``L`` independently of jaxerr's own first-order machinery:
   - ``add``/``sub``/``mul``/``div``/``sqrt``/``square``: ``u|y| + eta``; a
     multiplication or division by a power-of-two literal: ``eta`` (the model says
     such scalings are exact except for underflow);
-  - ``integer_pow(n)``: ``gamma_m |y| + m eta max(1, |x|)^|n|`` with ``m`` the
-    multiplications of binary powering, plus ``u|y| + eta`` for ``n < 0``;
+  - ``integer_pow(n)``: ``gamma_m |y| + m eta max(1, |x|)^|n|`` with ``m = |n| - 1``
+    (the roundings of the expanded product tree of binary powering), plus ``u|y| + eta``
+    for ``n < 0``;
   - transcendentals (``exp``, ``log``, ``tanh``, ``logistic``, ``erf``,
     ``rsqrt``, ...): the budgets of ``jaxerr._formats`` with the semantics of
     ``jaxerr._rules._common.transcendental_rounding`` (``k_rel u_C |y| + k_abs u_C

@@ -148,3 +148,21 @@ def test_compare_measures_float64_errors_against_the_unrounded_exact_result():
     assert Z._compare(bound(a), [e64], runs, 1, "")  # float64 comparison: a false alarm
     assert not Z._compare(bound(a), [e64], runs, 1, "", mp)
     assert Z._compare(bound(err * 0.9), [e64], runs, 1, "", mp)  # a real one stays
+
+
+@pytest.mark.parametrize("domain", ["interval", "affine", "first_order"])
+def test_integer_pow_error_counts_every_use_of_a_rounded_square(domain):
+    """Seed 18070 of the fuzzer (float32 as written, interval, a point): x**4 at
+    x = 2.1499 is computed as (x^2)^2, whose error is (1 + d1)^2 (1 + d2) - 1, up to 3u;
+    the rule used gamma_2 (two multiplications): |sim - exact| 3.07e-6 > abs_err
+    2.55e-6. Now gamma_{n-1}."""
+    x = np.float32(21.36551973612276) ** np.float32(0.25)
+    xs = (x + np.arange(-64, 64, dtype=np.float32) * np.spacing(x)).astype(np.float32)
+    b = jaxerr.bound(lambda v: v ** 4, domain=domain, warn=False)(jnp.asarray(xs))
+    x64 = xs.astype(np.float64)
+    sim = ((xs * xs) * (xs * xs)).astype(np.float64)  # float32 binary powering, as XLA
+    err = np.abs(sim - x64 ** 4)
+    assert np.all(err <= np.asarray(b.abs_err, np.float64))
+    assert np.max(err / np.asarray(b.abs_err, np.float64)) > 0.55  # the worst cases get near the bound
+    v = check(lambda v: v ** 4, [xs], precision=None, n_samples=1, domain=domain)
+    assert not v, "\n".join(v[:5])

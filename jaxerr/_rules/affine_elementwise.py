@@ -329,7 +329,7 @@ def rsqrt_rule(ctx, a, **_):
 
 
 def _ipow(ctx, a, n: int, value=None):
-    """x**n for n >= 2 (binary powering: gamma_k |x^|^n plus underflow terms, as the
+    """x**n for n >= 2 (binary powering: gamma_{n-1} |x^|^n plus underflow terms, as the
     interval rule)."""
     fmt = ctx.fmt
 
