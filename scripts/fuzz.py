@@ -118,6 +118,11 @@ def main(argv=None) -> int:
     precs = None
     if args.precisions:
         precs = [None if p == "None" else p for p in args.precisions]
+    import signal
+
+    # a terminated campaign (kill, pkill) must not leave its worker running: SIGTERM
+    # unwinds through the ``finally`` below, which kills the worker
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = mp.get_context("spawn")  # a fresh interpreter: no JAX state shared with the parent
     t0 = time.time()
     programs = cases = nviol = inf_cases = errors = 0
