@@ -144,8 +144,10 @@ def _round_err(x: np.ndarray, fmt: F.Format) -> np.ndarray:
     return np.where(np.isfinite(x64), e, 0.0)
 
 
-def _n_mults(n: int) -> int:
-    return 0 if n <= 1 else n.bit_length() - 1 + bin(n).count("1") - 1
+def _ipow_roundings(n: int) -> int:
+    """Roundings in the error of x**n by any multiplication chain: the expanded product
+    tree has n - 1 nodes (a rounded square used twice counts twice)."""
+    return max(0, n - 1)
 
 
 def _transcendental(M: np.ndarray, prim: Any, fmt: F.Format, xmag: np.ndarray) -> np.ndarray:
@@ -192,7 +194,7 @@ def _local_bound(eqn: Any, ins: list[Any], y: Any, precision: F.Format | None,
         if n in (0, 1):
             return None
         k = abs(n)
-        m = _n_mults(k)
+        m = _ipow_roundings(k)
         X = np.abs(np.asarray(ins[0], dtype=np.float64))
         E = F.gamma(m, u) * Y + m * eta * np.maximum(1.0, X) ** k
         if n < 0:

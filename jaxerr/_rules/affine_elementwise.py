@@ -41,7 +41,7 @@ from . import interval_rules
 from ._common import c as const
 from ._common import rounding, transcendental_rounding
 from .affine_common import fallback, invalid, make, prep, register_affine
-from .arithmetic import _ipow_mag, _ipow_range, _n_mults
+from .arithmetic import _ipow_mag, _ipow_range, _ipow_roundings
 from .elementwise import _enclose
 
 P = _compat.prim
@@ -341,14 +341,14 @@ def _ipow(ctx, a, n: int, value=None):
         nn = jnp.asarray(float(n), lo.dtype)
         return F.mul_dn(dlo, nn), F.mul_up(dhi, nn)
 
-    nm = _n_mults(n)
-    g = F.gamma(nm, fmt.unit_roundoff)
+    nr = _ipow_roundings(n)
+    g = F.gamma(nr, fmt.unit_roundoff)
 
     def rho(M, xmag):
         if n == 2:
             return rounding(ctx, M)
         amp = _ipow_mag(jnp.maximum(xmag, 1.0), n, True)
-        return F.add_up(F.scale_up(M, g), F.scale_up(amp, nm * fmt.underflow))
+        return F.add_up(F.scale_up(M, g), F.scale_up(amp, nr * fmt.underflow))
 
     return smooth(ctx, a, enc=lambda t: _ipow_range(t, t, n), deriv=deriv, frange=frange, rho=rho, value=value)
 

@@ -306,9 +306,9 @@ def _ipow_mag(m, n: int, up: bool):
     return r
 
 
-def _n_mults(n: int) -> int:
-    """The relative-error count of x**n (n >= 1) computed by any multiplication chain
-    (XLA's binary powering): n - 1, not the number of multiplications.
+def _ipow_roundings(n: int) -> int:
+    """The number of roundings in the error of x**n (n >= 1) computed by any
+    multiplication chain (XLA's binary powering): n - 1, not the number of multiplications.
 
     Expand the chain into a product tree with the n factors x as leaves: it has n - 1
     multiplication nodes, and a rounding ``(1 + d)`` of a shared intermediate appears
@@ -343,14 +343,14 @@ def integer_pow_rule(ctx, a, *, y: int, **_):
     fmt = ctx.fmt
     elo, ehi = _ipow_range(a.lo, a.hi, k)
     rlo, rhi = _ipow_range(a.clo, a.chi, k)
-    nm = _n_mults(k)
+    nr = _ipow_roundings(k)
     hm = hull_mag(a)
     # rounding of the k-fold product: gamma_nm |x'|^k + underflow terms amplified by
     # at most max(1, |x'|)^k
     M = mag(rlo, rhi)
-    g = F.gamma(nm, fmt.unit_roundoff)
+    g = F.gamma(nr, fmt.unit_roundoff)
     amp = _ipow_mag(jnp.maximum(hm, 1.0), k, True)
-    rho = F.add_up(F.scale_up(M, g), F.scale_up(amp, nm * fmt.underflow))
+    rho = F.add_up(F.scale_up(M, g), F.scale_up(amp, nr * fmt.underflow))
     # |x'^k - x^k| <= k max(|x|,|x'|)^(k-1) err
     prop = F.mul_up(F.scale_up(_ipow_mag(hm, k - 1, True), float(k)), a.err)
     if n > 0:
