@@ -83,7 +83,7 @@ def _sanitize(f: Form, bad: Any) -> Form:
     bad = bad | ~jnp.isfinite(c) | jnp.isnan(rad)
     G = f.G
     if G is not None:
-        G = F.where(A.per_element(bad | ~jnp.isfinite(f.gs))[None], jnp.zeros_like(G), G)
+        G = A.zero_generators(G, bad | ~jnp.isfinite(f.gs))
         gs = F.where(bad | ~jnp.isfinite(f.gs), jnp.zeros_like(f.gs), f.gs)
     else:
         gs = None

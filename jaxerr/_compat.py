@@ -9,6 +9,7 @@ reading parameter names itself.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
@@ -108,8 +109,6 @@ _LIBRARY_DIRS = ("site-packages", "dist-packages")
 
 
 def _own_dir() -> str:
-    import os
-
     return os.path.dirname(os.path.abspath(__file__)) + os.sep
 
 
@@ -137,8 +136,6 @@ def source_summary(eqn: JaxprEqn) -> str:
         fn = str(fr.file_name)
         if any(d in fn for d in _LIBRARY_DIRS) or fn.startswith(own) or fn.startswith("<"):
             continue
-        import os
-
         return f"{os.path.basename(fn)}:{fr.line_num} ({fr.function_name}) via {jax_summary}"
     return jax_summary
 

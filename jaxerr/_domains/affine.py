@@ -452,6 +452,12 @@ def per_element(x: Any) -> Any:
     return jax.lax.sort((keys, x), dimension=jnp.ndim(x) - 1, num_keys=1)[1]
 
 
+def zero_generators(G: Any, bad: Any) -> Any:
+    """``G`` (``(K, ...)``) with every symbol's coefficient 0 where ``bad`` (one flag per
+    element, broadcast to ``G``'s element shape and materialised first)."""
+    return F.where(per_element(jnp.broadcast_to(bad, G.shape[1:]))[None], jnp.zeros_like(G), G)
+
+
 def fadd(f1: Form, f2: Form, s: int = 1) -> Form:
     """``f1 + s * f2`` (``s`` = +1 or -1)."""
     if f2.nil:
@@ -571,7 +577,7 @@ def fpoison(f: Form, bad: Any) -> Form:
     """Where ``bad``: nothing is known (infinite independent term, no generators)."""
     c = F.where(bad, jnp.zeros_like(f.c), f.c)
     c = F.where(jnp.isfinite(c), c, jnp.zeros_like(c))
-    G = None if f.G is None else F.where(per_element(jnp.broadcast_to(bad, c.shape))[None], jnp.zeros_like(f.G), f.G)
+    G = None if f.G is None else zero_generators(f.G, bad)
     r = jnp.zeros_like(c) if f.r is None else f.r
     r = F.where(bad, jnp.full_like(c, jnp.inf), r)
     return Form(c, G, r)

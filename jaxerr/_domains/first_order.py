@@ -18,7 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _compat
 from .. import _formats as F
+from .affine import per_element
 
 
 @jax.tree_util.register_pytree_node_class
@@ -52,9 +54,6 @@ def fixed(x: Any) -> Any:
     fuses the chain that computes it (a derivative enclosure, a local error bound:
     hundreds of operations) into the ``(outputs, ...)`` loop and recomputes it for every
     output element. Batched values are returned as they are."""
-    from .. import _compat
-    from .affine import per_element
-
     if not isinstance(x, jax.Array) or _compat.is_batch_tracer(x):
         return x
     return per_element(x)

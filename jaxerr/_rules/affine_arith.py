@@ -27,8 +27,8 @@ from .._domains.affine import (
     fscale,
     fwhere,
     fwiden,
-    per_element,
     to_real,
+    zero_generators,
 )
 from .._domains.interval import Discrete, Real, mag
 from .._domains.interval import mig as mag_min
@@ -185,9 +185,9 @@ def div_rule(ctx, a, b, **_):
         bx = Form(F.where(bad, safe, b.x.c), b.x.G, None if b.x.r is None else F.where(bad, 0 * safe, b.x.r), None)
         be = b.e if b.e.nil else Form(F.where(bad, 0 * safe, b.e.c), b.e.G, None if b.e.r is None else F.where(bad, 0 * safe, b.e.r), None)
         if b.x.G is not None:
-            bx = Form(bx.c, F.where(per_element(bad)[None], jnp.zeros_like(b.x.G), b.x.G), bx.r)
+            bx = Form(bx.c, zero_generators(b.x.G, bad), bx.r)
         if not b.e.nil and b.e.G is not None:
-            be = Form(be.c, F.where(per_element(bad)[None], jnp.zeros_like(b.e.G), b.e.G), be.r)
+            be = Form(be.c, zero_generators(b.e.G, bad), be.r)
         iv = b.iv
         if iv is not None:
             one, zero = jnp.ones_like(iv.lo), jnp.zeros_like(iv.lo)
