@@ -108,6 +108,23 @@ class Format:
         return 2.0 ** (self.emin - self.precision + 1)
 
     @property
+    def finite_below(self) -> float:
+        """Round to nearest maps every real ``r`` with ``|r| < finite_below`` to a finite
+        value of magnitude at most ``max_finite``: RN is monotone, ``max_finite`` is
+        representable, and overflow starts only at ``max_finite`` plus half the spacing
+        there. This threshold takes a quarter of that spacing, so it holds also after a
+        first rounding to a format with at least two more significand bits (XLA's
+        upcast-compute-round lowering of narrow formats); where ``max_finite`` is not a
+        multiple of the spacing of its binade (an unusual custom format) it is
+        ``max_finite`` itself. Below it, ``|fl(r) - r| <= unit_roundoff |r|`` still
+        holds (the rounding error is at most half the spacing, ``<= u |r|``)."""
+        e = math.floor(math.log2(self.max_finite))
+        spacing = 2.0 ** (e - self.precision + 1)
+        if math.fmod(self.max_finite, spacing) != 0:
+            return self.max_finite
+        return self.max_finite + spacing / 4
+
+    @property
     def underflow(self) -> float:
         """Bound ``eta`` on the absolute error of one rounding in the underflow range."""
         return self.smallest_subnormal / 2 if self.subnormals else self.smallest_normal

@@ -158,6 +158,13 @@ def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=
     if sign_preserving:
         clo = F.where(rt_lo >= 0, jnp.maximum(clo, 0.0), clo)
         chi = F.where(rt_hi <= 0, jnp.minimum(chi, 0.0), chi)
+        # nor does it overflow below the format's threshold: -max_finite - 3 rounds to
+        # -max_finite (a Flax mask value finfo(dtype).min minus a row maximum)
+        fmt = ctx.fmt
+        big = c(fmt.max_finite, clo.dtype)
+        thr = F.const_dn(fmt.finite_below, clo.dtype)
+        clo = F.where(rt_lo > -thr, jnp.maximum(clo, -big), clo)
+        chi = F.where(rt_hi < thr, jnp.minimum(chi, big), chi)
     if clamp_lo is not None:
         clo = jnp.maximum(clo, clamp_lo)
     if clamp_hi is not None:
