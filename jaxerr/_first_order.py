@@ -126,6 +126,8 @@ class _Tape:
         self.sm_role: dict[int, tuple[str, int]] = {}
         self.sm_parts: dict[int, dict[str, Any]] = {}
         self.sm_block: dict[int, Any] = {}
+        # id(path value) -> elements cut at this equation (_cut_infinite)
+        self.elem_cut: dict[int, Any] = {}
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -145,12 +147,19 @@ class _Tape:
 
     def event_value(self, r: Real, E: Any) -> Real:
         """The path value of a value whose deviation is bounded by ``E``."""
-        lo, hi = F.sub_dn(r.lo, E), F.add_up(r.hi, E)
+        # (E == 0: no outward step, which would make an exactly converted 0 mask
+        # [-tiny, tiny] and `mask != 0` uncertain)
+        lo = F.where(E == 0, r.lo, F.sub_dn(r.lo, E))
+        hi = F.where(E == 0, r.hi, F.add_up(r.hi, E))
         p = Real(lo, hi, lo, hi, jnp.zeros_like(lo), r.value, exact=True)
         self.keep.append(p)
         self.local[id(p)] = E
         self.has_event.add(id(p))
-        self.poison = self.poison | jnp.any(jnp.isinf(E))
+        if self.probabilistic:
+            self.poison = self.poison | jnp.any(jnp.isinf(E))
+        # worst case: an infinite event counts only where its sensitivity is not exactly
+        # 0 (_contrib); states past an infinity are cut at the next equation whose
+        # interval bound is finite (_cut_infinite)
         return p
 
 
@@ -161,6 +170,16 @@ def _to_path_input(tape: _Tape, r: Any) -> Any:
     hlo, hhi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
     base = Real(hlo, hhi, hlo, hhi, jnp.zeros_like(hlo), r.value, exact=True)
     p = tape.event_value(base, r.err)
+    if not tape.probabilistic:
+        # an infinite rounding event (finfo(float32).min is -inf in bfloat16): its
+        # states are the exact and the rounded value (see _path_domain's finalize)
+        inf_e = ~(r.err < jnp.inf)
+        lo, hi = F.where(inf_e, hlo, p.lo), F.where(inf_e, hhi, p.hi)
+        q = Real(lo, hi, lo, hi, jnp.zeros_like(lo), r.value, exact=True)
+        tape.keep.append(q)
+        tape.local[id(q)] = tape.local.pop(id(p))
+        tape.has_event.add(id(q))
+        p = q
     E = r.err
     if r.point:
         D, E = _known_shift(r, tape.adt)
@@ -206,7 +225,25 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         if out.exact:
             return Real(out.lo, out.hi, out.lo, out.hi, jnp.zeros_like(out.lo), out.value,
                         exact=True, point=out.point)
-        return tape.event_value(out, out.err)
+        p = tape.event_value(out, out.err)
+        iv = tape.interval_outs.get(ctx.path)
+        if tape.probabilistic or iv is None or len(iv) != 1 or not isinstance(iv[0], Real) \
+                or jnp.shape(iv[0].lo) != jnp.shape(p.lo):
+            return p
+        # an infinite event (an overflow, a mask constant that is -inf in the format):
+        # its states are the exact and the computed value, enclosed by the interval
+        # domain's hull; the event counts only where its sensitivity over that hull is
+        # not exactly 0 (_contrib), and _cut_infinite stops it where the interval
+        # domain bounds a later result
+        inf_e = ~(out.err < jnp.inf)
+        r = iv[0]
+        lo = F.where(inf_e, jnp.minimum(r.lo, r.clo), p.lo)
+        hi = F.where(inf_e, jnp.maximum(r.hi, r.chi), p.hi)
+        q = Real(lo, hi, lo, hi, jnp.zeros_like(lo), p.value, exact=True)
+        tape.keep.append(q)
+        tape.local[id(q)] = tape.local.pop(id(p))
+        tape.has_event.add(id(q))
+        return q
 
     def convert(ctx, invals):
         return _softmax_shift(tape, ctx, invals)
@@ -226,6 +263,8 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         if iv is not None and any(isinstance(o, Real) and not o.exact for o in iv):
             tape.has_event.update(id(o) for o in outs)
         outs = _softmax_block(tape, ctx, outs)
+        if not tape.probabilistic:
+            outs = _cut_infinite(tape, ctx, invals, outs)
         outs = _refine(tape, ctx, invals, outs)
         role = tape.sm_role.get(id(ctx.eqn))
         if role is not None and role[0] == "sub":
@@ -279,6 +318,52 @@ def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
     if id(p) in tape.has_event:
         tape.has_event.add(id(r))
     return [r]
+
+
+def _cut_infinite(tape: _Tape, ctx, invals: list[Any], outs: list[Any]) -> list[Any]:
+    """Cut an elementwise equation where an operand's path range is not finite (a state
+    past an infinity: Flax's ``finfo(float32).min`` mask is ``-inf`` in bfloat16 while
+    the exact value is finite) or reaches half the format's largest value (a mask
+    ``finfo(dtype).min``), but the interval domain bounds the result's total error
+    (``exp`` of it is 0, exact or computed): those elements become one event bounded by
+    the interval error, with the interval domain's hull of exact and computed values
+    as their path range (every state between the exact and the computed value), and
+    the reverse pass sends no sensitivity through them (``_reverse``). The infinite
+    events before them then meet an exactly-zero sensitivity (``_contrib``). Elsewhere
+    nothing changes."""
+    if len(outs) != 1 or not isinstance(outs[0], Real) or id(outs[0]) not in tape.local:
+        return outs
+    o = outs[0]
+    iv = tape.interval_outs.get(ctx.path)
+    if iv is None or not isinstance(iv[0], Real) or jnp.shape(iv[0].err) != jnp.shape(o.lo):
+        return outs
+    shape = jnp.shape(o.lo)
+    bad = jnp.zeros(shape, bool)
+    big = ctx.fmt.max_finite
+    for x in invals:
+        if not isinstance(x, Real) or id(x) not in tape.has_event:
+            continue
+        if jnp.shape(x.lo) != shape:
+            return outs  # not elementwise in this operand: no per-element cut
+        # (or near the format's overflow threshold, where one rounding moves a value by
+        # u max_finite: finfo(bfloat16).min - m rounds by 6.6e35, and the reverse pass's
+        # smallest sensitivity, the carrier's tiny, times that is not small)
+        huge = F.scale_up(jnp.maximum(jnp.abs(x.lo), jnp.abs(x.hi)), 2.0) > big
+        bad = bad | ~(jnp.isfinite(x.lo) & jnp.isfinite(x.hi)) | huge
+    r = iv[0]
+    E = tape.local[id(o)]
+    hlo, hhi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
+    cut = bad & (r.err < jnp.inf) & jnp.isfinite(hlo) & jnp.isfinite(hhi)
+    lo, hi = F.where(cut, hlo, o.lo), F.where(cut, hhi, o.hi)
+    p = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
+    tape.keep.append(p)
+    tape.local[id(p)] = F.where(cut, r.err, E)
+    for table in (tape.random, tape.shift):
+        if id(o) in table:
+            table[id(p)] = table[id(o)]
+    tape.has_event.add(id(p))
+    tape.elem_cut[id(p)] = cut
+    return [p]
 
 
 def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
@@ -412,7 +497,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         tape.has_event.add(id(probe))
         # the other results of a multiple-result equation stay in place (no cotangent)
         entry = (ctx, list(invals), [probe if k == j else x for k, x in enumerate(outs)])
-        for table in (tape.local, tape.random, tape.exact, tape.rem):
+        for table in (tape.local, tape.random, tape.exact, tape.rem, tape.elem_cut):
             if id(o) in table:
                 table[id(probe)] = table[id(o)]
         if id(o) in tape.prob_cut:
@@ -446,7 +531,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         hi = jnp.minimum(o.hi, F.add_up(ex_hi, B))
         r = Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True)
         tape.keep.append(r)
-        for table in (tape.local, tape.random, tape.exact, tape.rem):
+        for table in (tape.local, tape.random, tape.exact, tape.rem, tape.elem_cut):
             if id(o) in table:
                 table[id(r)] = table[id(o)]
         if id(o) in tape.prob_cut:
@@ -936,7 +1021,8 @@ def _contrib(g: Cot, E: Any) -> Any:
     """sum over elements of mag(g) * E (0 where E == 0, also against an infinite g)."""
     m = g.mag()
     E = C.fixed(E)
-    t = F.where(E == 0, 0.0, F.mul_up(m, E))
+    # an exactly-zero sensitivity takes nothing from an event, even an infinite one
+    t = F.where((E == 0) | (m == 0), 0.0, F.mul_up(m, E))
     t = F.where(jnp.isnan(t), jnp.inf, t)
     return _sum_all(t.astype(g.mid.dtype))
 
@@ -1079,6 +1165,10 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 if tape.probabilistic:
                     det = F.add_up_nn(det, extra)
                 ins, in_cots = [d_val], [cd]
+            ecut = tape.elem_cut.get(id(outs_[0])) if len(outs_) == 1 else None
+            if ecut is not None:  # elements cut by _cut_infinite: no sensitivity through them
+                in_cots = [c if c is None or jnp.shape(c.mid) != jnp.shape(ecut) else C.mask(c, ~ecut)
+                           for c in in_cots]
             for x, c in zip(ins, in_cots):
                 if c is not None and needed(x):
                     if stops is not None and id(x) in stops:

@@ -65,6 +65,12 @@ def _round_err(x: Any) -> Any:
     return jnp.abs(x) * eps + tiny  # eps = 2u covers |x| u and the rounding of this bound
 
 
+def _zero(g: Cot) -> Any:
+    """Where ``g`` is exactly 0 (a sensitivity that is certainly 0, e.g. through
+    elements cut by the reverse pass): operations on it are exact there."""
+    return (g.mid == 0) & (g.rad == 0)
+
+
 def add(a: Cot | None, b: Cot | None) -> Cot | None:
     if a is None:
         return b
@@ -72,7 +78,7 @@ def add(a: Cot | None, b: Cot | None) -> Cot | None:
         return a
     mid = a.mid + b.mid
     rad = F.add_up_nn(F.add_up_nn(a.rad, b.rad), _round_err(mid))
-    return Cot(mid, rad)
+    return Cot(mid, F.where(_zero(a) & _zero(b), 0.0, rad))
 
 
 def scale_point(g: Cot, d: Any) -> Cot:
@@ -80,7 +86,7 @@ def scale_point(g: Cot, d: Any) -> Cot:
     d = fixed(d)
     mid = g.mid * d
     rad = F.add_up_nn(F.mul_up(g.rad, jnp.abs(d)), _round_err(mid))
-    return Cot(mid, rad)
+    return Cot(mid, F.where(_zero(g) & jnp.isfinite(d), 0.0, rad))
 
 
 def mid_rad(lo: Any, hi: Any) -> tuple[Any, Any]:
@@ -103,6 +109,7 @@ def scale(g: Cot, lo: Any, hi: Any) -> Cot:
     t1 = F.where(g.mid == 0, 0.0, t1)  # 0 * inf: the sensitivity is exactly 0 there
     t2 = F.where(g.rad == 0, 0.0, t2)
     rad = F.add_up_nn(F.add_up_nn(t1, t2), _round_err(mid))
+    rad = F.where(_zero(g) & jnp.isfinite(dm) & jnp.isfinite(dr), 0.0, rad)
     return Cot(mid, rad.astype(mid.dtype))
 
 
@@ -134,7 +141,8 @@ def linear(g: Cot, T: Any, n_sum: int) -> Cot:
     gam = F.gamma(n_sum, float(np.finfo(dt).eps) / 2)
     slack = F.static_up(2 * n_sum * float(np.finfo(dt).tiny), dt)
     amid = T(jnp.abs(g.mid))
+    exact0 = (amid == 0) & (rad == 0)  # sums of exact zeros only
     # computed nonnegative sums are within (1 + gamma) of the exact ones
     rad = F.add_up_nn(F.scale_up(rad, 1 + 2 * gam), F.scale_up(amid, 2 * gam))
     rad = F.add_up_nn(rad, slack)
-    return Cot(mid, rad)
+    return Cot(mid, F.where(exact0, 0.0, rad))
