@@ -308,3 +308,25 @@ def test_diagnostic_location_names_the_users_line_before_a_library_frame(monkeyp
     # a summary outside installed packages is kept as JAX gives it
     monkeypatch.setattr(_compat._source_info_util, "summarize", lambda si: "/home/u/model.py:41 (f)")
     assert _compat.source_summary(eqn) == "/home/u/model.py:41 (f)"
+
+
+def test_variance_plus_eps_stays_positive_in_bfloat16():
+    """Flax's fast variance ``max(0, E[x^2] - E[x]^2) + eps`` on a constant row: the
+    variance may be 0, and ``0 + eps`` rounds to about ``eps`` (round to nearest is
+    monotone: the lower end's error is that of ``eps``, not ``u`` times the largest
+    variance). The rsqrt after it is finite (it was inf: the computed range of the sum
+    reached 0)."""
+    def f(x):
+        m = jnp.mean(x, -1, keepdims=True)
+        v = jnp.maximum(0.0, jnp.mean(jnp.square(x), -1, keepdims=True) - jnp.square(m))
+        return jax.lax.rsqrt(v + 1e-6)
+
+    x = np.array([[1.5, 1.5, 1.5, 1.5], [0.3, -1.2, 2.0, 0.7]], np.float32)
+    b = jaxerr.bound(f, "bfloat16", warn=False)(x)
+    assert np.all(np.isfinite(np.asarray(b.abs_err))), b.diagnostics
+    try:
+        from _soundness import check
+    except ImportError:  # pragma: no cover
+        from tests._soundness import check
+    v = check(f, [x], precision="bfloat16", n_samples=3)
+    assert not v, "\n".join(v[:5])

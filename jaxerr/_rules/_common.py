@@ -158,6 +158,13 @@ def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=
     if sign_preserving:
         clo = F.where(rt_lo >= 0, jnp.maximum(clo, 0.0), clo)
         chi = F.where(rt_hi <= 0, jnp.minimum(chi, 0.0), chi)
+        # round to nearest is monotone: fl(r) >= fl(rt_lo) >= rt_lo - rounding(|rt_lo|),
+        # an error bound at the end itself rather than at the largest magnitude (a
+        # variance max(0, v) + eps stays >= eps (1 - u) - eta, not eps - u max(v))
+        r_lo = rounding(ctx, jnp.abs(rt_lo))
+        r_hi = rounding(ctx, jnp.abs(rt_hi))
+        clo = jnp.maximum(clo, F.where(jnp.isfinite(rt_lo), F.sub_dn(rt_lo, r_lo), clo))
+        chi = jnp.minimum(chi, F.where(jnp.isfinite(rt_hi), F.add_up(rt_hi, r_hi), chi))
         # nor does it overflow below the format's threshold: -max_finite - 3 rounds to
         # -max_finite (a Flax mask value finfo(dtype).min minus a row maximum)
         fmt = ctx.fmt
