@@ -320,6 +320,14 @@ def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
     return [r]
 
 
+#: elementwise primitives (output element i reads operand element i only) that
+#: ``_cut_infinite`` may cut per element
+_ELEMENTWISE_CUT = frozenset(p for p in (P(n) for n in (
+    "exp", "exp2", "expm1", "log", "log1p", "tanh", "logistic", "erf", "erfc", "sqrt", "rsqrt",
+    "sin", "cos", "add", "sub", "mul", "div", "max", "min", "neg", "abs", "square", "integer_pow",
+    "pow", "clamp", "select_n", "convert_element_type")) if p is not None)
+
+
 def _cut_infinite(tape: _Tape, ctx, invals: list[Any], outs: list[Any]) -> list[Any]:
     """Cut an elementwise equation where an operand's path range is not finite (a state
     past an infinity: Flax's ``finfo(float32).min`` mask is ``-inf`` in bfloat16 while
@@ -331,6 +339,8 @@ def _cut_infinite(tape: _Tape, ctx, invals: list[Any], outs: list[Any]) -> list[
     the reverse pass sends no sensitivity through them (``_reverse``). The infinite
     events before them then meet an exactly-zero sensitivity (``_contrib``). Elsewhere
     nothing changes."""
+    if ctx.eqn.primitive not in _ELEMENTWISE_CUT:
+        return outs  # (a dot or a transpose of square operands is not elementwise)
     if len(outs) != 1 or not isinstance(outs[0], Real) or id(outs[0]) not in tape.local:
         return outs
     o = outs[0]
