@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
+from .._domains.affine import per_element
 from .._domains.interval import Discrete
 from . import register_rule
 from ._common import c
@@ -76,7 +77,7 @@ class _Convs:
         dn = self.params["dimension_numbers"]
         b_in, b_out = dn.lhs_spec[0], dn.out_spec[0]
         k = len(lhs_list)
-        out = self._up(self.dot(jnp.concatenate(lhs_list, axis=b_in), y))
+        out = self._up(self.dot(jnp.concatenate([per_element(t) for t in lhs_list], axis=b_in), y))  # see linear._Dots
         return list(jnp.split(out, k, axis=b_out))
 
 

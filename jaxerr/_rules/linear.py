@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
+from .._domains.affine import per_element
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
 from ._common import (
@@ -67,7 +68,11 @@ class _Dots:
         """Upper bounds of l·y for several nonnegative lhs sharing the rhs (one matmul)."""
         if len(lhs_list) == 1:
             return [self.dot_up(lhs_list[0], y)]
-        stacked = jnp.stack(lhs_list)
+        # each lhs materialised first (``affine.per_element``): XLA:CPU otherwise fuses
+        # the elementwise chains that produce them into the concatenation, where shared
+        # subexpressions are re-evaluated per use (a Keras LayerNorm -> Dense took 17 s
+        # per call for a (2, 8) stack)
+        stacked = jnp.stack([per_element(t) for t in lhs_list])
         out = self._up(self.dot(stacked, y, _shift_dims(self.dn)))
         (_, _), (lb, _) = self.dn
         axis = len(lb)
