@@ -3,6 +3,10 @@
     python scripts/fuzz.py --cases 100000 [--seed 0] [--domains interval first_order]
                            [--batch 256] [--out fuzz_failures.jsonl] [--minimise]
     python scripts/fuzz.py --replay fuzz_failures.jsonl
+    python scripts/fuzz.py --seed 22011 --programs 1 --batch 1024 [--domains ...]   # one program
+
+A program is drawn from its seed, ``--batch``, ``--max-nodes``, ``--domains`` and
+``--precisions``: re-running a seed needs the same values of these as the campaign.
 
 Each *program* (a random DAG over jaxerr's supported primitives, tests/_fuzz.py) is
 analysed under one random configuration (format, accumulation, domain, points or
@@ -23,6 +27,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")  # XLA has no intra-op thread flag
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
@@ -43,7 +48,7 @@ def replay(path: str) -> int:
             spec, config, inputs = Z.case_from_json(rec)
             print(config.label())
             print(spec)
-            r = Z.run_case(spec, config, inputs, batched=True)
+            r = Z.run_case(spec, config, inputs, batched=rec.get("batched", True), seed=rec.get("seed", 0))
             print("  violations:", len(r.violations))
             for v in r.violations[:5]:
                 print("   ", v)
@@ -61,11 +66,17 @@ def one_program(seed: int, args: argparse.Namespace, precs) -> dict:
            "spec": str(spec), "cases": 0, "inf": 0, "bad": 0, "violations": [], "error": None}
     try:
         r = Z.run_case(spec, config, inputs, batched=batched, seed=seed)
-    except Exception as e:  # a crash of the analysis is a finding too
+    except Exception as e:  # a crash of the analysis (or of the reference) is a finding too
         rec["error"] = f"{type(e).__name__}: {str(e)[:500]}"
+        # the traceback says whether jaxerr or the test-side reference crashed; the
+        # failing input set is not known, so the record keeps the whole batch (its
+        # --replay re-runs the same batch and raises the same error)
+        tb = traceback.format_exc()
+        rec["traceback"] = "".join(tb.splitlines(keepends=True)[-40:])
         with open(args.out, "a") as fh:
-            fh.write(json.dumps({**Z.case_to_json(spec, config, inputs, 0), "seed": seed,
-                                 "error": rec["error"]}, default=str) + "\n")
+            fh.write(json.dumps({**Z.case_to_json(spec, config, inputs), "seed": seed,
+                                 "batched": batched, "error": rec["error"], "traceback": tb},
+                                default=str) + "\n")
         return rec
     rec.update(cases=r.cases, inf=r.stats.get("inf", 0), bad=len(r.bad_elements),
                violations=r.violations[:5])
@@ -101,6 +112,9 @@ def main(argv=None) -> int:
     ap.add_argument("--precisions", nargs="+", default=None,
                     help="subset of formats ('None' = as written); default: all")
     ap.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    ap.add_argument("--programs", type=int, default=None,
+                    help="stop after this many programs (checked, errors and timeouts); "
+                         "--seed S --programs 1 re-runs the program of seed S")
     ap.add_argument("--program-timeout", type=float, default=300.0,
                     help="seconds one program (compile, analysis and checks) may take; a program "
                          "past it is stopped, listed as TIMEOUT (unchecked, not a violation) and "
@@ -131,7 +145,8 @@ def main(argv=None) -> int:
     seed = args.seed
     proc = None
     try:
-        while cases < args.cases and (args.time_limit is None or time.time() - t0 < args.time_limit):
+        while (cases < args.cases and (args.time_limit is None or time.time() - t0 < args.time_limit)
+               and (args.programs is None or programs + errors + len(timeouts) < args.programs)):
             if proc is None:
                 q = ctx.Queue()
                 proc = ctx.Process(target=_worker, args=(seed, args, precs, q), daemon=True)
@@ -159,7 +174,8 @@ def main(argv=None) -> int:
             rec = msg[2]
             if rec["error"]:
                 errors += 1
-                print(f"seed {seed} {rec['label']}: ERROR {rec['error']}\n{rec['spec']}", flush=True)
+                print(f"seed {seed} {rec['label']}: ERROR {rec['error']}\n{rec['spec']}\n"
+                      f"{rec.get('traceback', '')}", flush=True)
                 seed += 1
                 continue
             programs += 1

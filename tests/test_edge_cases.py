@@ -330,3 +330,56 @@ def test_variance_plus_eps_stays_positive_in_bfloat16():
         from tests._soundness import check
     v = check(f, [x], precision="bfloat16", n_samples=3)
     assert not v, "\n".join(v[:5])
+
+
+
+@pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow),
+                                    pytest.param("affine", marks=pytest.mark.slow)])
+def test_erfc_of_an_operand_past_sqrt_max_finite_is_finite(domain):
+    """erf/erfc's derivative bound exp(-d^2) squared the operand's smallest magnitude d
+    with a rounding-down product, NaN once d*d overflows (d past 1.8e19 in float32): the
+    bound was inf for erfc(3e30) although the result is 0 (2 for -3e30) up to its own
+    rounding. Now finite (erf shares the derivative bound in every domain)."""
+    def f(x):
+        return jax.lax.erfc(x * 3.0)  # x * 3 is rounded: erfc's operand carries an error
+
+    x = np.array([1e30, -1e25, 2e19, 0.5], np.float32)
+    b = jaxerr.bound(f, "float32", domain=domain, warn=False)(x)
+    err = np.asarray(b.abs_err)
+    assert np.all(np.isfinite(err)) and np.all(err < 1e-4), (err, b.diagnostics)
+    try:
+        from _soundness import check
+    except ImportError:  # pragma: no cover
+        from tests._soundness import check
+    v = check(f, [x], precision="float32", domain=domain, n_samples=2, real_backend=False)
+    assert not v, "\n".join(v[:5])
+
+
+@pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow),
+                                    pytest.param("affine", marks=pytest.mark.slow)])
+def test_negative_integer_pow_whose_power_overflows(domain):
+    """x**-2 is computed as 1 / x**2: in float16 696**2 overflows, XLA returns 1/inf = 0,
+    and 696**-2 = 2.06e-6. The computed range was [2.03e-6, 2.10e-6] with abs_err 3.2e-8
+    (first_order, fuzz seed 22039): now it reaches 0 and abs_err covers |x**-2|."""
+    def f(x):
+        return jax.lax.integer_pow(x, -2), jax.lax.integer_pow(x * 1.5, -3)
+
+    x = np.array([696.0, -300.0, 100.0, 8.0, 2.0], np.float32)
+    x64 = x.astype(np.float64)
+    powers = ((x64**2, x64**-2), ((1.5 * x64) ** 3, (1.5 * x64) ** -3))
+    b = jaxerr.bound(f, "float16", domain=domain, warn=False)(x)
+    for o, (p, e) in zip(b, powers):
+        err = np.asarray(o.abs_err, np.float64)
+        assert np.all(np.isfinite(err))
+        ovf = np.abs(p) > 65520  # x**k rounds to inf in float16: computed 0
+        assert ovf.sum() in (2, 3)
+        clo, chi = np.asarray(o.computed_lo)[ovf], np.asarray(o.computed_hi)[ovf]
+        assert np.all(err[ovf] >= np.abs(e[ovf])) and np.all(clo <= 0) and np.all(chi >= 0)
+        # elsewhere the usual bound (below float16's smallest normal: flushing)
+        assert np.all(err[~ovf] < 1e-2 * np.abs(e[~ovf]) + 6.2e-5)
+    try:
+        from _soundness import check
+    except ImportError:  # pragma: no cover
+        from tests._soundness import check
+    v = check(f, [x], precision="float16", domain=domain, n_samples=3, radius=0.5)
+    assert not v, "\n".join(v[:5])

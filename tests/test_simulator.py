@@ -692,6 +692,28 @@ def test_exact_ignores_program_roundings_and_compensates():
     assert S.exact(lambda t: t * 1, (x64,), round_inputs=True)[0][0] == float(np.float32(0.1))
 
 
+def test_exact_erfc_of_huge_arguments():
+    """mpmath 1.3's erfc raised OverflowError (``int(x)**2 * 1.44`` as a float) past
+    x ~ 1.3e154: fuzz seed 22011 (float64 erfc(ceil(exp(x)))) crashed the reference."""
+    mp = S.mpmath
+    erfc = S._MP_UNARY["erfc"]
+    with mp.workdps(40):
+        for x in (mp.mpf(1e300), mp.mpf(np.finfo(np.float64).max)):
+            got = erfc(x)
+            # the asymptotic series' first two terms bracket erfc(x)
+            first = mp.exp(-x * x) / (x * mp.sqrt(mp.pi))
+            assert first * (1 - 1 / (2 * x * x)) <= got <= first and got > 0
+        x = mp.mpf(2e100)  # the huge-argument branch agrees with mpmath where both work
+        assert abs(erfc(x) / mp.erfc(x) - 1) < mp.mpf(10) ** -35
+        assert erfc(mp.mpf(-1e300)) == 2 and erfc(mp.mpf(3)) == mp.erfc(3)
+        assert erfc(mp.inf) == 0 and mp.isnan(erfc(mp.nan))
+    # through the exact interpreter: exp(400) ~ 5e173 exactly (no float overflow in mpmath)
+    x = np.float32([400.0, 1.0])
+    got = S.exact(lambda t: jax.lax.erfc(jnp.exp(t)), (x,), dps=40, return_mp=True)[0]
+    with mp.workdps(40):
+        assert 0 < got[0] < mp.mpf(10) ** -1000 and abs(got[1] - mp.erfc(mp.e)) < mp.mpf(10) ** -35
+
+
 def test_exact_float_to_int_still_truncates():
     x = np.array([2.7, -2.7], np.float32)
     for dps in (None, 30):

@@ -265,6 +265,8 @@ _C_ERF = 2 / math.sqrt(math.pi)
 
 def _erf_d(m_small, m_big):
     dt = m_small.dtype
+    # capped: exp(-m^2) is 0 past m = 27 anyway, and mul_dn of an overflowing m*m is NaN
+    m_small = jnp.minimum(m_small, 1e4)
     d_hi = F.mul_up(const(_C_ERF * (1 + 1e-15), dt), _exp_up(-F.mul_dn(m_small, m_small)))
     d_lo = F.mul_dn(const(_C_ERF * (1 - 1e-15), dt), _exp_dn(-F.mul_up(m_big, m_big)))
     return jnp.maximum(d_lo, 0.0), d_hi

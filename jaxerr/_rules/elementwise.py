@@ -158,7 +158,11 @@ def logistic_rule(ctx, a, **_):
 
 
 def _erf_deriv(lo, hi, f_up):
-    d = mig(lo, hi)
+    # exp(-d^2) decreases in d and is 0 in every format past d = 27: capping d keeps
+    # d*d finite (mul_dn of an overflowing product is NaN, which made the bound inf for
+    # operands past sqrt(max finite), e.g. erf(3e30) in float32); the cap only raises
+    # the bound
+    d = jnp.minimum(mig(lo, hi), 1e4)
     exp_up = _enclose(jnp.exp, P("exp"))[1]
     return F.mul_up(c(2 / math.sqrt(math.pi) * (1 + 1e-15), lo.dtype), exp_up(-F.mul_dn(d, d)))
 

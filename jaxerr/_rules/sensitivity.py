@@ -399,7 +399,8 @@ _TWO_OVER_SQRT_PI = 2 / math.sqrt(math.pi)
 
 
 def _erf_d(a, o):
-    mn, mx = mig(a.lo, a.hi), mag(a.lo, a.hi)
+    # mn capped: exp(-mn^2) is 0 past mn = 27 anyway, and mul_dn of an overflowing mn*mn is NaN
+    mn, mx = jnp.minimum(mig(a.lo, a.hi), 1e4), mag(a.lo, a.hi)
     lo = F.mul_dn(_exp_dn(-F.mul_up(mx, mx)), _TWO_OVER_SQRT_PI * (1 - 1e-15))
     hi = F.mul_up(_exp_up(-F.mul_dn(mn, mn)), _TWO_OVER_SQRT_PI * (1 + 1e-15))
     return jnp.maximum(lo, 0.0), hi
