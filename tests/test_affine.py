@@ -371,35 +371,3 @@ def test_per_element_values_are_not_recomputed_per_symbol():
     big = [c for c in comps if "f32[64,2,16]" in c and c.count("\n") > 50]
     assert not big, big[0][:500]
 
-
-def test_stacked_matmul_operands_are_materialised():
-    """The interval rule's shared-rhs matmul (``_Dots.dots_up``: radius and error
-    stacked into one dot) materialises each lhs before the stack: XLA:CPU otherwise
-    fused the elementwise chains that produced them into the concatenation, where shared
-    subexpressions are re-evaluated per use (the zoo's Keras model, LayerNorm then Dense,
-    took 17.7 s per call in first_order for a (2, 8) stack; 2.4 ms with it). Checks the
-    products and that no fused computation producing the stack contains the chain."""
-    from jaxerr._rules.linear import _Dots
-
-    def chain(a):
-        for _ in range(60):
-            a = jnp.where(a > 0.5, a * 1.0001 + 0.1, a * 0.999 - 0.01)
-        return jnp.abs(a)
-
-    rng = np.random.default_rng(1)
-    a = jnp.asarray(rng.normal(size=(1, 8)), jnp.float32)
-    w = jnp.asarray(np.abs(rng.normal(size=(8, 3))), jnp.float32)
-    D = _Dots((((1,), (0,)), ((), ())), 8, np.float32)
-
-    def f(a, w):
-        x = chain(a)
-        return D.dots_up([x, x * 2 + 1], w)
-
-    r0, r1 = f(a, w)
-    x = np.asarray(chain(a), np.float64)
-    for r, lhs in ((r0, x), (r1, x * 2 + 1)):
-        assert np.all(np.asarray(r, np.float64) >= lhs @ np.asarray(w, np.float64))
-    hlo = jax.jit(f).lower(a, w).compile().as_text()
-    comps = hlo.split("\n\n")
-    big = [c for c in comps if "f32[2,1,8]" in c and c.count("\n") > 100]
-    assert not big, big[0][:500]

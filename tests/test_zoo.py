@@ -50,7 +50,9 @@ def _cases():
 
 def _build(name):
     if name == "keras":
-        pytest.importorskip("keras")
+        # through jaxerr.keras, which selects the JAX backend before Keras is imported
+        # (a bare importorskip("keras") picked TensorFlow and skipped every Keras case)
+        pytest.importorskip("jaxerr.keras")
     return zoo.build(name)
 
 
@@ -87,7 +89,12 @@ def _same(a, b, index=None):
             p = np.asarray(getattr(x, k))
             if index is not None:
                 p = p[index]
-            np.testing.assert_allclose(p, np.asarray(getattr(y, k)), rtol=1e-5, atol=0)
+            q = np.asarray(getattr(y, k))
+            # batched and single analyses may sum in different orders (each is rounded
+            # outward, so each is sound): equal up to float32 noise at the array's scale
+            fin = np.isfinite(q)
+            scale = float(np.max(np.abs(q[fin]), initial=0.0))
+            np.testing.assert_allclose(p, q, rtol=1e-5, atol=1e-5 * scale)
 
 
 def _jit_vmap_cases():
@@ -128,3 +135,4 @@ def test_mask_from_integer_input_is_certain():
     err = np.asarray(b.abs_err)[0]
     # only the bias' own rounding: -1e4 is -9984 in bfloat16
     assert np.all(err[:3] == 0) and np.all(err[3:] <= 16.01)
+

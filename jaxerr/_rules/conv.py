@@ -23,7 +23,6 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.affine import per_element
 from .._domains.interval import Discrete
 from . import register_rule
 from ._common import c
@@ -71,14 +70,8 @@ class _Convs:
         return self._up(self.dot(x, y))
 
     def dots_up(self, lhs_list, y):
-        if len(lhs_list) == 1 or self.params.get("batch_group_count", 1) != 1:
-            return [self.dot_up(t, y) for t in lhs_list]
-        # several lhs sharing the kernel: stack them along the batch dimension
-        dn = self.params["dimension_numbers"]
-        b_in, b_out = dn.lhs_spec[0], dn.out_spec[0]
-        k = len(lhs_list)
-        out = self._up(self.dot(jnp.concatenate([per_element(t) for t in lhs_list], axis=b_in), y))  # see linear._Dots
-        return list(jnp.split(out, k, axis=b_out))
+        # one convolution each, not concatenated along the batch: see linear._Dots
+        return [self.dot_up(t, y) for t in lhs_list]
 
 
 @register_rule(P("conv_general_dilated"))

@@ -21,7 +21,6 @@ import numpy as np
 
 from .. import _compat
 from .. import _formats as F
-from .._domains.affine import per_element
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
 from ._common import (
@@ -33,12 +32,6 @@ from ._common import (
 )
 
 P = _compat.prim
-
-
-def _shift_dims(dimension_numbers):
-    """Dimension numbers for an lhs with one extra leading axis."""
-    (lc, rc), (lb, rb) = dimension_numbers
-    return ((tuple(d + 1 for d in lc), tuple(rc)), (tuple(d + 1 for d in lb), tuple(rb)))
 
 
 class _Dots:
@@ -65,18 +58,15 @@ class _Dots:
         return self._up(self.dot(x, y))
 
     def dots_up(self, lhs_list, y):
-        """Upper bounds of l·y for several nonnegative lhs sharing the rhs (one matmul)."""
-        if len(lhs_list) == 1:
-            return [self.dot_up(lhs_list[0], y)]
-        # each lhs materialised first (``affine.per_element``): XLA:CPU otherwise fuses
-        # the elementwise chains that produce them into the concatenation, where shared
-        # subexpressions are re-evaluated per use (a Keras LayerNorm -> Dense took 17 s
-        # per call for a (2, 8) stack)
-        stacked = jnp.stack([per_element(t) for t in lhs_list])
-        out = self._up(self.dot(stacked, y, _shift_dims(self.dn)))
-        (_, _), (lb, _) = self.dn
-        axis = len(lb)
-        return [lax.index_in_dim(out, i, axis=axis, keepdims=False) for i in range(len(lhs_list))]
+        """Upper bounds of l·y for several nonnegative lhs sharing the rhs, one matmul
+        each. Not stacked into one matmul: XLA:CPU fuses the elementwise chains that
+        produce the lhs into the concatenation and re-evaluates them there (the zoo's
+        Keras model, LayerNorm then Dense, took 17.7 s per call in first_order for a
+        (2, 8) stack; 2.4 ms with separate matmuls, which cost the same on the MLPs of
+        ``benchmarks/overhead.py``); materialising each lhs first with a sort instead
+        made XLA keep every layer's ``|w|`` live at once
+        (``test_edge_cases.py::test_weight_passes_are_not_hoisted``)."""
+        return [self.dot_up(t, y) for t in lhs_list]
 
 
 def _mid_rad(x: Real):
