@@ -343,23 +343,9 @@ def _eval(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any], ev: _Events,
     return [read(v, f"{path}out{j}") for j, v in enumerate(jaxpr.outvars)]
 
 
-def first_order_limit(f: Callable[..., Any], args: Sequence[Any], precision: Any = None,
-                      accumulation: Any = "auto", chunk: int = 64,
-                      inputs: str = "signed") -> list[np.ndarray]:
-    """``L_i = sum_k |dy_i/de_k(0)| E_k`` for every element of every floating output
-    of ``f(*args)``: a list of float64 arrays shaped like those outputs.
-
-    ``args``: the tuple of positional arguments, exact inputs (arrays or pytrees of
-    arrays; no ``Interval``). ``precision``/``accumulation``: as in
-    ``jaxerr.bound``. ``chunk``: output components per vmapped batch of the
-    reverse pass. ``inputs`` (only matters under ``precision``): ``"signed"``
-    (default) counts the rounding of the point's inputs, constants and literals
-    into the format as the known shift it is, ``|sum_k dy_i/de_k r_k|`` with
-    ``r_k = round(x_k) - x_k``; ``"abs"`` counts each as a worst-case event,
-    ``sum_k |dy_i/de_k| |r_k|`` (the bound for any inputs within rounding
-    distance; larger)."""
-    if inputs not in ("signed", "abs"):
-        raise ValueError(f"inputs must be 'signed' or 'abs', got {inputs!r}")
+def _setup(f: Callable[..., Any], args: Sequence[Any], precision: Any, accumulation: Any):
+    """Trace ``f``, record the events at the exact point; return the recording, the
+    perturbed evaluation ``g(perts)`` (floating outputs) and the output shapes."""
     fmt = None if precision is None else F.as_format(precision)
     acc = F.Accumulation.parse(accumulation)
     args = tuple(args)
@@ -381,15 +367,37 @@ def first_order_limit(f: Callable[..., Any], args: Sequence[Any], precision: Any
     outs0 = evaluate(rec)  # exact values; E_k of every event
     float_out = [k for k, v in enumerate(jaxpr.outvars) if _is_float(v.aval.dtype)]
     out_shapes = [tuple(np.shape(outs0[k])) for k in float_out]
-    if not rec.E:
-        return [np.zeros(s) for s in out_shapes]
-    shapes = [e.shape for e in rec.E]
 
     def g(perts: list[Any]) -> list[Any]:
         ev = _Events(perts, rec.kept)
         outs = evaluate(ev)
         assert ev.i == len(perts), (ev.i, len(perts))
         return [outs[k] for k in float_out]
+
+    return rec, g, out_shapes
+
+
+def first_order_limit(f: Callable[..., Any], args: Sequence[Any], precision: Any = None,
+                      accumulation: Any = "auto", chunk: int = 64,
+                      inputs: str = "signed") -> list[np.ndarray]:
+    """``L_i = sum_k |dy_i/de_k(0)| E_k`` for every element of every floating output
+    of ``f(*args)``: a list of float64 arrays shaped like those outputs.
+
+    ``args``: the tuple of positional arguments, exact inputs (arrays or pytrees of
+    arrays; no ``Interval``). ``precision``/``accumulation``: as in
+    ``jaxerr.bound``. ``chunk``: output components per vmapped batch of the
+    reverse pass. ``inputs`` (only matters under ``precision``): ``"signed"``
+    (default) counts the rounding of the point's inputs, constants and literals
+    into the format as the known shift it is, ``|sum_k dy_i/de_k r_k|`` with
+    ``r_k = round(x_k) - x_k``; ``"abs"`` counts each as a worst-case event,
+    ``sum_k |dy_i/de_k| |r_k|`` (the bound for any inputs within rounding
+    distance; larger)."""
+    if inputs not in ("signed", "abs"):
+        raise ValueError(f"inputs must be 'signed' or 'abs', got {inputs!r}")
+    rec, g, out_shapes = _setup(f, args, precision, accumulation)
+    if not rec.E:
+        return [np.zeros(s) for s in out_shapes]
+    shapes = [e.shape for e in rec.E]
 
     sizes = [max(1, int(np.prod(s))) for s in out_shapes]
     M = int(sum(sizes))
@@ -421,6 +429,53 @@ def first_order_limit(f: Callable[..., Any], args: Sequence[Any], precision: Any
                        [jnp.asarray(r if r is not None else 0.0, jnp.float32) for r in rec.R]),
                    dtype=np.float64)
     return [L[o:o + s].reshape(sh) for o, s, sh in zip(offs, sizes, out_shapes)]
+
+
+def adversarial_errors(f: Callable[..., Any], args: Sequence[Any], precision: Any = None,
+                       accumulation: Any = "auto", outputs: int = 16,
+                       steps: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """A *lower* bound on the standard model's worst case, to put ``L`` in context:
+    for up to ``outputs`` elements ``i`` of the first floating output (evenly spaced),
+    choose every operation's event ``e_k = s_k E_k`` (``|s_k| = 1``; rounded inputs
+    keep their known shift ``r_k``) by sign ascent on ``+-y_i`` (start at the signs of
+    ``dy_i/de_k(0)``, then ``steps`` times the signs of the gradient at the current
+    events), evaluate the perturbed program, and keep ``max |y_i(e) - y_i(0)|`` over
+    both directions and all iterates. Returns (flat indices, those deviations).
+
+    Every ``e`` tried is allowed by the model, so a sound bound must be at least the
+    deviation found (up to float32 evaluation noise and ``E_k`` being taken at the
+    exact values). ``deviation / L`` near 1 says the worst case *is* first-order
+    there (a bound far above ``L`` is loose); above 1, second-order effects are
+    real."""
+    rec, g, out_shapes = _setup(f, args, precision, accumulation)
+    size = max(1, int(np.prod(out_shapes[0])))
+    idx = np.unique(np.linspace(0, size - 1, min(outputs, size)).round().astype(int))
+    if not rec.E:
+        return idx, np.zeros(len(idx))
+    E = [jnp.asarray(e, jnp.float32) for e in rec.E]
+    R = [None if r is None else jnp.asarray(r, jnp.float32) for r in rec.R]
+
+    def perts(signs: list[Any]) -> list[Any]:
+        return [e * s if r is None else r for e, s, r in zip(E, signs, R)]
+
+    def y(ps: list[Any], i: Any) -> Any:
+        return g(ps)[0].reshape(-1)[i]
+
+    @jax.jit
+    def one(i: Any) -> Any:
+        y0 = y([jnp.zeros_like(e) for e in E], i)
+        best = jnp.zeros((), jnp.float32)
+        for direction in (1.0, -1.0):
+            signs = [jnp.full_like(e, direction) for e in E]
+            grad = jax.grad(lambda ps: direction * y(ps, i))
+            signs = [jnp.where(d >= 0, 1.0, -1.0) for d in grad([jnp.zeros_like(e) for e in E])]
+            for _ in range(steps + 1):
+                ps = perts(signs)
+                best = jnp.maximum(best, jnp.abs(y(ps, i) - y0))
+                signs = [jnp.where(d >= 0, 1.0, -1.0) for d in grad(ps)]
+        return best
+
+    return idx, np.asarray([float(one(int(i))) for i in idx], np.float64)
 
 
 def selftest(verbose: bool = True) -> None:
