@@ -50,6 +50,24 @@ def test_small_program_refines_without_checkpoints(monkeypatch):
 
 
 @pytest.mark.slow
+def test_refinement_passes_split_at_refined_values(monkeypatch):
+    """Within the budget the refinement passes split at the earlier refined values
+    (cotangent midpoints go on, ``rad * B`` is charged) instead of carrying whole
+    enclosures, whose radii add up through ``|W|`` at every layer: a 4-layer 128-wide
+    GELU MLP in bfloat16 has a ~1.7x smaller bound (median abs_err 0.281 against
+    0.466 with full passes, which is what the code did before), and stays sound."""
+    f = _mlp(128, 4)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, 128)), np.float32)
+    b = _fo(f, x, "bfloat16")
+    monkeypatch.setattr(FO, "REFINE_CHECKPOINTS", False)
+    b_full = _fo(f, x, "bfloat16")
+    monkeypatch.undo()
+    assert np.median(b / b_full) <= 0.75, np.median(b / b_full)
+    v = check(f, [x], precision="bfloat16", domain="first_order", n_samples=2, seed=5)
+    assert not v, v
+
+
+@pytest.mark.slow
 def test_gelu_mlp_sound_point():
     f = _mlp(8, 4, True, seed=1)
     x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (1, 8)), np.float32)
