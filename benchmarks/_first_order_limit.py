@@ -442,9 +442,11 @@ def adversarial_errors(f: Callable[..., Any], args: Sequence[Any], precision: An
     events), evaluate the perturbed program, and keep ``max |y_i(e) - y_i(0)|`` over
     both directions and all iterates. Returns (flat indices, those deviations).
 
-    Every ``e`` tried is allowed by the model, so a sound bound must be at least the
-    deviation found (up to float32 evaluation noise and ``E_k`` being taken at the
-    exact values). ``deviation / L`` near 1 says the worst case *is* first-order
+    Every ``e`` tried is allowed by the standard model (``|e_k| <= u|y_k|``), so a
+    bound of that model must be at least the deviation found (up to float32 evaluation
+    noise and ``E_k`` being taken at the exact values). Round to nearest errs by at
+    most ``u 2^floor(log2|y_k|)``, which jaxerr uses: its bounds may be below the
+    deviation found (by up to 2x per event) and still hold for every execution. ``deviation / L`` near 1 says the worst case *is* first-order
     there (a bound far above ``L`` is loose); above 1, second-order effects are
     real."""
     rec, g, out_shapes = _setup(f, args, precision, accumulation)

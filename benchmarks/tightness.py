@@ -699,7 +699,8 @@ def main(argv=None) -> int:
                          f"second-order terms allow (min ratio {r['fo_lim'][2]:.4f})")
         if r.get("adv_fo", 0) > 1:
             notes.append(f"{tag}: sign ascent found a deviation {r['adv_fo']:.3f}x the first_order "
-                         "bound (events at the model's E_k at the exact values: check the model)")
+                         "bound (its events use the standard model's u|y|; round to nearest, and "
+                         "jaxerr, use u 2^floor(log2|y|): see docs/results.md)")
         if r.get("lim_below_obs"):
             notes.append(f"{tag}: observed > first-order limit at {r['lim_below_obs']} elements "
                          "(second-order effects or the limit's float32 evaluation)")
