@@ -19,7 +19,7 @@ point input and over a box ``Interval.around(x, 1e-3)``, this prints one table:
   max), with ``L`` the first-order limit ``sum_k |dy/de_k| E_k`` of the standard
   model (``benchmarks/_first_order_limit.py``, a float32 reference value);
   ``limit/obs``: median of ``L / observed`` (how far even the best worst-case
-  first-order bound is from what the simulations hit); ``limit/|y|``: median of
+  first-order bound is from what the simulations hit); ``limit/y``: median of
   ``L / |exact output|``. Where it is not small (bfloat16: 0.15 after two 256-wide
   layers, 0.44 after four) the worst case is not first-order small: second-order
   effects may matter. ``worst/limit``: the largest deviation that sign ascent finds
@@ -511,7 +511,7 @@ def _pair(p) -> str:
 
 
 HEADER = ["model", "format", "acc", "input", "sims", "max obs", "interval", "first_order",
-          "FO prob", "FO/limit", "limit/obs", "limit/|y|", "worst/limit", "cost iv", "cost fo", "compile iv/fo/prob [s]",
+          "FO prob", "FO/limit", "limit/obs", "limit/y", "worst/limit", "cost iv", "cost fo", "compile iv/fo/prob [s]",
           "viol", "row [s]"]
 
 
@@ -673,7 +673,7 @@ def main(argv=None) -> int:
     print()
     print("interval / first_order / FO prob: median over elements of abs_err/observed / "
           "max(abs_err)/max(observed). FO/limit: median / max over elements of first_order "
-          "abs_err / first-order limit; limit/obs: median of limit/observed; limit/|y|: median "
+          "abs_err / first-order limit; limit/obs: median of limit/observed; limit/y: median "
           "of limit/|exact output|; worst/limit: median over 16 outputs of the largest deviation "
           "found by sign ascent over the model's events (a lower bound on the worst case; "
           "near 1: the worst case is first-order, above: second-order effects are real). "
