@@ -758,7 +758,11 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
 
         wc, pr = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
                                     key.probabilistic)
-        outs = [_cap(o, e if key.probabilistic is None else p) for o, e, p in zip(outs, wc, pr)]
+        from ._first_order import FIRST_ORDER_PATH_OUT
+
+        paths = FIRST_ORDER_PATH_OUT[0] if key.probabilistic is None else None
+        paths = paths if paths is not None and len(paths) == len(outs) else [None] * len(outs)
+        outs = [_cap(o, e if key.probabilistic is None else p, q) for o, e, p, q in zip(outs, wc, pr, paths)]
     elif key.domain == "affine":
         from ._affine import affine_outputs
 
@@ -870,13 +874,23 @@ def _daz(r: Real, adt: Any) -> Real:
     return Real(lo, hi, clo, chi, err, r.value)
 
 
-def _cap(o: Any, err: Any) -> Any:
-    """Replace the error bound by the smaller of it and ``err`` (another valid bound)."""
+def _cap(o: Any, err: Any, path: Any = None) -> Any:
+    """Replace the error bound by the smaller of it and ``err`` (another valid bound).
+    ``path``: (lo, hi) enclosing the computed value (first_order's path pass; infinite
+    where it knows nothing): narrows the computed range, and where it is finite the
+    computed value is not NaN."""
     if not isinstance(o, Real) or err is None or o.exact:
         return o
+    clo, chi, nan = o.clo, o.chi, I.nan_possible(o)
+    if path is not None:
+        plo, phi = (p.astype(o.clo.dtype) for p in path)
+        fin = jnp.isfinite(plo) & jnp.isfinite(phi)
+        clo = F.where(fin, jnp.maximum(clo, plo), clo)
+        chi = F.where(fin, jnp.minimum(chi, phi), chi)
+        nan = nan & ~fin
     # no finite error where the computed value may be NaN, whatever ``err`` says
-    e = F.where(I.nan_possible(o), jnp.inf, jnp.minimum(o.err, err.astype(o.err.dtype)))
-    return I.tighten(Real(o.lo, o.hi, o.clo, o.chi, e, o.value, point=o.point))
+    e = F.where(nan, jnp.inf, jnp.minimum(o.err, err.astype(o.err.dtype)))
+    return I.tighten(Real(o.lo, o.hi, clo, chi, e, o.value, point=o.point))
 
 
 #: domain="affine" returns the intersection with the interval domain's bounds (both are

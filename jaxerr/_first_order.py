@@ -1236,6 +1236,7 @@ def first_order_errors(
     With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
     and caps the probabilistic one (whose tape uses probabilistic path ranges). The
     softmax pattern (``_patterns``) is used by the worst-case pass only."""
+    FIRST_ORDER_PATH_OUT[0] = None
     wc_guaranteed = None
     if probabilistic is not None:
         wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
@@ -1298,6 +1299,15 @@ def first_order_errors(
             pb = _prob_combine(part, lam)
             pb = F.where(poison, jnp.inf, pb.reshape(shape))
             pr_out[k] = jnp.minimum(pb, wc)
+    # the path pass' output ranges enclose the computed outputs (t = 1 on the segment):
+    # where they are finite (no infinite event reached them, nothing NaN-possible) the
+    # computed output is a finite number, whatever the interval pass feared
+    path_out: list[Any] = [None] * len(outs)
+    if probabilistic is None:
+        for k, o in float_outs:
+            fin = jnp.isfinite(o.lo) & jnp.isfinite(o.hi) & ~poison
+            path_out[k] = (F.where(fin, o.lo, -jnp.inf), F.where(fin, o.hi, jnp.inf))
+    FIRST_ORDER_PATH_OUT[0] = path_out
     if wc_guaranteed is not None:
         if tape.n_refined_elems > (tape.n_refinable or MAX_REFINED_VALUES * MAX_REFINED_SIZE):
             # more refined elements than delta was split for: not covered, keep the guarantee
@@ -1305,6 +1315,10 @@ def first_order_errors(
         wc_out = wc_guaranteed
         pr_out = [p if w is None else jnp.minimum(p, w) for p, w in zip(pr_out, wc_out)]
     return wc_out, pr_out
+
+
+#: WIP (branch cap): the last worst-case call's path output ranges, read by _bound._cap
+FIRST_ORDER_PATH_OUT: list[Any] = [None]
 
 
 #: primitives whose sensitivity does not depend on the operands' ranges
