@@ -756,13 +756,10 @@ def _analyse(key: _Static, dyn: list[Any]) -> Any:
         outs = interpret(dom, closed.jaxpr, consts, values, config, diag)
         from ._first_order import first_order_errors
 
-        wc, pr = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
-                                    key.probabilistic)
-        from ._first_order import FIRST_ORDER_PATH_OUT
-
-        paths = FIRST_ORDER_PATH_OUT[0] if key.probabilistic is None else None
-        paths = paths if paths is not None and len(paths) == len(outs) else [None] * len(outs)
-        outs = [_cap(o, e if key.probabilistic is None else p, q) for o, e, p, q in zip(outs, wc, pr, paths)]
+        wc, pr, paths = first_order_errors(closed.jaxpr, consts, values, by_path, outs, DOMAIN, config,
+                                           key.probabilistic)
+        outs = [_cap(o, e if key.probabilistic is None else p, q)
+                for o, e, p, q in zip(outs, wc, pr, paths)]
     elif key.domain == "affine":
         from ._affine import affine_outputs
 
@@ -876,9 +873,11 @@ def _daz(r: Real, adt: Any) -> Real:
 
 def _cap(o: Any, err: Any, path: Any = None) -> Any:
     """Replace the error bound by the smaller of it and ``err`` (another valid bound).
-    ``path``: (lo, hi) enclosing the computed value (first_order's path pass; infinite
-    where it knows nothing): narrows the computed range, and where it is finite the
-    computed value is not NaN."""
+
+    ``path``: ``(lo, hi)`` enclosing the computed value (first_order's path pass at
+    ``t = 1``; infinite where it knows nothing). It narrows the computed range, and
+    where it is finite the computed value is a finite number, so the interval pass'
+    "may be NaN" (err inf, computed range [-inf, inf]) no longer discards ``err``."""
     if not isinstance(o, Real) or err is None or o.exact:
         return o
     clo, chi, nan = o.clo, o.chi, I.nan_possible(o)

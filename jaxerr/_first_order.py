@@ -1230,17 +1230,25 @@ def first_order_errors(
     probabilistic: float | None,
     chunk: int | None = None,
     refine: bool = True,
-) -> tuple[list[Any], list[Any]]:
-    """Per output: (worst-case first-order error bound, probabilistic bound or None).
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Per output: (worst-case first-order error bound, probabilistic bound or None,
+    enclosure ``(lo, hi)`` of the computed value or None).
+
+    The enclosure is the worst-case path pass's output range (its state at ``t = 1``),
+    infinite where that range is not finite or an event was infinite (``poison``):
+    where it is finite, every state of the segment is finite, so the computed output
+    is a finite number in it even where the interval pass feared a NaN. With
+    ``probabilistic``, the guaranteed pass' ranges (the probabilistic pass' path
+    ranges hold with a probability only).
 
     With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
     and caps the probabilistic one (whose tape uses probabilistic path ranges). The
     softmax pattern (``_patterns``) is used by the worst-case pass only."""
-    FIRST_ORDER_PATH_OUT[0] = None
-    wc_guaranteed = None
+    wc_guaranteed, path_guaranteed = None, None
     if probabilistic is not None:
-        wc_guaranteed, _ = first_order_errors(jaxpr, consts, interval_inputs, interval_outs_by_path,
-                                              interval_results, base, config, None, chunk, refine)
+        wc_guaranteed, _, path_guaranteed = first_order_errors(
+            jaxpr, consts, interval_inputs, interval_outs_by_path, interval_results, base, config, None,
+            chunk, refine)
     softmax = softmax_shifts(jaxpr) if probabilistic is None else {}
     # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
     sensitive = _sensitive_vars(jaxpr, {id(q) for hit in softmax.values() for q in hit[1]}) if refine else set()
@@ -1268,7 +1276,7 @@ def first_order_errors(
     # zero-size outputs have no error to refine (and no seeds)
     float_outs = [(k, o) for k, o in enumerate(outs) if isinstance(o, Real) and o.lo.size > 0]
     if not float_outs:
-        return [None] * len(outs), [None] * len(outs)
+        return [None] * len(outs), [None] * len(outs), [None] * len(outs)
     seeds = [o for _, o in float_outs]
     res = _reverse(tape, tape.entries, tape.inputs, seeds, config.adt, chunk)
     if probabilistic is None and FINAL_CHECKPOINTS and tape.refined:
@@ -1303,22 +1311,19 @@ def first_order_errors(
     # where they are finite (no infinite event reached them, nothing NaN-possible) the
     # computed output is a finite number, whatever the interval pass feared
     path_out: list[Any] = [None] * len(outs)
-    if probabilistic is None:
+    if probabilistic is not None:
+        path_out = list(path_guaranteed or path_out)  # (the guaranteed pass' ranges)
+    else:
         for k, o in float_outs:
             fin = jnp.isfinite(o.lo) & jnp.isfinite(o.hi) & ~poison
             path_out[k] = (F.where(fin, o.lo, -jnp.inf), F.where(fin, o.hi, jnp.inf))
-    FIRST_ORDER_PATH_OUT[0] = path_out
     if wc_guaranteed is not None:
         if tape.n_refined_elems > (tape.n_refinable or MAX_REFINED_VALUES * MAX_REFINED_SIZE):
             # more refined elements than delta was split for: not covered, keep the guarantee
             pr_out = [None if w is None else w for w in wc_guaranteed]
         wc_out = wc_guaranteed
         pr_out = [p if w is None else jnp.minimum(p, w) for p, w in zip(pr_out, wc_out)]
-    return wc_out, pr_out
-
-
-#: WIP (branch cap): the last worst-case call's path output ranges, read by _bound._cap
-FIRST_ORDER_PATH_OUT: list[Any] = [None]
+    return wc_out, pr_out, path_out
 
 
 #: primitives whose sensitivity does not depend on the operands' ranges
