@@ -59,8 +59,14 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     eh = _exp_up(d.hi)
     T = transcendental_rounding(exp_ctx, el, _compat.prim("exp"))
     R = F.where(el > 0, F.div_up(T, el), jnp.inf)
-    El = jnp.maximum(F.mul_dn(el, F.sub_dn(1.0, R)), 0.0)
-    Eh = F.mul_up(eh, F.add_up(1.0, R))
+    # where exp underflows (a masked logit: exp(-1e4) is 0) the relative budget is
+    # unbounded: there the event is absolute instead, |e^ - exp(d)| <= A = T(e^hi)
+    # (T increases with the magnitude), and rho = 0
+    absolute = ~(R <= 0.5)
+    A = F.where(absolute, transcendental_rounding(exp_ctx, eh, _compat.prim("exp")), 0.0)
+    R = F.where(absolute, 0.0, R)
+    El = F.where(absolute, jnp.maximum(F.sub_dn(el, A), 0.0), jnp.maximum(F.mul_dn(el, F.sub_dn(1.0, R)), 0.0))
+    Eh = F.where(absolute, F.add_up(eh, A), F.mul_up(eh, F.add_up(1.0, R)))
     sl, sh = _sum_dn(El, axes), _sum_up(Eh, axes)
     n = max(1, int(np.prod([jnp.shape(d.lo)[a] for a in axes])))
     a, b, cc = sum_ctx.acc.coefficients(n, sum_ctx.fmt, products=False)
@@ -76,7 +82,7 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     bad = ~(jnp.isfinite(q_lo) & jnp.isfinite(q_hi))
     q_lo = F.where(bad, 0.0, q_lo)
     q_hi = F.where(bad, 1.0, q_hi)
-    return dict(R=R, s=s, q_lo=q_lo, q_hi=q_hi)
+    return dict(R=R, A=A, sl=sl, s=s, q_lo=q_lo, q_hi=q_hi)
 
 
 def p_range(blk: dict[str, Any]) -> tuple[Any, Any]:
@@ -105,7 +111,12 @@ def block_cot(g: Cot, blk: dict[str, Any], axes: tuple[int, ...]) -> tuple[Cot, 
     t_rho = F.where(R == 0, 0.0, F.mul_up(cd.mag(), wr))
     ws = F.div_up(s, F.mul_dn(one_m_s, one_m_s))
     t_sig = F.where(s == 0, 0.0, F.mul_up(row.mag(), ws))
-    contrib = F.add_up_nn(_total(t_rho), _total(t_sig))
+    # absolute events (underflowing exps): dp/dalpha_i = G_i / (S (1 + t sigma)), with
+    # S >= sl over every state
+    A = blk["A"]
+    wa = F.div_up(1.0, F.mul_dn(blk["sl"], one_m_s))
+    t_abs = F.where(A == 0, 0.0, F.mul_up(F.mul_up(G.mag(), A), wa))
+    contrib = F.add_up_nn(F.add_up_nn(_total(t_rho), _total(t_sig)), _total(t_abs))
     return cd, row, F.where(jnp.isnan(contrib), jnp.inf, contrib)
 
 
