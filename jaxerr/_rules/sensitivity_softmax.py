@@ -5,7 +5,10 @@ exponent) is passed back in one step. Its rounding events are parametrised
 *relatively*: ``e_i = exp(d_i)(1 + rho_i)`` and ``S = (sum e)(1 + sigma)``, with
 ``|rho_i| <= R_i = T(exp(d_lo))/exp(d_lo)`` (``T(M) = a M + b``, the transcendental
 budget, so ``T(M)/M`` is decreasing) and ``|sigma| <= s = (a + b + c/sum e_lo)/(1 - b)``
-(the accumulation model ``a sum|e| + b|S^| + c``). The division's own rounding stays
+(the accumulation model ``a sum|e| + b|S^| + c``); where that ``R_i`` exceeds 1/2 (an
+``exp`` that underflows: a masked logit) the event is absolute instead,
+``e_i = exp(d_i) + alpha_i`` with ``|alpha_i| <= A_i = T(exp(d_hi))`` and ``rho_i = 0``,
+``dp/dalpha_i = (g_i - sum_A g q) / (S (1 + t sigma))``. The division's own rounding stays
 the tape's event on ``p``. With ``q_i = e_i / sum e`` (the ratio of the states, not
 of two independent ranges):
 
