@@ -117,7 +117,7 @@ def _observed(f, x, runs=10):
 @pytest.mark.slow
 def test_softmax_block_tighter_than_plain_rules(monkeypatch):
     """Attention-like softmax(x @ w) @ v in bfloat16: the logits' worst-case deviation is
-    large, so the plain rules lose the softmax's cancellations (the max's deviation, e/S
+    large, so plain rules can lose the softmax's cancellations (the max's deviation, e/S
     as two independent ranges); the block keeps them."""
     import jaxerr._first_order as FO
 
@@ -136,8 +136,11 @@ def test_softmax_block_tighter_than_plain_rules(monkeypatch):
     off = _ratio(lambda x: f(x), x)
     assert np.all(off >= obs)
     gain = np.median(off / on)
-    assert gain > 2.0, gain  # measured 2.5 (median of plain / block)
-    assert np.median(on / np.maximum(obs, 1e-30)) < 20  # measured 11.5 (the first-order limit: 2.1x below)
+    # measured at ff9e22f: gain 2.5 (block 11.5x observed, plain rules 26x); since
+    # then the plain rules' refined path ranges caught up (block 6.1x, plain 6.6x,
+    # gain 1.006), so the guard is: the block is no looser, and both stay tight
+    assert gain >= 1.0, gain
+    assert np.median(on / np.maximum(obs, 1e-30)) < 8  # measured 6.1
 
 
 def _block(seq=4, d=8, heads=2, ff=16, flax_ln=False, upto="out"):
