@@ -30,6 +30,7 @@ FANOUT_DIVISOR = 16
 def _load_rules() -> dict[Any, Any]:
     from ._rules import (  # noqa: F401
         affine_arith,
+        affine_control,
         affine_conv,
         affine_elementwise,
         affine_linear,
@@ -224,8 +225,9 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
         a = from_real(r, stamp=pool.T)
         return Affine(a.x, a.e, a.value, a.stamp, a.boxed, r)
 
-    # control flow falls back to the interval rules on interval hulls: their bodies are
-    # evaluated by the interval domain
+    # scan bodies run in this domain (loop-carried affine forms, _rules/affine_control.py);
+    # while and cond fall back to the interval rules on interval hulls, whose bodies are
+    # evaluated by the interval domain (``inner``)
     keep: list[Any] = []
     counts = use_counts(jaxpr, None, keep)
     dom = Domain(rules=_load_rules(), constant=constant, finalize=_finalize, inner=_INTERVAL,

@@ -166,7 +166,8 @@ def test_uncertain_while_under_jit_and_vmap():
     assert np.isfinite(err[0]) and np.isinf(err[1])
 
 
-@pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("domain", ["interval", pytest.param("first_order", marks=pytest.mark.slow),
+                                    pytest.param("affine", marks=pytest.mark.slow)])
 def test_compose_jit_vmap(domain):
     xs = _x((3, 5), seed=3)
     g = jaxerr.bound(cumsum_scan, "bfloat16", domain=domain, warn=False)

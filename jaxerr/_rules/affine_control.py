@@ -1,0 +1,213 @@
+"""Affine rule for ``lax.scan`` (``nn.scan``, ``nn.RNN``, ``fori_loop`` with static bounds):
+loop-carried affine forms with a fixed symbol budget.
+
+The body is evaluated by the affine domain itself, once per iteration, inside a
+``lax.scan`` of the analysis (no unrolling: the compiled analysis stays the size of one
+body). The carry is an :class:`~jaxerr._domains.affine.Affine` over the same ``K``
+shared slots as the rest of the program, so input symbols (an ``Interval`` argument's
+box) and the rounding errors promoted before the loop keep their signs through every
+iteration, and within one iteration the body's own promotions keep theirs.
+
+**Soundness.** Let ``T0`` be the pool counter when the loop starts. Tracing the body
+once allocates the slots ``[T0, T1)`` (mod ``K``) for the symbols it creates; every
+iteration re-uses these slot numbers for *new* symbols. At the end of the body, every
+output (carry and ``ys`` slice) has those slots folded into its independent term
+(:func:`~jaxerr._domains.affine.fold`: sound for any values of the symbols), so no value
+that leaves an iteration mentions a symbol of that iteration; the slots outside
+``[T0, T1)`` still hold the symbols they held before the loop (values from outside the
+loop are synced as usual when the body reads them). Each iteration therefore applies
+the body's affine transformer to a valid claim about the carry and gives a valid
+claim about the next carry; by induction the final carry and every ``ys`` slice are
+enclosed. Independent terms of the carry are fresh symbols in every iteration (the
+carry's forms get one static tag per position, and no value but the carry can reach
+the next iteration), which is always sound: it only forgets correlations.
+
+The static facts of a loop-carried value are normalised (full shape, every generator
+and independent array present, no ``exact``/``nil`` flags, fixed tags and stamp) so
+that the carry has one pytree structure in every iteration; dropping them is sound.
+Diagnostics raised inside the body come back as flags OR-ed over the iterations, as in
+the interval rule (:func:`~jaxerr._rules.control_flow.scan_rule`).
+
+``while_loop`` and ``cond``/``switch`` keep the interval rules on interval hulls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import _compat
+from .._domains import affine as A
+from .._domains.affine import Affine, Form, fold, fresh_tag, gsum, sync, to_real
+from .._domains.interval import Discrete, Real
+from .._interpreter import DiagnosticCollector, interpret
+from .affine_common import pool as _pool
+from .affine_common import register_affine
+from .control_flow import _add_flags, _flags, _loose, _strong
+
+
+def _full(x: Any, dtype: Any, shape: tuple) -> Any:
+    return _strong(x, dtype, shape)
+
+
+def _canon_form(f: Form, shape: tuple, adt: Any, K: int, tag: int) -> Form:
+    """``f`` with every array present at full shape and the static facts fixed
+    (``tag``, sign +1, not nil): the same set of values, one pytree structure."""
+    if f.nil:
+        z = jnp.zeros(shape, adt)
+        return Form(z, jnp.zeros((K,) + shape, adt), z, z, tag=tag, sgn=1, nil=False)
+    c = _full(f.c, adt, shape)
+    if f.G is None:
+        G = jnp.zeros((K,) + shape, adt)
+        gs = jnp.zeros(shape, adt)
+    else:
+        G = _full(f.G, adt, (K,) + shape)
+        gs = _full(f.gs if f.gs is not None else gsum(f.G), adt, shape)
+    r = jnp.zeros(shape, adt) if f.r is None else _full(f.r, adt, shape)
+    return Form(c, G, r, gs, tag=tag, sgn=1, nil=False)
+
+
+def _canon(v: Any, aval: Any, ref: Any, adt: Any, K: int, tags: tuple[int, int],
+           stamp: int, boxed: bool) -> Any:
+    """A loop-carried value: an :class:`Affine` with full arrays, fixed tags, ``stamp``
+    and ``boxed``; its interval claim is the hull of the forms met with its own claim
+    (flags dropped). Discrete values as in the interval rule."""
+    shape = tuple(aval.shape)
+    if isinstance(v, Discrete):
+        return _loose(v, aval, aval.dtype, adt)
+    if isinstance(v, Real):  # a float value that some rule left as an interval
+        v = A.from_real(v, stamp=stamp)
+        v = Affine(v.x, v.e, v.value, v.stamp, v.boxed, None)
+    vdt = ref.value.dtype if isinstance(ref, (Affine, Real)) else aval.dtype
+    iv = _loose(to_real(v), aval, vdt, adt)
+    x = _canon_form(v.x, shape, adt, K, tags[0])
+    e = _canon_form(v.e, shape, adt, K, tags[1])
+    return Affine(x, e, _full(v.value, vdt, shape), stamp, boxed, iv)
+
+
+def _retag(v: Any) -> Any:
+    """``v`` with fresh tags on its forms' independent terms (sound: a fresh tag
+    shares its symbols with nothing)."""
+    if not isinstance(v, Affine):
+        return v
+
+    def one(f: Form) -> Form:
+        if f.r is None:
+            return f
+        return Form(f.c, f.G, f.r, f.gs, tag=fresh_tag(), sgn=1, nil=f.nil)
+
+    return Affine(one(v.x), one(v.e), v.value, v.stamp, v.boxed, v.iv)
+
+
+def _full_affine(v: Any, aval: Any) -> Any:
+    """``v`` with every array at its full shape (so that ``lax.scan`` stacks ``ys``
+    along a new leading axis and slices ``xs`` along their first one)."""
+    if not isinstance(v, Affine):
+        return v
+    shape = tuple(aval.shape)
+
+    def one(f: Form) -> Form:
+        b = lambda t, s=shape: None if t is None else jnp.broadcast_to(t, s)  # noqa: E731
+        G = None if f.G is None else jnp.broadcast_to(f.G, (f.G.shape[0],) + shape)
+        return Form.tree_unflatten((f.tag, f.sgn, f.nil), (b(f.c), G, b(f.r), b(f.gs)))
+
+    iv = v.iv
+    if iv is not None:
+        iv = A.rbroadcast(iv, shape)
+        if jnp.ndim(iv.value) != len(shape):
+            iv = Real(iv.lo, iv.hi, iv.clo, iv.chi, iv.err, jnp.broadcast_to(iv.value, shape),
+                      exact=iv.exact, point=iv.point)
+    return Affine(one(v.x), one(v.e), jnp.broadcast_to(v.value, shape), v.stamp, v.boxed, iv)
+
+
+def _gen_axis(v: Any, src: int, dst: int) -> Any:
+    """Move the generator arrays' symbol axis (``xs`` enter with the loop axis first)."""
+    if not isinstance(v, Affine):
+        return v
+
+    def one(f: Form) -> Form:
+        if f.G is None:
+            return f
+        G = jnp.moveaxis(f.G, src, dst)
+        return Form.tree_unflatten((f.tag, f.sgn, f.nil), (f.c, G, f.r, f.gs))
+
+    return Affine(one(v.x), one(v.e), v.value, v.stamp, v.boxed, v.iv)
+
+
+def _leave(v: Any, pool: Any, mask: np.ndarray | None, stamp: int) -> Any:
+    """A body output as it leaves the iteration: synced, the body's own slots
+    (``mask``) folded into the independent term, labelled with ``stamp``."""
+    if not isinstance(v, Affine):
+        return v
+    v = sync(v, pool)
+    x, e = v.x, v.e
+    if mask is not None:
+        x, e = fold(x, mask), fold(e, mask)
+    return Affine(x, e, v.value, stamp, v.boxed, v.iv)
+
+
+@register_affine(_compat.SCAN)
+def affine_scan_rule(ctx, *ops, **params):
+    """``lax.scan`` with loop-carried affine forms (see the module docstring)."""
+    body, nconsts, ncarry, length, reverse = _compat.scan_params(params)
+    pool = _pool(ctx)
+    K = pool.K
+    adt = ctx.adt
+    eqn = ctx.eqn
+    consts = list(ops[:nconsts])
+    init = list(ops[nconsts:nconsts + ncarry])
+    xs = list(ops[nconsts + ncarry:])
+    out_avals = [v.aval for v in eqn.outvars]
+    carry_avals = out_avals[:ncarry]
+    y_avals = out_avals[ncarry:]
+    x_avals = [v.aval for v in eqn.invars[nconsts + ncarry:]]
+    boxed = any(isinstance(o, Affine) and o.boxed for o in ops)
+
+    T0 = pool.T
+    tags = [(fresh_tag(), fresh_tag()) for _ in range(ncarry)]
+    init = [_canon(sync(v, pool), a, v, adt, K, tags[k], T0, boxed)
+            for k, (v, a) in enumerate(zip(init, carry_avals))]
+    xs = [_gen_axis(_full_affine(v, a), 0, 1) for v, a in zip(xs, x_avals)]
+
+    jaxpr, body_consts = _compat.closed_parts(body)
+    from .._affine import _fanout_convert, use_counts
+
+    keep: list[Any] = []
+    counts = use_counts(jaxpr, None, keep)
+    dom = dataclasses.replace(ctx.domain, record=None, convert=_fanout_convert(counts, pool))
+    messages: list[str] = []
+    path = f"{ctx.path}.scan/"
+
+    def step(carry, x):
+        xin = [_retag(v) for v in x]
+        args = consts + list(carry) + xin
+        sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
+        outs = interpret(dom, jaxpr, body_consts, args, ctx.config, sub, path=path)
+        mask = pool.stale(T0)
+        outs = [_leave(o, pool, mask, T0) for o in outs]
+        new = [_canon(o, a, ref, adt, K, tags[k], T0, boxed)
+               for k, (o, a, ref) in enumerate(zip(outs[:ncarry], carry_avals, carry))]
+        ys = [_full_affine(o, a.update(shape=a.shape[1:])) for o, a in zip(outs[ncarry:], y_avals)]
+        messages[:] = sub.messages
+        return new, (ys, _flags(sub))
+
+    # promotions inside the body are memoised on body values (tracers of this scan) and
+    # on outer values given body symbols: neither may be reused after the loop
+    memo = dict(pool.memo)
+    try:
+        carry, (ys, flags) = lax.scan(step, init, xs, length=length, reverse=reverse)
+    finally:
+        pool.memo = memo
+    del keep
+    if messages:
+        _add_flags(ctx, messages, jnp.any(flags, axis=0) if length else jnp.zeros(len(messages), bool))
+    T1 = pool.T
+    carry = [_retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv)) if isinstance(v, Affine) else v
+             for v in carry]
+    ys = [_retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv)) if isinstance(v, Affine) else v
+          for v in (_gen_axis(y, 0, 1) for y in ys)]
+    return carry + ys
