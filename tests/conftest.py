@@ -4,6 +4,9 @@ import os
 # bare token "intra_op_parallelism_threads=1" (a TensorFlow option) was silently ignored as a
 # positional argument, and with "--" XLA aborts with "Unknown flag in XLA_FLAGS".
 os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
+# the default run uses two pytest-xdist workers (README): on a GPU machine each would
+# otherwise preallocate 75 % of the device memory
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

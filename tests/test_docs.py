@@ -55,6 +55,16 @@ def test_readme_ten_lines_are_quickstart():
     assert norm(shown) == norm(ten)
 
 
+def test_ci_runs_the_readme_test_command():
+    """`.ci/run` runs exactly the README's test command (install and pytest line)."""
+    readme = (ROOT / "README.md").read_text()
+    shown = [b.strip() for b in _code_blocks(readme, "bash") if "pytest" in b]
+    assert len(shown) == 1, shown
+    ci = [ln.strip() for ln in (ROOT / ".ci" / "run").read_text().splitlines()
+          if "pytest" in ln and not ln.lstrip().startswith("#")]
+    assert ci == [shown[0]]
+
+
 def _shown_commands() -> list[tuple[str, list[str]]]:
     """Every `jaxerr ...` command line in the README's and docs' bash blocks."""
     import shlex
