@@ -446,8 +446,15 @@ def per_element(x: Any) -> Any:
     are sorted by their own positions along the last axis (keys: an iota), which
     returns them unchanged, at ``O(n log d)`` against the ``O(K n)`` of the generator
     arithmetic it saves (``tests/test_affine.py::test_per_element_values_are_not_recomputed_per_symbol``)."""
-    if not isinstance(x, jax.Array) or jnp.ndim(x) == 0 or jnp.shape(x)[-1] <= 1:
+    if not isinstance(x, jax.Array):
         return x
+    if jnp.ndim(x) == 0 or jnp.shape(x)[-1] <= 1:
+        # a sort along an axis of length 1 is removed by XLA, and then the whole chain is
+        # fused into the (K, ...) loops again (a 1-wide recurrent cell's affine analysis
+        # did not compile in 10 minutes): sort two copies along a new axis, keep one
+        y = jnp.stack([x, x], axis=-1)
+        keys = jax.lax.broadcasted_iota(jnp.int32, jnp.shape(y), jnp.ndim(y) - 1)
+        return jax.lax.sort((keys, y), dimension=jnp.ndim(y) - 1, num_keys=1)[1][..., 0]
     keys = jax.lax.broadcasted_iota(jnp.int32, jnp.shape(x), jnp.ndim(x) - 1)
     return jax.lax.sort((keys, x), dimension=jnp.ndim(x) - 1, num_keys=1)[1]
 

@@ -28,7 +28,13 @@ that the carry has one pytree structure in every iteration; dropping them is sou
 Diagnostics raised inside the body come back as flags OR-ed over the iterations, as in
 the interval rule (:func:`~jaxerr._rules.control_flow.scan_rule`).
 
-``while_loop`` and ``cond``/``switch`` keep the interval rules on interval hulls.
+``while_loop`` (``fori_loop`` with traced bounds) works the same way inside a
+``lax.while_loop`` of the analysis; its condition is evaluated by the interval domain
+on the hulls of the loop state, and the loop runs while it is *certainly* true, as in
+the interval rule (:func:`~jaxerr._rules.control_flow.while_rule`): if it may be true
+when the loop stops, the exact and the computed execution may run different numbers of
+iterations and every output is unbounded, with the interval rule's diagnostic.
+``cond``/``switch`` keep the interval rules on interval hulls.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.lax as lax
 import jax.numpy as jnp
 import numpy as np
@@ -45,9 +52,9 @@ from .._domains import affine as A
 from .._domains.affine import Affine, Form, fold, fresh_tag, gsum, sync, to_real
 from .._domains.interval import Discrete, Real
 from .._interpreter import DiagnosticCollector, interpret
+from .affine_common import invalid, register_affine
 from .affine_common import pool as _pool
-from .affine_common import register_affine
-from .control_flow import _add_flags, _flags, _loose, _strong
+from .control_flow import _add_flags, _flags, _loose, _run, _strong, _sub_diag
 
 
 def _full(x: Any, dtype: Any, shape: tuple) -> Any:
@@ -174,15 +181,15 @@ def affine_scan_rule(ctx, *ops, **params):
     xs = [_gen_axis(_full_affine(v, a), 0, 1) for v, a in zip(xs, x_avals)]
 
     jaxpr, body_consts = _compat.closed_parts(body)
-    from .._affine import _fanout_convert, use_counts
-
     keep: list[Any] = []
-    counts = use_counts(jaxpr, None, keep)
-    dom = dataclasses.replace(ctx.domain, record=None, convert=_fanout_convert(counts, pool))
+    dom = _body_domain(ctx, jaxpr, keep)
     messages: list[str] = []
     path = f"{ctx.path}.scan/"
 
+    memo = dict(pool.memo)
+
     def step(carry, x):
+        pool.memo = dict(memo)  # each trace of the body promotes afresh (no tracer reuse)
         xin = [_retag(v) for v in x]
         args = consts + list(carry) + xin
         sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
@@ -197,7 +204,6 @@ def affine_scan_rule(ctx, *ops, **params):
 
     # promotions inside the body are memoised on body values (tracers of this scan) and
     # on outer values given body symbols: neither may be reused after the loop
-    memo = dict(pool.memo)
     try:
         carry, (ys, flags) = lax.scan(step, init, xs, length=length, reverse=reverse)
     finally:
@@ -206,8 +212,107 @@ def affine_scan_rule(ctx, *ops, **params):
     if messages:
         _add_flags(ctx, messages, jnp.any(flags, axis=0) if length else jnp.zeros(len(messages), bool))
     T1 = pool.T
-    carry = [_retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv)) if isinstance(v, Affine) else v
-             for v in carry]
-    ys = [_retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv)) if isinstance(v, Affine) else v
-          for v in (_gen_axis(y, 0, 1) for y in ys)]
-    return carry + ys
+    return [_finish(v, T1) for v in carry] + [_finish(_gen_axis(y, 0, 1), T1) for y in ys]
+
+
+def _body_domain(ctx, jaxpr: Any, keep: list[Any]) -> Any:
+    """The affine domain for a loop body: this domain, with the fan-out promotion of
+    the body's own multiply-read variables."""
+    from .._affine import _fanout_convert, use_counts
+
+    counts = use_counts(jaxpr, None, keep)
+    return dataclasses.replace(ctx.domain, record=None, convert=_fanout_convert(counts, _pool(ctx)))
+
+
+def _finish(v: Any, T1: int) -> Any:
+    """A loop output after the loop: labelled with the pool counter (the body's slots
+    are folded out of it) and with fresh tags."""
+    if not isinstance(v, Affine):
+        return v
+    return _retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv))
+
+
+_UNCERTAIN_WHILE = (
+    "the loop condition depends on uncertain values (after some iteration it may be true "
+    "for one execution and false for another), so the exact and the computed execution "
+    "may run different numbers of iterations: every output of this while_loop is "
+    "unbounded (inf). Make the trip count static: lax.fori_loop with Python int bounds "
+    "(or lax.scan), or a condition on integer counters only."
+)
+
+
+@register_affine(_compat.WHILE)
+def affine_while_rule(ctx, *ops, **params):
+    """``while_loop`` with loop-carried affine forms (see the module docstring)."""
+    cond_j, body_j, cn, bn = _compat.while_params(params)
+    pool = _pool(ctx)
+    K, adt = pool.K, ctx.adt
+    cconsts = list(ops[:cn])
+    bconsts = list(ops[cn:cn + bn])
+    state = list(ops[cn + bn:])
+    avals = [v.aval for v in ctx.eqn.outvars]
+    boxed = any(isinstance(o, Affine) and o.boxed for o in ops)
+    T0 = pool.T
+    tags = [(fresh_tag(), fresh_tag()) for _ in avals]
+    init = [_canon(sync(v, pool), a, v, adt, K, tags[k], T0, boxed)
+            for k, (v, a) in enumerate(zip(state, avals))]
+    cpath, bpath = f"{ctx.path}.while/cond/", f"{ctx.path}.while/body/"
+    msgs: dict[str, list[str]] = {"cond": [], "body": []}
+    bjaxpr, bconsts_closed = _compat.closed_parts(body_j)
+    keep: list[Any] = []
+    dom = _body_domain(ctx, bjaxpr, keep)
+
+    def hull(v):
+        return to_real(v) if isinstance(v, Affine) else v
+
+    def pred_of(vals):
+        args = [hull(v) for v in cconsts + list(vals)]
+        sub = _sub_diag(ctx, args)
+        (p,) = _run(ctx, cond_j, args, sub, cpath)
+        msgs["cond"] = list(sub.messages)
+        return jnp.all(p.lo), jnp.any(p.hi), _flags(sub)
+
+    memo = dict(pool.memo)
+
+    def run_body(vals):
+        pool.memo = dict(memo)  # each trace of the body promotes afresh (no tracer reuse)
+        args = bconsts + list(vals)
+        sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
+        outs = interpret(dom, bjaxpr, bconsts_closed, args, ctx.config, sub, path=bpath)
+        mask = pool.stale(T0)
+        outs = [_leave(o, pool, mask, T0) for o in outs]
+        new = [_canon(o, a, ref, adt, K, tags[k], T0, boxed)
+               for k, (o, a, ref) in enumerate(zip(outs, avals, vals))]
+        msgs["body"] = list(sub.messages)
+        return new, _flags(sub)
+
+    def body_fun(st):
+        vals, bflags, cflags = st
+        new, bf = run_body(vals)
+        _, _, cf = pred_of(new)
+        return new, bflags | bf, cflags | cf
+
+    try:
+        _, _, cflags0 = pred_of(init)
+        nb = jax.eval_shape(lambda v: run_body(v)[1], init).shape[0]
+        st0 = (init, jnp.zeros((nb,), bool), cflags0)
+        vals, bflags, cflags = lax.while_loop(lambda st: pred_of(st[0])[0], body_fun, st0)
+    finally:
+        pool.memo = memo
+    del keep
+    _, possibly_true, cf_end = pred_of(vals)
+    _add_flags(ctx, msgs["body"], bflags)
+    _add_flags(ctx, msgs["cond"], cflags | cf_end)
+    T1 = pool.T
+    out = []
+    for v in vals:
+        v = _finish(v, T1)
+        if isinstance(v, Affine):
+            v = invalid(ctx, jnp.broadcast_to(possibly_true, v.shape), v, _UNCERTAIN_WHILE)
+        else:
+            from .control_flow import _unbounded
+
+            v = _unbounded(v, possibly_true)
+            ctx.flag(possibly_true, _UNCERTAIN_WHILE)
+        out.append(v)
+    return out
