@@ -52,13 +52,18 @@ from .._domains import affine as A
 from .._domains.affine import Affine, Form, fold, fresh_tag, gsum, sync, to_real
 from .._domains.interval import Discrete, Real
 from .._interpreter import DiagnosticCollector, interpret
-from .affine_common import invalid, register_affine
+from .affine_common import invalid, register_affine, to_interval
 from .affine_common import pool as _pool
-from .control_flow import _add_flags, _flags, _loose, _run, _strong, _sub_diag
-
-
-def _full(x: Any, dtype: Any, shape: tuple) -> Any:
-    return _strong(x, dtype, shape)
+from .control_flow import (
+    UNCERTAIN_WHILE,
+    _add_flags,
+    _flags,
+    _loose,
+    _run,
+    _strong,
+    _sub_diag,
+    _unbounded,
+)
 
 
 def _canon_form(f: Form, shape: tuple, adt: Any, K: int, tag: int) -> Form:
@@ -67,14 +72,14 @@ def _canon_form(f: Form, shape: tuple, adt: Any, K: int, tag: int) -> Form:
     if f.nil:
         z = jnp.zeros(shape, adt)
         return Form(z, jnp.zeros((K,) + shape, adt), z, z, tag=tag, sgn=1, nil=False)
-    c = _full(f.c, adt, shape)
+    c = _strong(f.c, adt, shape)
     if f.G is None:
         G = jnp.zeros((K,) + shape, adt)
         gs = jnp.zeros(shape, adt)
     else:
-        G = _full(f.G, adt, (K,) + shape)
-        gs = _full(f.gs if f.gs is not None else gsum(f.G), adt, shape)
-    r = jnp.zeros(shape, adt) if f.r is None else _full(f.r, adt, shape)
+        G = _strong(f.G, adt, (K,) + shape)
+        gs = _strong(f.gs if f.gs is not None else gsum(f.G), adt, shape)
+    r = jnp.zeros(shape, adt) if f.r is None else _strong(f.r, adt, shape)
     return Form(c, G, r, gs, tag=tag, sgn=1, nil=False)
 
 
@@ -93,7 +98,7 @@ def _canon(v: Any, aval: Any, ref: Any, adt: Any, K: int, tags: tuple[int, int],
     iv = _loose(to_real(v), aval, vdt, adt)
     x = _canon_form(v.x, shape, adt, K, tags[0])
     e = _canon_form(v.e, shape, adt, K, tags[1])
-    return Affine(x, e, _full(v.value, vdt, shape), stamp, boxed, iv)
+    return Affine(x, e, _strong(v.value, vdt, shape), stamp, boxed, iv)
 
 
 def _retag(v: Any) -> Any:
@@ -157,6 +162,25 @@ def _leave(v: Any, pool: Any, mask: np.ndarray | None, stamp: int) -> Any:
     return Affine(x, e, v.value, stamp, v.boxed, v.iv)
 
 
+def _iteration(ctx, dom: Any, jaxpr: Any, body_consts: list[Any], consts: list[Any],
+               carry: list[Any], xs: list[Any], memo: dict, T0: int, carry_avals: list[Any],
+               tags: list[tuple[int, int]], boxed: bool, path: str) -> tuple[list[Any], list[Any], Any]:
+    """One trace of a loop body on ``consts + carry + xs``: every output as it leaves the
+    iteration (:func:`_leave`), the new carry (the first ``len(carry)`` of them,
+    normalised like the old one) and the body's diagnostics. The promotion memo starts
+    from the loop's entry every time (a body traced twice must not reuse the tracers or
+    the symbols of the other trace)."""
+    pool = _pool(ctx)
+    pool.memo = dict(memo)
+    sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
+    outs = interpret(dom, jaxpr, body_consts, consts + list(carry) + list(xs), ctx.config, sub, path=path)
+    mask = pool.stale(T0)
+    outs = [_leave(o, pool, mask, T0) for o in outs]
+    new = [_canon(o, a, ref, ctx.adt, pool.K, tags[k], T0, boxed)
+           for k, (o, a, ref) in enumerate(zip(outs, carry_avals, carry))]
+    return outs, new, sub
+
+
 @register_affine(_compat.SCAN)
 def affine_scan_rule(ctx, *ops, **params):
     """``lax.scan`` with loop-carried affine forms (see the module docstring)."""
@@ -189,15 +213,8 @@ def affine_scan_rule(ctx, *ops, **params):
     memo = dict(pool.memo)
 
     def step(carry, x):
-        pool.memo = dict(memo)  # each trace of the body promotes afresh (no tracer reuse)
-        xin = [_retag(v) for v in x]
-        args = consts + list(carry) + xin
-        sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
-        outs = interpret(dom, jaxpr, body_consts, args, ctx.config, sub, path=path)
-        mask = pool.stale(T0)
-        outs = [_leave(o, pool, mask, T0) for o in outs]
-        new = [_canon(o, a, ref, adt, K, tags[k], T0, boxed)
-               for k, (o, a, ref) in enumerate(zip(outs[:ncarry], carry_avals, carry))]
+        outs, new, sub = _iteration(ctx, dom, jaxpr, body_consts, consts, carry, [_retag(v) for v in x],
+                                    memo, T0, carry_avals, tags, boxed, path)
         ys = [_full_affine(o, a.update(shape=a.shape[1:])) for o, a in zip(outs[ncarry:], y_avals)]
         messages[:] = sub.messages
         return new, (ys, _flags(sub))
@@ -232,15 +249,6 @@ def _finish(v: Any, T1: int) -> Any:
     return _retag(Affine(v.x, v.e, v.value, T1, v.boxed, v.iv))
 
 
-_UNCERTAIN_WHILE = (
-    "the loop condition depends on uncertain values (after some iteration it may be true "
-    "for one execution and false for another), so the exact and the computed execution "
-    "may run different numbers of iterations: every output of this while_loop is "
-    "unbounded (inf). Make the trip count static: lax.fori_loop with Python int bounds "
-    "(or lax.scan), or a condition on integer counters only."
-)
-
-
 @register_affine(_compat.WHILE)
 def affine_while_rule(ctx, *ops, **params):
     """``while_loop`` with loop-carried affine forms (see the module docstring)."""
@@ -262,11 +270,8 @@ def affine_while_rule(ctx, *ops, **params):
     keep: list[Any] = []
     dom = _body_domain(ctx, bjaxpr, keep)
 
-    def hull(v):
-        return to_real(v) if isinstance(v, Affine) else v
-
     def pred_of(vals):
-        args = [hull(v) for v in cconsts + list(vals)]
+        args = [to_interval(v) for v in cconsts + list(vals)]
         sub = _sub_diag(ctx, args)
         (p,) = _run(ctx, cond_j, args, sub, cpath)
         msgs["cond"] = list(sub.messages)
@@ -275,14 +280,8 @@ def affine_while_rule(ctx, *ops, **params):
     memo = dict(pool.memo)
 
     def run_body(vals):
-        pool.memo = dict(memo)  # each trace of the body promotes afresh (no tracer reuse)
-        args = bconsts + list(vals)
-        sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
-        outs = interpret(dom, bjaxpr, bconsts_closed, args, ctx.config, sub, path=bpath)
-        mask = pool.stale(T0)
-        outs = [_leave(o, pool, mask, T0) for o in outs]
-        new = [_canon(o, a, ref, adt, K, tags[k], T0, boxed)
-               for k, (o, a, ref) in enumerate(zip(outs, avals, vals))]
+        _, new, sub = _iteration(ctx, dom, bjaxpr, bconsts_closed, bconsts, vals, [], memo, T0,
+                                 avals, tags, boxed, bpath)
         msgs["body"] = list(sub.messages)
         return new, _flags(sub)
 
@@ -308,11 +307,9 @@ def affine_while_rule(ctx, *ops, **params):
     for v in vals:
         v = _finish(v, T1)
         if isinstance(v, Affine):
-            v = invalid(ctx, jnp.broadcast_to(possibly_true, v.shape), v, _UNCERTAIN_WHILE)
+            v = invalid(ctx, jnp.broadcast_to(possibly_true, v.shape), v, UNCERTAIN_WHILE)
         else:
-            from .control_flow import _unbounded
-
             v = _unbounded(v, possibly_true)
-            ctx.flag(possibly_true, _UNCERTAIN_WHILE)
+            ctx.flag(possibly_true, UNCERTAIN_WHILE)
         out.append(v)
     return out

@@ -166,6 +166,16 @@ def scan_rule(ctx, *ops, **params):
 # ---------------------------------------------------------------------------
 
 
+#: the diagnostic of a while loop whose condition may still be true when it stops
+UNCERTAIN_WHILE = (
+    "the loop condition depends on uncertain values (after some iteration it may be true "
+    "for one execution and false for another), so the exact and the computed execution "
+    "may run different numbers of iterations: every output of this while_loop is "
+    "unbounded (inf). Make the trip count static: lax.fori_loop with Python int bounds "
+    "(or lax.scan), or a condition on integer counters only."
+)
+
+
 @register_rule(_compat.WHILE)
 def while_rule(ctx, *ops, **params):
     """``while_loop``: iterate while the condition is certainly true; an uncertain
@@ -208,14 +218,7 @@ def while_rule(ctx, *ops, **params):
     _add_flags(ctx, msgs["body"], bflags)
     _add_flags(ctx, msgs["cond"], cflags | cf_end)
     uncertain = possibly_true  # the loop stopped, so the condition is not certainly true
-    ctx.flag(
-        uncertain,
-        "the loop condition depends on uncertain values (after some iteration it may be true "
-        "for one execution and false for another), so the exact and the computed execution "
-        "may run different numbers of iterations: every output of this while_loop is "
-        "unbounded (inf). Make the trip count static: lax.fori_loop with Python int bounds "
-        "(or lax.scan), or a condition on integer counters only.",
-    )
+    ctx.flag(uncertain, UNCERTAIN_WHILE)
     return [_unbounded(v, uncertain) for v in vals]
 
 
