@@ -225,9 +225,9 @@ def affine_outputs(jaxpr: Any, consts: list[Any], values: list[Any], config: Con
         a = from_real(r, stamp=pool.T)
         return Affine(a.x, a.e, a.value, a.stamp, a.boxed, r)
 
-    # scan and while bodies run in this domain (loop-carried affine forms,
-    # _rules/affine_control.py); cond falls back to the interval rule on interval hulls,
-    # whose branches are evaluated by the interval domain (``inner``)
+    # scan, while and cond bodies run in this domain (_rules/affine_control.py); the
+    # interval rules they also run (a while condition, cond's join) evaluate bodies in
+    # the interval domain (``inner``)
     keep: list[Any] = []
     counts = use_counts(jaxpr, None, keep)
     dom = Domain(rules=_load_rules(), constant=constant, finalize=_finalize, inner=_INTERVAL,

@@ -34,7 +34,16 @@ on the hulls of the loop state, and the loop runs while it is *certainly* true, 
 the interval rule (:func:`~jaxerr._rules.control_flow.while_rule`): if it may be true
 when the loop stops, the exact and the computed execution may run different numbers of
 iterations and every output is unbounded, with the interval rule's diagnostic.
-``cond``/``switch`` keep the interval rules on interval hulls.
+``cond``/``switch``: every branch is evaluated by the affine domain on the operands'
+forms (one after the other, as straight-line code: the slots a branch allocates are
+synced like any other), and by the interval rule on their hulls
+(:func:`~jaxerr._rules.control_flow.cond_rule`, which also clamps the index and raises
+the diagnostics). Where the index is certain at run time, the exact and the computed
+execution both take branch ``i`` and the output is branch ``i``'s affine value (its
+forms are a valid claim about that branch's outputs, the other branches' forms are not
+read). Where it is uncertain, the output is the interval rule's join, as independent
+terms (sound; the correlations with the rest of the program are lost there). The
+interval join is the output's interval claim in both cases.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ from .control_flow import (
     _strong,
     _sub_diag,
     _unbounded,
+    cond_rule,
 )
 
 
@@ -312,4 +322,63 @@ def affine_while_rule(ctx, *ops, **params):
             v = _unbounded(v, possibly_true)
             ctx.flag(possibly_true, UNCERTAIN_WHILE)
         out.append(v)
+    return out
+
+
+@register_affine(_compat.COND)
+def affine_cond_rule(ctx, index, *ops, **params):
+    """``lax.cond`` / ``lax.switch``: the taken branch's affine forms where the index is
+    certain, the interval join elsewhere (see the module docstring)."""
+    branches = _compat.cond_branches(params)
+    n = len(branches)
+    pool = _pool(ctx)
+    K, adt = pool.K, ctx.adt
+    boxed = any(isinstance(o, Affine) and o.boxed for o in ops)
+    idx = to_interval(index)
+    joined = cond_rule(ctx, idx, *[to_interval(o) for o in ops], **params)
+    lo = jnp.clip(idx.lo.astype(jnp.int32), 0, n - 1)
+    hi = jnp.clip(idx.hi.astype(jnp.int32), 0, n - 1)
+    certain = lo == hi
+    results = []
+    for i, br in enumerate(branches):
+        jaxpr, consts = _compat.closed_parts(br)
+        keep: list[Any] = []
+        dom = _body_domain(ctx, jaxpr, keep)
+        sub = DiagnosticCollector(track_origins=ctx.diag.track_origins)
+        outs = interpret(dom, jaxpr, consts, list(ops), ctx.config, sub, path=f"{ctx.path}.cond[{i}]/")
+        # the interval rule reports the branches it may take; these are the affine
+        # evaluation's own diagnostics, read only where branch i is certainly taken
+        _add_flags(ctx, sub.messages, _flags(sub), certain & (lo == i))
+        results.append(outs)
+        del keep
+    T = pool.T
+    out = []
+    for k, v in enumerate(ctx.eqn.outvars):
+        iv = joined[k]
+        if isinstance(iv, Discrete):
+            out.append(iv)
+            continue
+        shape = tuple(v.aval.shape)
+        cands = []
+        for r in results:
+            c = r[k]
+            if isinstance(c, Real):
+                c = A.from_real(c, stamp=T)
+            cands.append(sync(c, pool))
+        hull = A.from_real(iv, stamp=T)
+        vdt = iv.value.dtype
+        xs = [_canon_form(c.x, shape, adt, K, 0) for c in cands]
+        es = [_canon_form(c.e, shape, adt, K, 0) for c in cands]
+        hx, he = _canon_form(hull.x, shape, adt, K, 0), _canon_form(hull.e, shape, adt, K, 0)
+
+        def pick(forms: list[Form], h: Form) -> Form:
+            ch = [f.tree_flatten()[0] for f in forms]
+            arrs = []
+            for j, ha in enumerate(h.tree_flatten()[0]):
+                sel = lax.select_n(lo, *[c[j] for c in ch]) if n > 1 else ch[0][j]
+                arrs.append(jnp.where(certain, sel, ha))
+            return Form(*arrs, tag=fresh_tag(), sgn=1, nil=False)
+
+        value = _strong(iv.value, vdt, shape)
+        out.append(Affine(pick(xs, hx), pick(es, he), value, T, boxed, iv))
     return out
