@@ -90,6 +90,8 @@ class _Tape:
         self.poison = jnp.asarray(False)
         self.sensitive: set[Any] = set()
         self.refined: dict[int, Any] = {}  # id(path value) -> first-order bound of its deviation
+        # id(refined path value) -> the interval domain's exact range (lo, hi) of that value
+        self.refined_exact: dict[int, tuple[Any, Any]] = {}
         self.n_refined = 0
         self.n_refined_elems = 0
         self.full_refine_cost = 0  # tape entries walked by full (checkpoint-free) refinements
@@ -144,6 +146,55 @@ class _Tape:
                 return None
             b = r if b is None else jnp.maximum(b, r)
         return b
+
+    def kink_exact(self, ctx, ins) -> Any:
+        """``max``/``min`` with a kink bound (:meth:`kink_bound`), at the elements whose
+        path ranges overlap (the selected operand is uncertain along the segment) but
+        whose *exact* ranges do not: ``(a_ex, b_ex, R)``, where ``a_ex`` / ``b_ex`` say
+        the exact execution selects ``a`` / ``b`` there and ``R`` bounds the remainder
+        event (0 elsewhere); None when it does not apply.
+
+        There the reverse pass goes on through the operand the exact execution selects
+        (slope 1, the other 0) and charges ``R`` as an event at the output. Sound: write
+        ``max(a, b) = a + relu(d)``, ``d = b - a`` (exact ``d_0 <= -gap < 0``); along
+        the segment ``d(max)/dt = da/dt + relu'(d(t)) dd/dt``, the first term is the
+        pass through ``a``, the second is nonzero only while ``d(t) > 0``. The path
+        length of ``d`` is at most ``B = B_a + B_b`` (the operands' refined bounds bound
+        their path lengths), and ``d`` must travel ``gap`` before it can be positive, so
+        the second term's integral against any cotangent ``G(t)`` is at most
+        ``sup |G| (B - gap)^+`` (``min`` and ``b`` alike)."""
+        prim = ctx.eqn.primitive
+        if prim not in (P("max"), P("min")):
+            return None
+        if not all(isinstance(x, Real) for x in ins):
+            return None
+        ex, B = [], None
+        for x in ins:
+            if id(x) in self.has_event:
+                e = self.refined_exact.get(id(x))
+                r = self.refined.get(id(x))
+                if e is None or r is None:
+                    return None
+                ex.append(e)
+                B = r if B is None else F.add_up_nn(B, r)
+            else:  # no event: the path range is the exact one
+                ex.append((x.lo, x.hi))
+        if B is None:
+            return None
+        a, b = ins
+        (alo, ahi), (blo, bhi) = ex
+        if prim is P("max"):
+            tie = ~((a.lo > b.hi) | (b.lo > a.hi))
+            a_ex, b_ex = alo > bhi, blo > ahi
+            gap = F.where(a_ex, F.sub_dn(alo, bhi), F.sub_dn(blo, ahi))
+        else:
+            tie = ~((a.hi < b.lo) | (b.hi < a.lo))
+            a_ex, b_ex = ahi < blo, bhi < alo
+            gap = F.where(a_ex, F.sub_dn(blo, ahi), F.sub_dn(alo, bhi))
+        a_ex, b_ex = tie & a_ex, tie & b_ex
+        R = jnp.maximum(F.sub_up(B, gap), 0.0)
+        R = F.where(a_ex | b_ex, R, jnp.zeros_like(R))
+        return a_ex, b_ex, R
 
     def event_value(self, r: Real, E: Any) -> Real:
         """The path value of a value whose deviation is bounded by ``E``."""
@@ -406,6 +457,10 @@ def _softmax_shift(tape: _Tape, ctx, invals: list[Any]) -> list[Any]:
 
 
 _KINKS = {P("max"), P("min"), P("abs"), P("clamp")}
+#: at a max/min whose selected operand is uncertain along the path but certain in exact
+#: arithmetic, go on through that operand and charge a remainder event
+#: (:meth:`_Tape.kink_exact`) instead of cutting the output
+KINK_EXACT = True
 
 
 def _fold_input_events(tape: _Tape, ctx, invals, outs) -> None:
@@ -553,6 +608,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             tape.prob_cut.add(id(r))
         tape.has_event.add(id(r))
         tape.refined[id(r)] = B
+        tape.refined_exact[id(r)] = (jnp.broadcast_to(ex_lo, jnp.shape(lo)), jnp.broadcast_to(ex_hi, jnp.shape(lo)))
         new[j] = r
     return new
 
@@ -1119,6 +1175,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             prob = tape.probabilistic
             kink = None if prob else tape.kink_bound(ctx, ins)
             ctx.kink_cut = kink is not None
+            ctx.kink_exact = tape.kink_exact(ctx, ins) if KINK_EXACT and kink is not None else None
             cut = None
             in_cots: list[Any] = [None] * len(ins)
             if rule is None or (prob and any(id(o) in tape.prob_cut for o in outs_)):
@@ -1147,6 +1204,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                         E_cut = jnp.minimum(E_cut, kink)
                     cmask = jnp.broadcast_to(jnp.asarray(cut), jnp.shape(o.lo))
                     E = F.where(cmask, E_cut, E)
+                if ctx.kink_exact is not None:  # the remainder event (_Tape.kink_exact)
+                    E = F.add_up_nn(E, jnp.broadcast_to(ctx.kink_exact[2], jnp.shape(o.lo)))
                     if ss_k is not None:
                         ss_k = F.where(cmask, 0.0, ss_k)
                         det_k = F.where(cmask, E_cut, det_k)

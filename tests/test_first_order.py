@@ -301,3 +301,57 @@ def test_reverse_pass_factors_are_not_recomputed_per_output():
     np.testing.assert_array_equal(np.asarray(out), 2 * np.arange(4.0)[:, None, None] * np.asarray(d)[None])
     hlo = jax.jit(lambda i, d: jax.vmap(f, in_axes=(0, None))(i, d)).lower(jnp.arange(4.0), d).as_text()
     assert hlo.count("stablehlo.sort") == 1  # only the unbatched factor is materialised
+
+
+def _kink_case(dt):
+    """``relu(x @ W + b)`` with ``x``, ``W``, ``b`` representable in the format and ``b``
+    the rounded ``-x @ W``: every exact pre-activation is within one rounding of 0, and
+    under recursive accumulation the computed one often has the other sign."""
+    rng = np.random.default_rng(0)
+    rd = lambda a: np.asarray(a, np.float32).astype(dt).astype(np.float32)  # noqa: E731
+    x = rd(rng.standard_normal((1, 32)))
+    w = rd(rng.standard_normal((32, 24)) / np.sqrt(32))
+    b = rd(-(x.astype(np.float64) @ w.astype(np.float64)))
+    return (lambda x: jax.nn.relu(x @ w + b)), x
+
+
+@pytest.mark.parametrize("precision", ["bfloat16", pytest.param("float8_e4m3fn", marks=pytest.mark.slow)])
+def test_relu_sign_flip_remainder_is_charged(precision):
+    """Where a ReLU's input may change sign along the rounding path but its exact value
+    has a known sign, the reverse pass goes on with the exact slope (0 or 1) and charges
+    the remainder ``(B - |z|)^+`` as an event (``_Tape.kink_exact``). Exact
+    pre-activations within a rounding of 0: the computed ones cross over in many
+    simulated runs. Dropping the remainder (R = 0) gives 1582 violations here
+    (bfloat16), as it should."""
+    import ml_dtypes
+
+    f, x = _kink_case(getattr(ml_dtypes, precision))
+    b = jaxerr.bound(f, precision, accumulation="recursive", domain="first_order", warn=False)(x)
+    v = check(f, [x], precision=precision, accumulation="recursive", n_samples=60, domain="first_order", out=b)
+    assert not v, "\n".join(v[:10])
+
+
+def test_relu_exact_slope_reaches_the_first_order_limit():
+    """3-layer 64-wide ReLU MLP in bfloat16 at a point: bound / first-order limit median
+    1.16 when every ReLU whose input may change sign along the path was cut, 1.01 with the
+    exact slope and the remainder event."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from _first_order_limit import first_order_limit
+
+    rng = np.random.default_rng(0)
+    ws = [(rng.standard_normal((64, 64)) / 8.0).astype(np.float32) for _ in range(3)]
+    bs = [(rng.standard_normal((1, 64)) * 0.1).astype(np.float32) for _ in range(3)]
+    x = rng.standard_normal((1, 64)).astype(np.float32)
+
+    def f(x):
+        for w, c in zip(ws[:-1], bs[:-1]):
+            x = jax.nn.relu(x @ w + c)
+        return x @ ws[-1] + bs[-1]
+
+    (L,) = first_order_limit(f, (x,), "bfloat16", "auto")
+    b = jaxerr.bound(f, "bfloat16", domain="first_order", warn=False)(x)
+    r = np.asarray(b.abs_err, np.float64) / L
+    assert np.median(r) < 1.06 and np.max(r) < 1.4, (np.median(r), np.max(r))

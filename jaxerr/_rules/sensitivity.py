@@ -267,7 +267,15 @@ def _extreme(ctx, gs, ins, outs, bigger):
     tie = ~(a_wins | b_wins)
     if getattr(ctx, "kink_cut", False):
         # the driver knows a first-order bound of this output's deviation: where the
-        # branch is uncertain, that bound is one event and nothing flows back
+        # branch is uncertain, that bound is one event and nothing flows back, except
+        # where the exact execution's branch is certain: there the cotangent goes on
+        # through that operand and the driver charges a remainder event
+        # (_first_order._Tape.kink_exact)
+        ke = getattr(ctx, "kink_exact", None)
+        if ke is not None:
+            a_ex, b_ex, _ = ke
+            a_wins, b_wins = a_wins | a_ex, b_wins | b_ex
+            tie = tie & ~(a_ex | b_ex)
         return _fit_all([
             C.mask(g, a_wins) if ctx.need[0] else None,
             C.mask(g, b_wins) if ctx.need[1] else None,
