@@ -1093,7 +1093,9 @@ def _contrib(g: Cot, E: Any) -> Any:
     m = g.mag()
     E = C.fixed(E)
     # an exactly-zero sensitivity takes nothing from an event, even an infinite one
-    t = F.where((E == 0) | (m == 0), 0.0, F.mul_up(m, E))
+    # (mag() of an exact 0 is the smallest normal: test the enclosure itself)
+    zero = (m == 0) | ((g.mid == 0) & (g.rad == 0))
+    t = F.where((E == 0) | zero, 0.0, F.mul_up(m, E))
     t = F.where(jnp.isnan(t), jnp.inf, t)
     return _sum_all(t.astype(g.mid.dtype))
 

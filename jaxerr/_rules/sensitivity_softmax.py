@@ -70,6 +70,14 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     absolute = ~(R < 1.0)
     A = F.where(absolute, transcendental_rounding(exp_ctx, eh, _compat.prim("exp")), 0.0)
     R = F.where(absolute, 0.0, R)
+    # where d's path range reaches -inf (Flax's finfo(float32).min mask is -inf in
+    # bfloat16 and float16: the exact d is finite, the computed one -inf) the element is
+    # *cut*: e_i moves from its exact to its computed value as one absolute event, both
+    # in [0, e^hi + A] (so |alpha_i| <= e^hi + A), and no sensitivity flows back to d_i
+    # (``block_cot``), so the infinite event of the mask constant meets an exactly-zero
+    # cotangent
+    cut = jnp.isneginf(d.lo)
+    A = F.where(cut, F.add_up_nn(eh, A), A)
     El = F.where(absolute, jnp.maximum(F.sub_dn(el, A), 0.0), jnp.maximum(F.mul_dn(el, F.sub_dn(1.0, R)), 0.0))
     Eh = F.where(absolute, F.add_up(eh, A), F.mul_up(eh, F.add_up(1.0, R)))
     sl, sh = _sum_dn(El, axes), _sum_up(Eh, axes)
@@ -87,7 +95,7 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     bad = ~(jnp.isfinite(q_lo) & jnp.isfinite(q_hi))
     q_lo = F.where(bad, 0.0, q_lo)
     q_hi = F.where(bad, 1.0, q_hi)
-    return dict(R=R, A=A, sl=sl, s=s, q_lo=q_lo, q_hi=q_hi)
+    return dict(R=R, A=A, sl=sl, s=s, q_lo=q_lo, q_hi=q_hi, cut=cut)
 
 
 def p_range(blk: dict[str, Any]) -> tuple[Any, Any]:
@@ -111,6 +119,7 @@ def block_cot(g: Cot, blk: dict[str, Any], axes: tuple[int, ...]) -> tuple[Cot, 
     s = blk["s"]
     one_m_s = jnp.maximum(F.sub_dn(1.0, s), 0.0)
     cd = C.scale(cd, F.div_dn(1.0, F.add_up(1.0, s)), F.div_up(1.0, one_m_s))
+    cd = C.mask(cd, ~blk["cut"])  # cut elements: their whole change is the event alpha
     R = blk["R"]
     wr = F.div_up(R, jnp.maximum(F.sub_dn(1.0, R), 0.0))
     t_rho = F.where(R == 0, 0.0, F.mul_up(cd.mag(), wr))
