@@ -383,3 +383,41 @@ def test_negative_integer_pow_whose_power_overflows(domain):
         from tests._soundness import check
     v = check(f, [x], precision="float16", domain=domain, n_samples=3, radius=0.5)
     assert not v, "\n".join(v[:5])
+
+
+def test_analysis_division_is_correctly_rounded_under_jit():
+    """XLA rewrites ``a / broadcast(b)`` into ``a * (1/b)``: with ``1/b`` subnormal it is
+    flushed and the quotient comes out 0. The analysis' own directed divisions must not
+    be rewritten (``_formats.quot``)."""
+    from jaxerr import _formats as F
+
+    a = np.full((4, 4), 9.898614, np.float32)
+    b = np.full((1, 4), 2.3319820e38, np.float32)
+    q = np.float64(a[0, 0]) / np.float64(b[0, 0])  # 4.24e-38, a normal float32
+    up = jax.jit(F.div_up)(a, b)
+    dn = jax.jit(F.div_dn)(a, b)
+    assert np.all(np.asarray(up, np.float64) >= q) and np.all(np.asarray(dn, np.float64) <= q)
+
+
+@pytest.mark.parametrize("domain", ["interval", "first_order", "affine"])
+def test_quotient_by_a_huge_broadcast_divisor_is_sound(domain):
+    """Found by fuzzing (seed 28405): ``relu(x / (|y| + 0.5))`` with ``y`` of one row
+    broadcast over ``x``'s rows and ``|y| ~ 1e38``: the interval rule's upper end was the
+    smallest normal, below the exact 4.2e-38."""
+
+    try:
+        from _soundness import check
+    except ImportError:  # pragma: no cover
+        from tests._soundness import check
+
+    def f(x, y):
+        return jax.nn.relu(x / (jnp.abs(y) + 0.5))
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2.0, 10.0, (4, 4)).astype(np.float32)
+    y = np.array([[2.3319820e38, -3.02e37, 1.62e38, -8.29e37]], np.float32)
+    v = check(f, [x, y], precision="float32", radius=0.0, n_samples=2, domain=domain)
+    b = jaxerr.bound(f, "float32", domain=domain, warn=False)(x, y)
+    exact = np.maximum(x.astype(np.float64) / (np.abs(y.astype(np.float64)) + 0.5), 0.0)
+    assert np.all(np.asarray(b.hi, np.float64) >= exact), (np.asarray(b.hi), exact)
+    assert not v, "\n".join(v[:5])

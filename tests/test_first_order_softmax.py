@@ -250,3 +250,19 @@ def test_masked_softmax_block_keeps_the_first_order_limit(kind):
     v = check(f, [q], precision="float16", n_samples=1, domain="first_order", out=b)
     v += check(f, [q], precision="float16", radius=0.01, n_samples=3, domain="first_order")
     assert not v, "\n".join(v[:10])
+
+
+def test_shifted_exponent_is_not_cut_with_the_interval_hull():
+    """Found by fuzzing (seed 28471): in float8_e5m2 the logits 31558.7 and 34682.9 both
+    round to 32768. The path pass had cut the shifted exponent ``x - c`` (an operand near
+    the format's overflow threshold) with the interval domain's hull of ``x - max``,
+    which describes another frame: it pinned ``x - c`` near 0 where it is -1915 exactly,
+    and ``p``'s bound downstream missed an error of 1.7."""
+    x = np.array([-7300.618, 31558.723, 34682.914, 25255.338], np.float32)
+
+    def f(x):
+        p = jax.nn.softmax(x, axis=0)
+        return jnp.log1p(jnp.power(jnp.abs(p) + np.float32(0.125), np.float32(2.5))) * np.float32(7.0)
+
+    v = check(f, [x], precision="float8_e5m2", accumulation="blocked:8", domain="first_order", n_samples=2)
+    assert not v, "\n".join(v[:5])
