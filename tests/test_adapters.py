@@ -172,3 +172,35 @@ def test_primitive_table_up_to_date():
         "python scripts/gen_primitive_table.py and commit the result")
     for name in ("scan", "while", "cond", "dot_general"):
         assert f"| `{name}` |" in current
+
+
+def test_flax_weights_from_a_file(tmp_path):
+    """Weights saved to a file (``flax.serialization``, msgpack; no network) and loaded
+    into a fresh template give the same bounds as the in-memory variables, for linen and
+    for an nnx module rebuilt from its saved state."""
+    from flax import serialization
+
+    m, v, x = _linen()
+    path = tmp_path / "mlp.msgpack"
+    path.write_bytes(serialization.to_bytes(v))
+    template = m.init(jax.random.PRNGKey(7), x)  # other values, same structure
+    loaded = serialization.from_bytes(template, path.read_bytes())
+    _same(jflax.bound_linen(m, loaded, "bfloat16", warn=False)(x),
+          jflax.bound_linen(m, v, "bfloat16", warn=False)(x))
+
+    class Net(nnx.Module):
+        def __init__(self, rngs):
+            self.a = nnx.Linear(5, 4, rngs=rngs)
+            self.b = nnx.Linear(4, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.b(jnp.tanh(self.a(x)))
+
+    net = Net(nnx.Rngs(0))
+    npath = tmp_path / "net.msgpack"
+    npath.write_bytes(serialization.to_bytes(nnx.state(net).to_pure_dict()))
+    fresh = Net(nnx.Rngs(1))
+    state = nnx.state(fresh)
+    state.replace_by_pure_dict(serialization.from_bytes(state.to_pure_dict(), npath.read_bytes()))
+    nnx.update(fresh, state)
+    _same(jflax.bound_nnx(fresh, "bfloat16", warn=False)(x), jflax.bound_nnx(net, "bfloat16", warn=False)(x))
