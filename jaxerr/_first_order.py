@@ -415,7 +415,11 @@ def _cut_infinite(tape: _Tape, ctx, invals: list[Any], outs: list[Any]) -> list[
     shape = jnp.shape(o.lo)
     bad = jnp.zeros(shape, bool)
     big = ctx.fmt.max_finite
-    for x in invals:
+    # select_n: a case operand matters only where the predicate may select it (Flax's
+    # mask constant is -inf everywhere, but selected only at the masked logits: cutting
+    # every logit lost the first-order chain back to q and k)
+    pred = invals[0] if ctx.eqn.primitive is P("select_n") else None
+    for k, x in enumerate(invals):
         if not isinstance(x, Real) or id(x) not in tape.has_event:
             continue
         if jnp.shape(x.lo) != shape:
@@ -424,7 +428,13 @@ def _cut_infinite(tape: _Tape, ctx, invals: list[Any], outs: list[Any]) -> list[
         # u max_finite: finfo(bfloat16).min - m rounds by 6.6e35, and the reverse pass's
         # smallest sensitivity, the carrier's tiny, times that is not small)
         huge = F.scale_up(jnp.maximum(jnp.abs(x.lo), jnp.abs(x.hi)), 2.0) > big
-        bad = bad | ~(jnp.isfinite(x.lo) & jnp.isfinite(x.hi)) | huge
+        this = ~(jnp.isfinite(x.lo) & jnp.isfinite(x.hi)) | huge
+        if pred is not None and k > 0:
+            if not isinstance(pred, Discrete) or jnp.shape(pred.lo) not in ((), shape):
+                return outs
+            plo, phi = pred.lo.astype(jnp.int32), pred.hi.astype(jnp.int32)
+            this = this & (plo <= k - 1) & (k - 1 <= phi)
+        bad = bad | this
     r = iv[0]
     E = tape.local[id(o)]
     hlo, hhi = jnp.minimum(r.lo, r.clo), jnp.maximum(r.hi, r.chi)
