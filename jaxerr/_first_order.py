@@ -1230,14 +1230,15 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                         E_cut = jnp.minimum(E_cut, kink)
                     cmask = jnp.broadcast_to(jnp.asarray(cut), jnp.shape(o.lo))
                     E = F.where(cmask, E_cut, E)
-                if ctx.kink_exact is not None:  # the remainder event (_Tape.kink_exact)
-                    E = F.add_up_nn(E, jnp.broadcast_to(ctx.kink_exact[2], jnp.shape(o.lo)))
                     if ss_k is not None:
                         ss_k = F.where(cmask, 0.0, ss_k)
                         det_k = F.where(cmask, E_cut, det_k)
                     elif tape.probabilistic:
                         ss_k = F.where(cmask, 0.0, F.mul_up(E, E))
                         det_k = F.where(cmask, E_cut, 0.0)
+                if ctx.kink_exact is not None:  # the remainder event (_Tape.kink_exact)
+                    # (worst case only: kink_exact is None in probabilistic mode)
+                    E = F.add_up_nn(E, jnp.broadcast_to(ctx.kink_exact[2], jnp.shape(o.lo)))
                 D = tape.shift.get(id(o))
                 if D is not None:
                     signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
