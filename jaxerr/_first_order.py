@@ -104,6 +104,7 @@ class _Tape:
         self.input_E: dict[int, Any] = {}  # id(path input) -> its rounding bound
         # id(path input) -> the bound of its event beyond the known shift (see _known_shift)
         self.input_res: dict[int, Any] = {}
+        self.input_exact: dict[int, Any] = {}  # id(path input) -> its exact (point) value
         # id(value) -> known signed part D of its event (the event is D + e, |e| <= local E):
         # a point input rounded into the format moves by exactly round(x) - x
         self.shift: dict[int, Any] = {}
@@ -130,6 +131,16 @@ class _Tape:
         self.sm_block: dict[int, Any] = {}
         # id(path value) -> elements cut at this equation (_cut_infinite)
         self.elem_cut: dict[int, Any] = {}
+        # id(refined path value) -> its deviation's linear structure (``_gram.Gram``)
+        self.gram: dict[int, Any] = {}
+        self.quad_per_seed = False  # set by each split pass (_gram.per_seed_ok)
+
+    def segment(self, x: Any) -> Any:
+        """``(x0, D, e)`` for a rounded point input whose states along the segment are
+        ``x0 + t (D + e')``, ``|e'| <= e`` (its rounding its only event), else None."""
+        if not isinstance(x, Real) or id(x) not in self.input_exact or id(x) not in self.shift:
+            return None
+        return self.input_exact[id(x)], self.shift[id(x)], self.input_res[id(x)]
 
     def kink_bound(self, ctx, ins) -> Any:
         """For a 1-Lipschitz piecewise-linear primitive (max, min, abs, clamp) whose
@@ -236,6 +247,7 @@ def _to_path_input(tape: _Tape, r: Any) -> Any:
         D, E = _known_shift(r, tape.adt)
         tape.shift[id(p)] = D
         tape.input_res[id(p)] = E
+        tape.input_exact[id(p)] = r.lo
     tape.inputs.append((p, E))
     tape.input_E[id(p)] = r.err
     if tape.probabilistic:
@@ -609,8 +621,13 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             split = True
         if stops is None or split:
             tape.full_refine_cost += len(tape.entries) + 1
+        want_gram = GRAM and split and stops is not None and _gram_size_ok(size)
         res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt, stops=stops,
-                       split=split)
+                       split=split, gram=want_gram)
+        gram_rows = None
+        if want_gram:
+            res, (rows, gd_), gL, gR = res
+            gram_rows = (rows, gd_, gL, gR)
         B = res[:, 0]
         if tape.probabilistic:
             # probabilistic path ranges (see _prob_refined_delta): B holds with
@@ -632,6 +649,13 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             tape.prob_cut.add(id(r))
         tape.has_event.add(id(r))
         tape.refined[id(r)] = B
+        if gram_rows is not None and jnp.shape(gram_rows[0])[1] > 1:
+            from ._gram import Gram
+
+            rows, gd_, gL, gR = gram_rows
+            Bf = B.reshape(-1)
+            gR = F.where(tape.poison | ~jnp.isfinite(Bf) | ~jnp.isfinite(gd_), jnp.inf, gR)
+            tape.gram[id(r)] = Gram(rows, F.where(jnp.isfinite(gd_), gd_, 0.0), gL, gR, Bf)
         tape.refined_exact[id(r)] = (jnp.broadcast_to(ex_lo, jnp.shape(lo)), jnp.broadcast_to(ex_hi, jnp.shape(lo)))
         new[j] = r
     return new
@@ -1141,13 +1165,94 @@ class _SignedSum:
         self.n += max(1, int(np.prod(jnp.shape(D))))
         self.k += 1
 
-    def bound(self, adt: Any) -> Any:
+    def parts(self, adt: Any) -> tuple[Any, Any]:
+        """``(s, e)``: the sum is within ``e`` of the float ``s``."""
         if self.k == 0:
-            return self.s
+            return self.s, self.s
         u = float(np.finfo(adt).eps) / 2
         N = self.n + self.k + 1
         err = F.add_up_nn(F.scale_up(self.a, 2 * F.gamma(N, u)), F.static_up(2 * N * float(np.finfo(adt).tiny), adt))
-        return F.add_up_nn(F.add_up_nn(jnp.abs(self.s), err), self.r)
+        return self.s, F.add_up_nn(err, self.r)
+
+    def bound(self, adt: Any) -> Any:
+        s, e = self.parts(adt)
+        return F.add_up_nn(jnp.abs(s), e)
+
+
+def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any],
+                stops: dict[int, Any]) -> tuple[list[Any], Any] | None:
+    """The quadratic split (``_gram``) at an equation that reads split values: a smooth
+    unary primitive of one, or the product of two. Returns the operands' cotangents
+    (enclosed at the *exact* point) and the charge, or None where it does not apply
+    (the plain rule and split then run)."""
+    from . import _gram
+    from ._rules.sensitivity import second_derivatives
+
+    prim = ctx.eqn.primitive
+    g = gs[0]
+    if len(outs) != 1 or g is None or not isinstance(outs[0], Real):
+        return None
+    if id(ctx.eqn) in tape.softmax:
+        return None
+    ecut = tape.elem_cut.get(id(outs[0]))
+    if ecut is not None:  # cut elements (_cut_infinite): their event is charged at the output
+        if jnp.shape(ecut) != jnp.shape(g.mid):
+            return None
+        g = C.mask(g, ~ecut)
+    o = outs[0]
+    shape = jnp.shape(o.lo)
+    iv = tape.interval_outs.get(ctx.path)
+    if iv is None or not isinstance(iv[0], Real):
+        return None
+    rule = sensitivity_rules.get(prim)
+    if rule is None:
+        return None
+
+    def split_val(x):
+        return isinstance(x, Real) and id(x) in stops and id(x) in tape.refined_exact \
+            and jnp.shape(x.lo) == shape
+
+    def exact(x):
+        lo, hi = tape.refined_exact[id(x)]
+        return _exact_value(lo, hi, x.value)
+
+    o_ex = _exact_value(iv[0].lo, iv[0].hi, iv[0].value)
+    gm = Cot(g.mid, jnp.zeros_like(g.rad))
+    gr = Cot(jnp.zeros_like(g.mid), g.rad)
+    adt = g.mid.dtype
+
+    def flat(v):
+        return jnp.broadcast_to(v, shape).reshape(-1).astype(adt)
+
+    if prim in second_derivatives and len(ins) == 1 and split_val(ins[0]):
+        x = ins[0]
+        B = flat(stops[id(x)])
+        c0 = rule(ctx, [gm], [exact(x)], [o_ex], **ctx.eqn.params)[0][0]
+        cg = rule(ctx, [gr], [x], [o], **ctx.eqn.params)[0][0]
+        lo, hi = second_derivatives[prim](x, o, **ctx.eqn.params)
+        if c0 is None or cg is None:
+            return None
+        q = C.scale(gm, lo, hi)  # gm h'' = phi +- eps
+        phi, eps = flat(q.mid), flat(q.rad)
+        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, tape.quad_per_seed)
+        rest = _sum_all(F.where(eps == 0, 0.0, F.mul_up(eps, F.mul_up(B, B))))
+        total = F.scale_up(F.add_up_nn(quad, rest), 0.5)
+        total = F.add_up_nn(total, _contrib(cg, stops[id(x)]))
+        return [c0], F.where(jnp.isnan(total), jnp.inf, total)
+    if prim is P("mul") and len(ins) == 2 and all(split_val(x) for x in ins) and ins[0] is not ins[1]:
+        a, b = ins
+        c0 = rule(ctx, [gm], [exact(a), exact(b)], [o_ex], **ctx.eqn.params)[0]
+        cg = rule(ctx, [gr], [a, b], [o], **ctx.eqn.params)[0]
+        if any(c is None for c in list(c0) + list(cg)):
+            return None
+        Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
+        # gm (a b)(1) - gm (a b)(0) = gm b0 Da + gm a0 Db + gm Da Db
+        total = _gram.cross_signed(tape.gram.get(id(a)), Ba, tape.gram.get(id(b)), Bb, flat(g.mid),
+                                   tape.quad_per_seed)
+        total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
+        total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
+        return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
+    return None
 
 
 def _no_cots(ctx, gs, ins, outs, **_):
@@ -1155,7 +1260,8 @@ def _no_cots(ctx, gs, ins, outs, **_):
 
 
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
-             chunk: int | None = None, stops: dict[int, Any] | None = None, split: bool = False) -> Any:
+             chunk: int | None = None, stops: dict[int, Any] | None = None, split: bool = False,
+             gram: bool = False) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
     ``(worst case, sum of squares, sensitivity variation, deterministic part)`` of its
     deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``.
@@ -1171,10 +1277,24 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
     derivative along the whole segment, like every bound of this pass), so the part
     through ``x`` is ``∫ mid · dx/dt dt`` (the rest of the pass, with the fixed
     cotangent ``mid``) plus at most ``rad · B``. Cancellations in ``mid`` survive
-    upstream; only the enclosure's width is summarised by ``B``."""
+    upstream; only the enclosure's width is summarised by ``B``. Where the value
+    feeds a smooth elementwise primitive (or a product with another split value),
+    the *quadratic split* (``_gram``) charges the second-order term instead.
+
+    ``gram`` (worst case): also return, per seed, the row ``a`` of its linear
+    deviation (``mid(cotangent) * E`` for every event, flattened), ``L >= sum |a|``
+    and ``R`` bounding the rest (``_gram.Gram``): ``(res, rows, L, R)``."""
     sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) for o in seeds]
     M = int(sum(sizes))
     offsets = np.cumsum([0] + sizes[:-1])
+    if gram:
+        from ._gram import row_budget
+
+        gram_cap = row_budget(M)
+    if split and stops is not None:
+        from ._gram import per_seed_ok
+
+        tape.quad_per_seed = per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
 
     def needed(x):
         return isinstance(x, Real) and id(x) in tape.has_event
@@ -1189,6 +1309,32 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         zero = jnp.zeros((), adt)
         wc, ss, var, det = zero, zero, zero, zero
         signed = _SignedSum(zero)
+        rows: list[Any] = []
+        rr = zero
+        gram_len = [0]
+
+        def row(g, E):  # gram: the event's column (mid * E) and the radius part
+            nonlocal rr
+            if not gram:
+                return
+            size = int(np.prod(jnp.shape(g.mid)))
+            if gram_len[0] + size > gram_cap:  # beyond the row budget: the whole event in R
+                rr = F.add_up_nn(rr, _contrib(g, E))
+                return
+            gram_len[0] += size
+            E = jnp.broadcast_to(C.fixed(E), jnp.shape(g.mid)).astype(adt)
+            z = (E == 0) | ((g.mid == 0) & (g.rad == 0))
+            t = F.where(z, 0.0, g.mid.astype(adt) * E)
+            bad = ~jnp.isfinite(t)
+            rows.append(F.where(bad, 0.0, t).reshape(-1))
+            rr = F.add_up_nn(rr, _contrib(Cot(jnp.zeros_like(g.rad), g.rad), E))
+            rr = F.where(jnp.any(bad), jnp.inf, rr)
+
+        def charge(x):  # a non-row part of the bound
+            nonlocal wc, rr
+            wc = F.add_up_nn(wc, x)
+            if gram:
+                rr = F.add_up_nn(rr, x)
         for ctx, ins, outs_ in reversed(entries):
             gs = [cots.pop(id(o), None) for o in outs_]
             if all(g is None for g in gs):
@@ -1199,12 +1345,21 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 rule = _no_cots
             ctx.need = [needed(x) for x in ins]
             prob = tape.probabilistic
+            # rounded inputs whose only event is their known shift: their states are a
+            # segment (bilinear rules use the signed transpose of the shift)
+            ctx.segments = None if prob else [tape.segment(x) for x in ins]
             kink = None if prob else tape.kink_bound(ctx, ins)
             ctx.kink_cut = kink is not None
             ctx.kink_exact = tape.kink_exact(ctx, ins) if KINK_EXACT and kink is not None else None
             cut = None
             in_cots: list[Any] = [None] * len(ins)
-            if rule is None or (prob and any(id(o) in tape.prob_cut for o in outs_)):
+            quad = None
+            if split and stops is not None and not prob and block is None and kink is None:
+                quad = _quad_split(tape, ctx, gs, ins, outs_, stops)
+            if quad is not None:
+                in_cots, q_charge = quad
+                charge(q_charge)
+            elif rule is None or (prob and any(id(o) in tape.prob_cut for o in outs_)):
                 cut = True
             elif prob:
                 # the derivative at the linearisation point (see _prob_record)
@@ -1243,6 +1398,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 if D is not None:
                     signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
                 wc = F.add_up_nn(wc, _contrib(g, E))
+                if id(o) in tape.local or cut is not None or ctx.kink_exact is not None:
+                    row(g, E)
                 R = tape.rem.get(id(o)) if tape.probabilistic else None
                 if R is not None:
                     # the linearisation remainder of this node: deterministic
@@ -1262,7 +1419,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
 
                 blk, d_val, axes = block
                 cd, _, extra = block_cot(gs[0], blk, axes)
-                wc = F.add_up_nn(wc, extra)
+                charge(extra)
                 if tape.probabilistic:
                     det = F.add_up_nn(det, extra)
                 ins, in_cots = [d_val], [cd]
@@ -1274,9 +1431,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 if c is not None and needed(x):
                     if stops is not None and id(x) in stops:
                         if not split:
-                            wc = F.add_up_nn(wc, _contrib(c, stops[id(x)]))
+                            charge(_contrib(c, stops[id(x)]))
                             continue
-                        wc = F.add_up_nn(wc, _contrib(Cot(jnp.zeros_like(c.rad), c.rad), stops[id(x)]))
+                        charge(_contrib(Cot(jnp.zeros_like(c.rad), c.rad), stops[id(x)]))
                         c = Cot(c.mid, jnp.zeros_like(c.rad))
                     cots[id(x)] = C.add(cots.get(id(x)), c)
         for p, E in inputs:
@@ -1287,6 +1444,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if D is not None:
                 signed.add(g, D)
             wc = F.add_up_nn(wc, _contrib(g, E))
+            row(g, E)
             if tape.probabilistic and D is not None:
                 # beyond the known shift: the float evaluation of D (not a rounding event)
                 det = F.add_up_nn(det, _contrib(g, E))
@@ -1296,13 +1454,26 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         known = signed.bound(adt)
         wc = F.add_up_nn(wc, known)
         det = F.add_up_nn(det, known)
-        return jnp.stack([wc, ss, var, det])
+        out = jnp.stack([wc, ss, var, det])
+        if not gram:
+            return out
+        a = jnp.concatenate(rows) if rows else jnp.zeros((1,), adt)
+        L = _sum_all(jnp.abs(a))
+        # the float products mid * E: |a - mid E| <= u |a| / (1 - u); the known
+        # shifts' part is the float d, within e
+        d, e = signed.parts(adt)
+        R = F.add_up_nn(F.add_up_nn(rr, e), F.scale_up(L, float(np.finfo(adt).eps) * 1.01))
+        return out, (a, d), L, R
 
     idx = jnp.arange(M)
     if chunk is None:
-        chunk = _default_chunk(entries, M)
-    res = jax.vmap(one_seed)(idx) if chunk >= M else _compat.map_batched(one_seed, idx, chunk)
-    return F.where(jnp.isnan(res), jnp.inf, res)
+        chunk = _default_chunk(entries, M, tape, stops if split else None, gram)
+    run = jax.vmap(one_seed) if chunk >= M else (lambda i: _compat.map_batched(one_seed, i, chunk))
+    if not gram:
+        res = run(idx)
+        return F.where(jnp.isnan(res), jnp.inf, res)
+    res, rows, L, R = run(idx)
+    return F.where(jnp.isnan(res), jnp.inf, res), rows, L, F.where(jnp.isnan(R), jnp.inf, R)
 
 
 def first_order_errors(
@@ -1440,6 +1611,16 @@ FINAL_SPLIT = True
 #: median) at about 1.8-2.3x the analysis' CPU time (every refinement then traces the
 #: whole tape); off by default for the test-suite budget
 REFINE_SPLIT = False
+#: the quadratic split (``_gram``): refined values record their deviation's linear
+#: structure, and split passes charge second-order terms that cancel across elements
+GRAM = True
+
+
+def _gram_size_ok(n: int) -> bool:
+    """Whether the refinement of an ``n``-element value records its Gram data."""
+    from ._gram import row_budget
+
+    return GRAM and row_budget(n) > 0
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
@@ -1514,11 +1695,23 @@ def _sensitive_vars(jaxpr: Any, skip: frozenset[int] | set[int] = frozenset()) -
     return out
 
 
-def _default_chunk(entries: list[Any], M: int) -> int:
-    """Seeds per vmapped batch: keep the largest cotangent batch around 2^24 elements."""
+def _default_chunk(entries: list[Any], M: int, tape: _Tape | None = None,
+                   splits: dict[int, Any] | None = None, gram: bool = False) -> int:
+    """Seeds per vmapped batch: keep the largest cotangent batch around 2^24 elements
+    (and the quadratic split's per-seed ``n x K`` products, ``_gram``)."""
     biggest = 1
+    total = 0
     for _, ins, outs in entries:
         for x in list(ins) + list(outs):
             if isinstance(x, Real):
-                biggest = max(biggest, int(np.prod(jnp.shape(x.lo))))
+                size = int(np.prod(jnp.shape(x.lo)))
+                biggest = max(biggest, size)
+                total += size
+    if tape is not None and splits is not None:
+        for k in splits:
+            gd = tape.gram.get(k)
+            if gd is not None:
+                biggest = max(biggest, int(np.prod(jnp.shape(gd.A))))
+    if gram:
+        biggest = max(biggest, total)
     return max(1, min(M, (1 << 24) // biggest))

@@ -466,24 +466,47 @@ def dot_general_rule(ctx, gs, ins, outs, *, dimension_numbers, **_):
             _, vjp = jax.vjp(lambda y: dot(other, y), jnp.zeros(jnp.shape(b.lo), adt))
         return vjp(cot)[0]
 
+    segs = getattr(ctx, "segments", None) or [None, None]
+
     def cot_for(k, other: Real):
         # each transposed entry sums over the other operand's free dimensions
         n = max(1, int(np.prod(jnp.shape(other.lo))) // max(1, contract * batch))
-        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt)
+        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt, segs[1 - k])
 
     return [cot_for(0, b) if ctx.need[0] else None, cot_for(1, a) if ctx.need[1] else None], None
 
 
-def bilinear_cot(g: Cot, other: Real, transpose: Any, n: int, adt: Any) -> Cot:
+def bilinear_cot(g: Cot, other: Real, transpose: Any, n: int, adt: Any, seg: Any = None) -> Cot:
     """The cotangent of one operand of a bilinear primitive (dot_general, conv): the
     transpose ``transpose(other, cot)`` of ``g`` by the other operand's enclosure, each
     entry a float sum of ``n`` terms. ``|g o - gm om| <= gr (|om| + orad) + |gm| orad``,
-    plus the float error ``gamma |gm| |om|`` of the midpoint transpose."""
+    plus the float error ``gamma |gm| |om|`` of the midpoint transpose.
+
+    ``seg = (x0, D, e)``: the other operand is a rounded input whose states along the
+    segment are exactly ``x0 + t (D + e')``, ``t`` in [0, 1], ``|e'| <= e`` (its only
+    event, a known shift): then ``gm·o(t) = gm·xc + (t - 1/2) gm·D + t gm·e'`` with
+    ``xc = x0 + D/2``, so the radius has the *signed* transpose ``|gm·D| / 2`` (which
+    cancels across the contracted dimension) instead of ``|gm|·|D| / 2``."""
     gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
     slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
 
     def t_up(cot, oth):  # upper bound of the transpose for nonnegative arrays
         return F.add_up_nn(F.scale_up(transpose(oth, cot), 1 + 2 * gam), slack)
+
+    if seg is not None:
+        x0, D, e = (jnp.asarray(v, adt) for v in seg)
+        xc = x0 + D / 2  # |xc - (x0 + D/2)| <= u |xc| + tiny
+        u = float(np.finfo(adt).eps) / 2
+        tiny = float(np.finfo(adt).tiny)
+        xc_err = F.add_up_nn(F.scale_up(jnp.abs(xc), 2 * u), F.static_up(2 * tiny, adt))
+        mid = transpose(xc, g.mid)
+        agm = jnp.abs(g.mid)
+        rad = t_up(F.scale_up(agm, gam), jnp.abs(xc))  # the float midpoint transpose
+        rad = F.add_up_nn(rad, t_up(g.rad, mag(other.lo, other.hi)))  # gr |o(t)|
+        half = F.scale_up(jnp.abs(transpose(D, g.mid)), 0.5)
+        rad = F.add_up_nn(rad, F.add_up_nn(half, F.scale_up(t_up(agm, jnp.abs(D)), gam)))
+        rad = F.add_up_nn(rad, t_up(agm, F.add_up_nn(e, xc_err)))
+        return Cot(mid, rad)
 
     if other.point:
         om, orad = other.lo, None
@@ -523,6 +546,78 @@ def _reduce_extreme(g, a, o, axes, is_max):
     certain = possible & bc(n_possible == 1)
     gb = Cot(bc(g.mid), bc(g.rad))
     return [C.unit_interval(gb, certain, possible)], None
+
+
+
+
+# ---------------------------------------------------------------------------
+# Second derivatives of smooth unary primitives (the quadratic split of
+# ``jaxerr/_gram.py``): an enclosure of f'' over the operand's path range
+# ---------------------------------------------------------------------------
+
+#: Primitive -> ``(a, o, **params) -> (lo, hi)`` enclosing ``f''(x)`` for every ``x`` in
+#: the path range of the operand ``a`` (``o``: the output's path range, which encloses
+#: ``f`` over it). Only primitives that are twice differentiable on the whole real line
+#: (or on the range the rule checks) are listed.
+second_derivatives: dict[Any, Callable[..., Any]] = {}
+
+
+def _cubic_range(c: tuple[float, float, float, float], lo: Any, hi: Any,
+                 crits: tuple[float, ...]) -> tuple[Any, Any]:
+    """Range of ``c0 + c1 t + c2 t^2 + c3 t^3`` over ``[lo, hi]`` (finite, inside
+    [-1, 1]), from its values at the ends and at the critical points ``crits`` inside,
+    widened by a bound of the float evaluation error."""
+    def ev(t):
+        return c[0] + t * (c[1] + t * (c[2] + t * c[3]))
+
+    def err(t):
+        a = jnp.abs(t)
+        return (abs(c[0]) + a * (abs(c[1]) + a * (abs(c[2]) + a * abs(c[3])))) * 1e-5
+
+    vals = [ev(lo), ev(hi)]
+    errs = [err(lo), err(hi)]
+    for cp in crits:
+        inside = (lo <= cp) & (hi >= cp)
+        v = jnp.asarray(ev(jnp.asarray(cp, lo.dtype)), lo.dtype)
+        vals.append(F.where(inside, v, vals[0]))
+        errs.append(F.where(inside, err(jnp.asarray(cp, lo.dtype)), errs[0]))
+    e = jnp.max(jnp.stack(errs), axis=0)
+    e = F.add_up_nn(e, jnp.asarray(np.finfo(lo.dtype).tiny, lo.dtype))
+    return F.sub_dn(jnp.min(jnp.stack(vals), axis=0), e), F.add_up(jnp.max(jnp.stack(vals), axis=0), e)
+
+
+def _tanh_d2(a, o, **_):
+    # tanh'' = -2 t (1 - t^2), t = tanh(x) in the output's range within [-1, 1]
+    t_lo, t_hi = jnp.clip(o.lo, -1.0, 1.0), jnp.clip(o.hi, -1.0, 1.0)
+    r = 1 / math.sqrt(3)
+    return _cubic_range((0.0, -2.0, 0.0, 2.0), t_lo, t_hi, (-r, r))
+
+
+def _logistic_d2(a, o, **_):
+    # s (1 - s) (1 - 2 s) = s - 3 s^2 + 2 s^3, s in the output's range within [0, 1]
+    s_lo, s_hi = jnp.clip(o.lo, 0.0, 1.0), jnp.clip(o.hi, 0.0, 1.0)
+    r = math.sqrt(3) / 6
+    return _cubic_range((0.0, 1.0, -3.0, 2.0), s_lo, s_hi, (0.5 - r, 0.5 + r))
+
+
+def _ipow_d2(a, o, *, y, **_):
+    from .arithmetic import _ipow_range
+
+    n = int(y)
+    k = float(n * (n - 1))
+    if n == 2:
+        one = jnp.ones_like(a.lo)
+        return one * k, one * k
+    plo, phi = _ipow_range(a.lo, a.hi, n - 2)
+    lo, hi = F.mul_dn(plo, k), F.mul_up(phi, k)
+    return jnp.minimum(lo, hi), jnp.maximum(lo, hi)
+
+
+second_derivatives[P("tanh")] = _tanh_d2
+second_derivatives[P("logistic")] = _logistic_d2
+second_derivatives[P("exp")] = lambda a, o, **_: (jnp.maximum(o.lo, 0.0), o.hi)
+second_derivatives[P("square")] = lambda a, o, **_: (jnp.full_like(a.lo, 2.0), jnp.full_like(a.lo, 2.0))
+second_derivatives[P("integer_pow")] = _ipow_d2
 
 
 # the layer primitives' rules (conv, windows, prefix sums, sort, scatter) register themselves

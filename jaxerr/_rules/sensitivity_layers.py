@@ -65,9 +65,11 @@ def conv_rule(ctx, gs, ins, outs, **params):
     n_lhs = max(1, int(np.prod(bshape)) // max(1, bshape[dn.rhs_spec[1]]))
     n_rhs = max(1, int(np.prod(oshape)) // max(1, oshape[dn.out_spec[1]]) * int(params.get("batch_group_count", 1)))
 
+    segs = getattr(ctx, "segments", None) or [None, None]
+
     def cot_for(k, other: Real):
         n = n_lhs if k == 0 else n_rhs
-        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt)
+        return bilinear_cot(g, other, lambda oth, cot: transpose(k, oth, cot), n, adt, segs[1 - k])
 
     return [cot_for(0, b) if ctx.need[0] else None, cot_for(1, a) if ctx.need[1] else None], None
 

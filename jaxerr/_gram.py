@@ -1,0 +1,223 @@
+"""The quadratic split of ``domain="first_order"``: second-order terms that cancel
+across the elements of a refined value.
+
+The worst-case reverse pass *splits* at a refined value ``x`` (``_first_order._reverse``):
+it goes on upstream with a fixed cotangent and charges what the sensitivity to ``x``
+varies along the segment. For ``y = h(x)`` elementwise and smooth, with a fixed
+downstream cotangent ``g`` (``mid gm``, radius ``gr``), the part of the output's
+deviation that passes through ``y`` is exactly::
+
+    int g h'(x(t)) x'(t) dt = sum_j gm_j (h(x_j(1)) - h(x_j(0)))  +  int (g - gm) h'(x) x' dt
+                            = sum_j gm_j h'(x_j(0)) D_j  +  1/2 sum_j gm_j h''(xi_j) D_j^2  +  ...
+
+with ``D = x(1) - x(0)`` (Taylor with the Lagrange remainder, ``xi_j`` in the path
+range). The pass goes on with the cotangent ``gm h'(x(0))`` enclosed at the *exact*
+point (``_rules/sensitivity.py``'s rule over the interval domain's exact ranges), and
+charges ``|g - gm| max|h'| B`` plus the quadratic term. With ``h''`` in ``[c - e, c + e]``::
+
+    |1/2 sum_j gm_j h''(xi_j) D_j^2| <= 1/2 (|sum_j phi_j D_j^2| + sum_j |gm_j| e_j B_j^2),
+    phi = gm c.
+
+The elementwise bound of the first sum, ``sum |phi_j| B_j^2``, is what the plain split
+charged (twice over: ``rad · B`` with ``rad ~ |gm h''| B``). But ``phi`` has mixed signs
+and the ``D_j`` are linear combinations of the *same* rounding events, so the sum
+cancels. The refinement pass of ``x`` records that structure (:class:`Gram`): ``D_j =
+a_j · u + rho_j`` with ``|u_k| <= 1`` (``a_jk`` the midpoint of the sensitivity of
+``x_j`` to event ``k`` times its bound ``E_k``) and ``|rho_j| <= R_j``. For weights
+``s >= 0`` (the positive or the negative part of ``phi``), :func:`quad_sup` bounds
+``sup_u sum_j s_j (a_j · u)^2``: for any ``omega > 0`` and any vector ``y``, Cauchy-Schwarz
+gives ``(y · A u)^2 <= (sum_k omega_k) (sum_k (a_k · y)^2 / omega_k)``, so
+``sum_j s_j (a_j · u)^2 = |S^(1/2) A u|^2 <= Omega · lambda_max(S^(1/2) C S^(1/2))`` with
+``C = sum_k a_k a_k^T / omega_k``. With ``omega_k = sum_j s_j |a_jk| L_j``
+(``L_j = sum_k |a_jk|``) a Schur test shows ``lambda_max <= 1``, i.e. never worse than
+``sum s_j L_j^2``; it is far smaller where the rows ``a_j`` are spread over many events
+with mixed signs. ``lambda_max`` is bounded by Gershgorin's row sums
+(``max_i sum_j |C_ij| s_j``, a Collatz-Wielandt bound with the vector ``sqrt(s)``), and
+every float operation on the way is rounded or bounded outward.
+
+A product ``x * z`` of two refined values has the cross term ``sum_j gm_j D^x_j D^z_j``,
+bounded by Cauchy-Schwarz per sign of ``gm``: ``sqrt(Q_x(gm+) Q_z(gm+)) +
+sqrt(Q_x(gm-) Q_z(gm-))``.
+
+Measured on the 4-layer 256-wide bfloat16 tanh MLP (``benchmarks/tightness.py``), the
+quadratic split cuts the second-order charges, which were about twice the first-order
+limit, to a few percent of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax.lax as lax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _formats as F
+
+#: the Gram data of a refined value is recorded when it has at most this many elements
+GRAM_MAX_N = 1024
+#: ... and when ``n^2 * K`` (``K`` events on its rows; the cost of one quadratic bound per
+#: seed of a later pass) stays below this
+GRAM_MAX_COST = 1 << 30
+#: ... and at most this many events per row
+GRAM_MAX_ROW = 1 << 16
+#: a reverse pass also uses the weights omega of each seed (``sum_j s_j |a_jk| L_j``:
+#: tighter, ``n^2 K`` per seed and split value) besides the shared ones
+#: (``sum_j |a_jk| L_j``: ``C`` once per refined value, ``n^2`` per seed) while
+#: ``seeds x sum n^2 K`` stays below this (about 10 s of CPU)
+PER_SEED_BUDGET = 1 << 38
+
+
+class Gram:
+    """The linear part of a refined value's deviation: ``D_j = A[j] · u + d_j + rho_j``,
+    ``|u| <= 1`` (the rounding events), ``d`` known (the known input shifts, summed),
+    ``|rho_j| <= R[j]``, ``L[j] >= sum_k |A[j, k]|``, ``|D_j| <= B[j]`` (all flattened
+    over the value's elements)."""
+
+    __slots__ = ("A", "absA", "d", "L", "R", "B", "Om", "Cup")
+
+    def __init__(self, A: Any, d: Any, L: Any, R: Any, B: Any):
+        self.A, self.d, self.L, self.R, self.B = A, d, L, R, B
+        self.absA = jnp.abs(A)
+        self.Om, self.Cup = _shared(self.A, self.absA, L)
+
+
+def _gamma(n: int, dt: Any) -> float:
+    return F.gamma(n + 2, float(np.finfo(dt).eps) / 2)
+
+
+def _sum_up(x: Any, axis: int | None = None) -> Any:
+    """Upper bound of a float sum of nonnegative terms."""
+    n = int(np.prod(jnp.shape(x))) if axis is None else int(jnp.shape(x)[axis])
+    dt = x.dtype
+    s = jnp.sum(x, axis=axis)
+    return F.add_up_nn(F.scale_up(s, 1 + 2 * _gamma(n, dt)), F.static_up(2 * (n + 1) * float(np.finfo(dt).tiny), dt))
+
+
+def _shared(A: Any, absA: Any, L: Any) -> tuple[Any, Any]:
+    """``(Omega, Cup)`` for the weights ``omega_k = sum_j |a_jk| L_j`` (shared by every
+    seed): ``Omega >= sum omega`` and ``Cup >= |C|`` elementwise, ``C = A diag(1/omega) A^T``."""
+    dt = A.dtype
+    n, K = jnp.shape(A)
+    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
+    w = jnp.dot(L, absA, precision=lax.Precision.HIGHEST) + tiny * 4
+    w = F.where(jnp.isfinite(w), w, jnp.asarray(np.finfo(dt).max, dt))
+    Om = _sum_up(w)
+    r = F.div_up(jnp.ones_like(w), w)  # >= 1 / omega: a larger C, still a bound
+    Ch = jnp.dot(A * r[None, :], A.T, precision=lax.Precision.HIGHEST)
+    # |C_ij - Ch_ij| <= g sum_k |a_ik| |a_jk| r_k (the float error of a_ik r_k included),
+    # plus underflow (at most 2 tiny per product flushed to 0)
+    g = _gamma(K + 1, dt)
+    Cabs = jnp.dot(absA * r[None, :], absA.T, precision=lax.Precision.HIGHEST)
+    err = F.add_up_nn(F.scale_up(Cabs, g * (1 + 2 * _gamma(K, dt))), F.static_up(4 * (K + 2) * float(np.finfo(dt).tiny), dt))
+    Cup = F.add_up_nn(jnp.abs(Ch), err)
+    bad = ~jnp.isfinite(Om) | jnp.any(jnp.isnan(Cup))
+    return F.where(bad, jnp.inf, Om), F.where(jnp.isnan(Cup), jnp.inf, Cup)
+
+
+def quad_gram(gd: Gram, s: Any, per_seed: bool = False) -> Any:
+    """Upper bound of ``sup_{|u| <= 1} sum_j s_j (A[j] · u)^2`` for ``s >= 0`` (flat):
+    with the shared weights, and (``per_seed``) the smaller of that and the bound with
+    the weights of ``s``."""
+    dt = gd.A.dtype
+    n = int(jnp.shape(gd.A)[0])
+    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
+    row = jnp.dot(gd.Cup, s, precision=lax.Precision.HIGHEST)
+    row = F.add_up_nn(F.scale_up(row, 1 + 2 * _gamma(n, dt)), tiny * (2 * n + 2))
+    # (Collatz-Wielandt with sqrt(s): over the support of s only, where sqrt(s) > 0)
+    lam = jnp.max(F.where(s > 0, row, 0.0))
+    shared = F.mul_up(gd.Om, lam)
+    shared = F.where(jnp.isnan(shared), jnp.inf, shared)
+    if not per_seed:
+        return shared
+    return jnp.minimum(shared, _quad_gram_seed(gd, s))
+
+
+def _quad_gram_seed(gd: Gram, s: Any) -> Any:
+    A, absA, L = gd.A, gd.absA, gd.L
+    dt = A.dtype
+    n, K = jnp.shape(A)
+    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
+    # any positive omega will do: the bound below holds for the float values used
+    w = jnp.dot(s * L, absA, precision=lax.Precision.HIGHEST) + tiny * 4
+    w = F.where(jnp.isfinite(w), w, jnp.asarray(np.finfo(dt).max, dt))
+    Om = _sum_up(w)
+    r = F.div_up(jnp.ones_like(w), w)  # >= 1 / omega: a larger C, still a bound
+    Ch = jnp.dot(A * r[None, :], A.T, precision=lax.Precision.HIGHEST)
+    # |C_ij - Ch_ij| <= g sum_k |a_ik| |a_jk| r_k (the float error of a_ik r_k included),
+    # so sum_j |C_ij| s_j <= sum_j |Ch_ij| s_j + g (|A| (r * (|A|^T s)))_i, plus underflow
+    # (at most 2 tiny per product flushed to 0)
+    g = _gamma(K + 1, dt)
+    ut = F.static_up(2 * (K + 2) * float(np.finfo(dt).tiny), dt)
+    row = jnp.dot(jnp.abs(Ch), s, precision=lax.Precision.HIGHEST)
+    row = F.add_up_nn(F.scale_up(row, 1 + 2 * _gamma(n, dt)), tiny * (2 * n + 2))
+    ats = F.scale_up(jnp.dot(s, absA, precision=lax.Precision.HIGHEST), 1 + 2 * _gamma(n, dt))
+    err = jnp.dot(absA, F.mul_up(r, ats), precision=lax.Precision.HIGHEST)
+    row = F.add_up_nn(row, F.scale_up(err, g * (1 + 2 * _gamma(K, dt))))
+    row = F.add_up_nn(row, F.mul_up(ut, _sum_up(s)))
+    # (Collatz-Wielandt with sqrt(s): over the support of s only, where sqrt(s) > 0)
+    lam = jnp.max(F.where(s > 0, row, 0.0))
+    out = F.mul_up(Om, lam)
+    return F.where(jnp.isnan(out), jnp.inf, out)
+
+
+def quad_sup(gd: Gram | None, B: Any, s: Any, per_seed: bool = False) -> Any:
+    """Upper bound of ``sup sum_j s_j D_j^2`` over every admissible deviation ``D``
+    (``s >= 0``, flat; ``B``: the refined bounds, flat)."""
+    plain = _sum_up(F.where(s == 0, 0.0, F.mul_up(s, F.mul_up(B, B))))
+    if gd is None:
+        return plain
+    L, R, d, A = gd.L, gd.R, gd.d, gd.A
+    dt = A.dtype
+    # D = v + d + rho, v = A u:  sum s D^2 = sum s v^2 + 2 sum s v d + sum s (2 v rho + (d + rho)^2)
+    #   <= Q + 2 min(|A^T (s d)|_1, sqrt(Q sum s d^2)) + sum s (2 L R + (|d| + R)^2)
+    q = quad_gram(gd, s, per_seed)
+    ad = jnp.abs(d)
+    dR = F.add_up_nn(ad, R)
+    rest = _sum_up(F.where(s == 0, 0.0, F.mul_up(s, F.add_up_nn(F.mul_up(F.scale_up(L, 2.0), R), F.mul_up(dR, dR)))))
+    sd = s * d  # |sd - s d| <= u |sd| (+ underflow)
+    K = int(jnp.shape(A)[1])
+    t = jnp.dot(sd, A, precision=lax.Precision.HIGHEST)
+    g = _gamma(K + 1, dt)
+    terr = F.add_up_nn(F.scale_up(jnp.dot(jnp.abs(sd), gd.absA, precision=lax.Precision.HIGHEST), g),
+                       F.static_up(2 * (K + 2) * float(np.finfo(dt).tiny), dt))
+    c1 = _sum_up(F.add_up_nn(jnp.abs(t), terr))
+    c2 = F.up_nn(jnp.sqrt(F.mul_up(q, _sum_up(F.mul_up(s, F.mul_up(ad, ad))))))
+    cross = F.scale_up(jnp.minimum(c1, c2), 2.0)
+    tot = F.add_up_nn(F.add_up_nn(q, cross), rest)
+    return jnp.minimum(plain, F.where(jnp.isnan(tot), jnp.inf, tot))
+
+
+def quad_signed(gd: Gram | None, B: Any, phi: Any, per_seed: bool = False) -> Any:
+    """Upper bound of ``sup |sum_j phi_j D_j^2|`` (flat): the larger of the bounds for
+    the positive and the negative part of ``phi`` (both sums are nonnegative)."""
+    pos = quad_sup(gd, B, jnp.maximum(phi, 0.0), per_seed)
+    neg = quad_sup(gd, B, jnp.maximum(-phi, 0.0), per_seed)
+    return jnp.maximum(pos, neg)
+
+
+def cross_signed(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, per_seed: bool = False) -> Any:
+    """Upper bound of ``sup |sum_j phi_j D^x_j D^z_j|`` (flat)."""
+    plain = _sum_up(F.where(phi == 0, 0.0, F.mul_up(jnp.abs(phi), F.mul_up(Bx, Bz))))
+    if gx is None and gz is None:
+        return plain
+    out = jnp.zeros((), Bx.dtype)
+    for s in (jnp.maximum(phi, 0.0), jnp.maximum(-phi, 0.0)):
+        out = F.add_up_nn(out, F.up_nn(jnp.sqrt(F.mul_up(quad_sup(gx, Bx, s, per_seed), quad_sup(gz, Bz, s, per_seed)))))
+    return jnp.minimum(plain, out)
+
+
+def per_seed_ok(seeds: int, grams: list[Gram]) -> bool:
+    """Whether a pass of ``seeds`` seeds through these split values' Gram data may use
+    the per-seed weights (:data:`PER_SEED_BUDGET`)."""
+    cost = sum(int(jnp.shape(g.A)[0]) ** 2 * int(jnp.shape(g.A)[1]) for g in grams)
+    return seeds * cost <= PER_SEED_BUDGET
+
+
+def row_budget(n: int) -> int:
+    """How many events the rows of an ``n``-element refined value record (0: none);
+    the events beyond go into ``R`` whole (the pass walks back from the value, so the
+    recorded ones are the latest)."""
+    if n > GRAM_MAX_N:
+        return 0
+    return int(min(GRAM_MAX_COST // (n * n), GRAM_MAX_ROW))
