@@ -1192,7 +1192,8 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
     g = gs[0]
     if len(outs) != 1 or g is None or not isinstance(outs[0], Real):
         return None
-    if id(ctx.eqn) in tape.softmax:
+    # (a shifted softmax's values: the interval domain's exact ranges are in another frame)
+    if id(ctx.eqn) in tape.softmax or id(ctx.eqn) in tape.rescaled or id(ctx.eqn) in tape.sm_role:
         return None
     ecut = tape.elem_cut.get(id(outs[0]))
     if ecut is not None:  # cut elements (_cut_infinite): their event is charged at the output
@@ -1224,6 +1225,8 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
     def flat(v):
         return jnp.broadcast_to(v, shape).reshape(-1).astype(adt)
 
+    if prim is P("integer_pow") and int(ctx.eqn.params.get("y", 0)) < 2:
+        return None  # (x^1 is linear; negative powers are not smooth at 0)
     if prim in second_derivatives and len(ins) == 1 and split_val(ins[0]):
         x = ins[0]
         B = flat(stops[id(x)])
@@ -1261,7 +1264,7 @@ def _no_cots(ctx, gs, ins, outs, **_):
 
 def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any], adt: Any,
              chunk: int | None = None, stops: dict[int, Any] | None = None, split: bool = False,
-             gram: bool = False) -> Any:
+             gram: bool = False, per_seed: bool = False) -> Any:
     """For every element of the ``seeds`` values (in order, flattened): the bounds
     ``(worst case, sum of squares, sensitivity variation, deterministic part)`` of its
     deviation due to the events on ``entries`` and ``inputs``; shape ``(M, 4)``.
@@ -1294,7 +1297,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
     if split and stops is not None:
         from ._gram import per_seed_ok
 
-        tape.quad_per_seed = per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
+        tape.quad_per_seed = per_seed and per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
 
     def needed(x):
         return isinstance(x, Real) and id(x) in tape.has_event
@@ -1543,7 +1546,7 @@ def first_order_errors(
         # ranges that a refined value's own bound summarises better (a LayerNorm after
         # attention); each output keeps the smaller of the two
         ck = _reverse(tape, tape.entries, tape.inputs, seeds, config.adt, chunk, stops=tape.refined,
-                      split=FINAL_SPLIT)
+                      split=FINAL_SPLIT, per_seed=True)
         res = res.at[:, 0].set(jnp.minimum(res[:, 0], ck[:, 0]))
     # an operation whose bound is infinite may make values inf/NaN, which no
     # derivative argument covers: there, keep the interval bound only
@@ -1707,11 +1710,13 @@ def _default_chunk(entries: list[Any], M: int, tape: _Tape | None = None,
                 size = int(np.prod(jnp.shape(x.lo)))
                 biggest = max(biggest, size)
                 total += size
-    if tape is not None and splits is not None:
+    if tape is not None and splits is not None and tape.quad_per_seed:
         for k in splits:
             gd = tape.gram.get(k)
             if gd is not None:
                 biggest = max(biggest, int(np.prod(jnp.shape(gd.A))))
     if gram:
-        biggest = max(biggest, total)
+        from ._gram import row_budget
+
+        biggest = max(biggest, min(total, row_budget(M)))
     return max(1, min(M, (1 << 24) // biggest))

@@ -58,7 +58,7 @@ from . import _formats as F
 GRAM_MAX_N = 1024
 #: ... and when ``n^2 * K`` (``K`` events on its rows; the cost of one quadratic bound per
 #: seed of a later pass) stays below this
-GRAM_MAX_COST = 1 << 30
+GRAM_MAX_COST = 1 << 28
 #: ... and at most this many events per row
 GRAM_MAX_ROW = 1 << 16
 #: a reverse pass also uses the weights omega of each seed (``sum_j s_j |a_jk| L_j``:

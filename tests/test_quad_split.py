@@ -175,3 +175,25 @@ def test_quad_split_tightens_smooth_mlps(act):
     b = jaxerr.bound(f, precision="bfloat16", domain="first_order")(x)
     r = np.asarray(b.abs_err, np.float64).reshape(-1) / L
     assert np.median(r) < 1.45, np.median(r)
+
+
+@pytest.mark.parametrize("fmt", ["bfloat16", "float8_e5m2"])
+def test_quad_split_mixed_smooth_program_sound(fmt):
+    """Split values read by exp, integer_pow (3, 1, -1), square, logistic and products of
+    two split values, against the simulator."""
+    rng = np.random.default_rng(7)
+    w = (rng.normal(size=(16, 16)) / 4).astype(np.float32)
+    v = (rng.normal(size=(16, 16)) / 4).astype(np.float32)
+
+    def f(x):
+        z = x @ w
+        y = jnp.tanh(z) @ v
+        q = jax.nn.sigmoid(y) * jnp.tanh(z)
+        return (q ** 3 + lax_pow(y + 3.0, 1) * jnp.exp(-jnp.square(y)) + (y * y + 2.0) ** -1) @ v
+
+    def lax_pow(a, n):
+        return jax.lax.integer_pow(a, n)
+
+    x = rng.normal(size=(2, 16)).astype(np.float32)
+    v_ = check(f, [x], precision=fmt, domain="first_order", n_samples=1, seed=2)
+    assert not v_, v_[:3]
