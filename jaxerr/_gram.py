@@ -56,6 +56,9 @@ from . import _formats as F
 
 #: the Gram data of a refined value is recorded when it has at most this many elements
 GRAM_MAX_N = 1024
+#: ... and at least this many (below, the elementwise bound is as good and the rows
+#: only cost compile time)
+GRAM_MIN_N = 16
 #: ... and when ``n^2 * K`` (``K`` events on its rows; the cost of one quadratic bound per
 #: seed of a later pass) stays below this
 GRAM_MAX_COST = 1 << 28
@@ -218,6 +221,6 @@ def row_budget(n: int) -> int:
     """How many events the rows of an ``n``-element refined value record (0: none);
     the events beyond go into ``R`` whole (the pass walks back from the value, so the
     recorded ones are the latest)."""
-    if n > GRAM_MAX_N:
+    if n > GRAM_MAX_N or n < GRAM_MIN_N:
         return 0
     return int(min(GRAM_MAX_COST // (n * n), GRAM_MAX_ROW))
