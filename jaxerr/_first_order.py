@@ -53,6 +53,7 @@ model, and is capped by the guaranteed first_order bound (a separate pass).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -133,7 +134,6 @@ class _Tape:
         self.elem_cut: dict[int, Any] = {}
         # id(refined path value) -> its deviation's linear structure (``_gram.Gram``)
         self.gram: dict[int, Any] = {}
-        self.quad_per_seed = False  # set by each split pass (_gram.per_seed_ok)
 
     def segment(self, x: Any) -> Any:
         """``(x0, D, e)`` for a rounded point input whose states along the segment are
@@ -621,13 +621,14 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             split = True
         if stops is None or split:
             tape.full_refine_cost += len(tape.entries) + 1
-        want_gram = GRAM and split and stops is not None and _gram_size_ok(size)
+        from ._gram import row_budget
+
+        want_gram = GRAM and split and stops is not None and row_budget(size) > 0
         res = _reverse(tape, tape.entries + [entry], list(tape.inputs), [probe], tape.adt, stops=stops,
                        split=split, gram=want_gram)
         gram_rows = None
         if want_gram:
-            res, (rows, gd_), gL, gR = res
-            gram_rows = (rows, gd_, gL, gR)
+            res, gram_rows = res[0], res[1:]
         B = res[:, 0]
         if tape.probabilistic:
             # probabilistic path ranges (see _prob_refined_delta): B holds with
@@ -649,10 +650,10 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             tape.prob_cut.add(id(r))
         tape.has_event.add(id(r))
         tape.refined[id(r)] = B
-        if gram_rows is not None and jnp.shape(gram_rows[0])[1] > 1:
+        if gram_rows is not None and jnp.shape(gram_rows[0][0])[1] > 1:
             from ._gram import Gram
 
-            rows, gd_, gL, gR = gram_rows
+            (rows, gd_), gL, gR = gram_rows
             Bf = B.reshape(-1)
             gR = F.where(tape.poison | ~jnp.isfinite(Bf) | ~jnp.isfinite(gd_), jnp.inf, gR)
             tape.gram[id(r)] = Gram(rows, F.where(jnp.isfinite(gd_), gd_, 0.0), gL, gR, Bf)
@@ -1180,11 +1181,11 @@ class _SignedSum:
 
 
 def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any],
-                stops: dict[int, Any]) -> tuple[list[Any], Any] | None:
+                stops: dict[int, Any], per_seed: bool) -> tuple[list[Any], Any] | None:
     """The quadratic split (``_gram``) at an equation that reads split values: a smooth
     unary primitive of one, or the product of two. Returns the operands' cotangents
     (enclosed at the *exact* point) and the charge, or None where it does not apply
-    (the plain rule and split then run)."""
+    (the plain rule and split then run). ``per_seed``: use the per-seed Gram weights."""
     from . import _gram
     from ._rules.sensitivity import second_derivatives
 
@@ -1237,7 +1238,7 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
             return None
         q = C.scale(gm, lo, hi)  # gm h'' = phi +- eps
         phi, eps = flat(q.mid), flat(q.rad)
-        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, tape.quad_per_seed)
+        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, per_seed)
         rest = _sum_all(F.where(eps == 0, 0.0, F.mul_up(eps, F.mul_up(B, B))))
         total = F.scale_up(F.add_up_nn(quad, rest), 0.5)
         total = F.add_up_nn(total, _contrib(cg, stops[id(x)]))
@@ -1250,8 +1251,7 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
             return None
         Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
         # gm (a b)(1) - gm (a b)(0) = gm b0 Da + gm a0 Db + gm Da Db
-        total = _gram.cross_signed(tape.gram.get(id(a)), Ba, tape.gram.get(id(b)), Bb, flat(g.mid),
-                                   tape.quad_per_seed)
+        total = _gram.cross_signed(tape.gram.get(id(a)), Ba, tape.gram.get(id(b)), Bb, flat(g.mid), per_seed)
         total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
         total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
         return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
@@ -1294,10 +1294,12 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         from ._gram import row_budget
 
         gram_cap = row_budget(M)
-    if split and stops is not None:
+    if per_seed and split and stops is not None:
         from ._gram import per_seed_ok
 
-        tape.quad_per_seed = per_seed and per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
+        per_seed = per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
+    else:
+        per_seed = False
 
     def needed(x):
         return isinstance(x, Real) and id(x) in tape.has_event
@@ -1333,6 +1335,12 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             rr = F.add_up_nn(rr, _contrib(Cot(jnp.zeros_like(g.rad), g.rad), E))
             rr = F.where(jnp.any(bad), jnp.inf, rr)
 
+        def event(g, E, recorded=True):  # an event bounded by E: into wc, and its row
+            nonlocal wc
+            wc = F.add_up_nn(wc, _contrib(g, E))
+            if recorded:
+                row(g, E)
+
         def charge(x):  # a non-row part of the bound
             nonlocal wc, rr
             wc = F.add_up_nn(wc, x)
@@ -1358,7 +1366,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             in_cots: list[Any] = [None] * len(ins)
             quad = None
             if split and stops is not None and not prob and block is None and kink is None:
-                quad = _quad_split(tape, ctx, gs, ins, outs_, stops)
+                quad = _quad_split(tape, ctx, gs, ins, outs_, stops, per_seed)
             if quad is not None:
                 in_cots, q_charge = quad
                 charge(q_charge)
@@ -1400,9 +1408,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 D = tape.shift.get(id(o))
                 if D is not None:
                     signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
-                wc = F.add_up_nn(wc, _contrib(g, E))
-                if id(o) in tape.local or cut is not None or ctx.kink_exact is not None:
-                    row(g, E)
+                # (no row for an output without an event: E is 0)
+                event(g, E, id(o) in tape.local or cut is not None or ctx.kink_exact is not None)
                 R = tape.rem.get(id(o)) if tape.probabilistic else None
                 if R is not None:
                     # the linearisation remainder of this node: deterministic
@@ -1446,8 +1453,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             D = tape.shift.get(id(p))
             if D is not None:
                 signed.add(g, D)
-            wc = F.add_up_nn(wc, _contrib(g, E))
-            row(g, E)
+            event(g, E)
             if tape.probabilistic and D is not None:
                 # beyond the known shift: the float evaluation of D (not a rounding event)
                 det = F.add_up_nn(det, _contrib(g, E))
@@ -1470,7 +1476,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
 
     idx = jnp.arange(M)
     if chunk is None:
-        chunk = _default_chunk(entries, M, tape, stops if split else None, gram)
+        chunk = _default_chunk(entries, M, [tape.gram[k] for k in stops if k in tape.gram] if per_seed else [],
+                               gram)
     run = jax.vmap(one_seed) if chunk >= M else (lambda i: _compat.map_batched(one_seed, i, chunk))
     if not gram:
         res = run(idx)
@@ -1619,13 +1626,6 @@ REFINE_SPLIT = False
 GRAM = True
 
 
-def _gram_size_ok(n: int) -> bool:
-    """Whether the refinement of an ``n``-element value records its Gram data."""
-    from ._gram import row_budget
-
-    return GRAM and row_budget(n) > 0
-
-
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
     """How many primitive operand slots read each variable (call bodies expanded: a
     variable passed into a call counts the uses of the body's variable). Output
@@ -1698,10 +1698,10 @@ def _sensitive_vars(jaxpr: Any, skip: frozenset[int] | set[int] = frozenset()) -
     return out
 
 
-def _default_chunk(entries: list[Any], M: int, tape: _Tape | None = None,
-                   splits: dict[int, Any] | None = None, gram: bool = False) -> int:
+def _default_chunk(entries: list[Any], M: int, seed_grams: Sequence[Any] = (), gram: bool = False) -> int:
     """Seeds per vmapped batch: keep the largest cotangent batch around 2^24 elements
-    (and the quadratic split's per-seed ``n x K`` products, ``_gram``)."""
+    (and the per-seed ``n x K`` products of the quadratic split over ``seed_grams``,
+    and the Gram rows of a ``gram`` pass: ``_gram``)."""
     biggest = 1
     total = 0
     for _, ins, outs in entries:
@@ -1710,11 +1710,8 @@ def _default_chunk(entries: list[Any], M: int, tape: _Tape | None = None,
                 size = int(np.prod(jnp.shape(x.lo)))
                 biggest = max(biggest, size)
                 total += size
-    if tape is not None and splits is not None and tape.quad_per_seed:
-        for k in splits:
-            gd = tape.gram.get(k)
-            if gd is not None:
-                biggest = max(biggest, int(np.prod(jnp.shape(gd.A))))
+    for gd in seed_grams:
+        biggest = max(biggest, int(np.prod(jnp.shape(gd.A))))
     if gram:
         from ._gram import row_budget
 

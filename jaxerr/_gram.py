@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _formats as F
+from ._first_order import _sum_all
 
 #: the Gram data of a refined value is recorded when it has at most this many elements
 GRAM_MAX_N = 1024
@@ -89,27 +90,41 @@ def _gamma(n: int, dt: Any) -> float:
     return F.gamma(n + 2, float(np.finfo(dt).eps) / 2)
 
 
-def _sum_up(x: Any, axis: int | None = None) -> Any:
-    """Upper bound of a float sum of nonnegative terms."""
-    n = int(np.prod(jnp.shape(x))) if axis is None else int(jnp.shape(x)[axis])
-    dt = x.dtype
-    s = jnp.sum(x, axis=axis)
-    return F.add_up_nn(F.scale_up(s, 1 + 2 * _gamma(n, dt)), F.static_up(2 * (n + 1) * float(np.finfo(dt).tiny), dt))
+def _weights(A: Any, absA: Any, v: Any) -> tuple[Any, Any, Any]:
+    """For the weights ``omega_k = sum_j v_j |a_jk|`` (any positive values will do: the
+    bounds hold for the float values used): ``(Omega, r, Ch)`` with ``Omega >= sum omega``,
+    ``r >= 1 / omega`` and ``Ch`` the float ``A diag(r) A^T`` (a larger ``C``, still a
+    bound), whose error is at most ``gamma_{K+1} sum_k |a_ik| |a_jk| r_k`` (the float
+    error of ``a_ik r_k`` included) plus underflow."""
+    dt = A.dtype
+    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
+    w = jnp.dot(v, absA, precision=lax.Precision.HIGHEST) + tiny * 4
+    w = F.where(jnp.isfinite(w), w, jnp.asarray(np.finfo(dt).max, dt))
+    r = F.div_up(jnp.ones_like(w), w)
+    return _sum_all(w), r, jnp.dot(A * r[None, :], A.T, precision=lax.Precision.HIGHEST)
+
+
+def _matvec_up(M: Any, s: Any) -> Any:
+    """Upper bound of ``M s`` for nonnegative ``M`` and ``s``."""
+    dt = M.dtype
+    n = int(jnp.shape(s)[0])
+    row = jnp.dot(M, s, precision=lax.Precision.HIGHEST)
+    return F.add_up_nn(F.scale_up(row, 1 + 2 * _gamma(n, dt)), jnp.asarray(np.finfo(dt).tiny, dt) * (2 * n + 2))
+
+
+def _collatz(Om: Any, row: Any, s: Any) -> Any:
+    """``Omega · lambda``, ``row >= sum_j |C_ij| s_j``: Collatz-Wielandt with the vector
+    ``sqrt(s)``, so the max runs over the support of ``s`` only (where ``sqrt(s) > 0``)."""
+    out = F.mul_up(Om, jnp.max(F.where(s > 0, row, 0.0)))
+    return F.where(jnp.isnan(out), jnp.inf, out)
 
 
 def _shared(A: Any, absA: Any, L: Any) -> tuple[Any, Any]:
     """``(Omega, Cup)`` for the weights ``omega_k = sum_j |a_jk| L_j`` (shared by every
     seed): ``Omega >= sum omega`` and ``Cup >= |C|`` elementwise, ``C = A diag(1/omega) A^T``."""
     dt = A.dtype
-    n, K = jnp.shape(A)
-    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
-    w = jnp.dot(L, absA, precision=lax.Precision.HIGHEST) + tiny * 4
-    w = F.where(jnp.isfinite(w), w, jnp.asarray(np.finfo(dt).max, dt))
-    Om = _sum_up(w)
-    r = F.div_up(jnp.ones_like(w), w)  # >= 1 / omega: a larger C, still a bound
-    Ch = jnp.dot(A * r[None, :], A.T, precision=lax.Precision.HIGHEST)
-    # |C_ij - Ch_ij| <= g sum_k |a_ik| |a_jk| r_k (the float error of a_ik r_k included),
-    # plus underflow (at most 2 tiny per product flushed to 0)
+    K = int(jnp.shape(A)[1])
+    Om, r, Ch = _weights(A, absA, L)
     g = _gamma(K + 1, dt)
     Cabs = jnp.dot(absA * r[None, :], absA.T, precision=lax.Precision.HIGHEST)
     err = F.add_up_nn(F.scale_up(Cabs, g * (1 + 2 * _gamma(K, dt))), F.static_up(4 * (K + 2) * float(np.finfo(dt).tiny), dt))
@@ -122,52 +137,31 @@ def quad_gram(gd: Gram, s: Any, per_seed: bool = False) -> Any:
     """Upper bound of ``sup_{|u| <= 1} sum_j s_j (A[j] · u)^2`` for ``s >= 0`` (flat):
     with the shared weights, and (``per_seed``) the smaller of that and the bound with
     the weights of ``s``."""
-    dt = gd.A.dtype
-    n = int(jnp.shape(gd.A)[0])
-    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
-    row = jnp.dot(gd.Cup, s, precision=lax.Precision.HIGHEST)
-    row = F.add_up_nn(F.scale_up(row, 1 + 2 * _gamma(n, dt)), tiny * (2 * n + 2))
-    # (Collatz-Wielandt with sqrt(s): over the support of s only, where sqrt(s) > 0)
-    lam = jnp.max(F.where(s > 0, row, 0.0))
-    shared = F.mul_up(gd.Om, lam)
-    shared = F.where(jnp.isnan(shared), jnp.inf, shared)
+    shared = _collatz(gd.Om, _matvec_up(gd.Cup, s), s)
     if not per_seed:
         return shared
     return jnp.minimum(shared, _quad_gram_seed(gd, s))
 
 
 def _quad_gram_seed(gd: Gram, s: Any) -> Any:
-    A, absA, L = gd.A, gd.absA, gd.L
+    A, absA = gd.A, gd.absA
     dt = A.dtype
     n, K = jnp.shape(A)
-    tiny = jnp.asarray(np.finfo(dt).tiny, dt)
-    # any positive omega will do: the bound below holds for the float values used
-    w = jnp.dot(s * L, absA, precision=lax.Precision.HIGHEST) + tiny * 4
-    w = F.where(jnp.isfinite(w), w, jnp.asarray(np.finfo(dt).max, dt))
-    Om = _sum_up(w)
-    r = F.div_up(jnp.ones_like(w), w)  # >= 1 / omega: a larger C, still a bound
-    Ch = jnp.dot(A * r[None, :], A.T, precision=lax.Precision.HIGHEST)
-    # |C_ij - Ch_ij| <= g sum_k |a_ik| |a_jk| r_k (the float error of a_ik r_k included),
-    # so sum_j |C_ij| s_j <= sum_j |Ch_ij| s_j + g (|A| (r * (|A|^T s)))_i, plus underflow
+    Om, r, Ch = _weights(A, absA, s * gd.L)
+    # sum_j |C_ij| s_j <= sum_j |Ch_ij| s_j + g (|A| (r * (|A|^T s)))_i, plus underflow
     # (at most 2 tiny per product flushed to 0)
     g = _gamma(K + 1, dt)
     ut = F.static_up(2 * (K + 2) * float(np.finfo(dt).tiny), dt)
-    row = jnp.dot(jnp.abs(Ch), s, precision=lax.Precision.HIGHEST)
-    row = F.add_up_nn(F.scale_up(row, 1 + 2 * _gamma(n, dt)), tiny * (2 * n + 2))
     ats = F.scale_up(jnp.dot(s, absA, precision=lax.Precision.HIGHEST), 1 + 2 * _gamma(n, dt))
     err = jnp.dot(absA, F.mul_up(r, ats), precision=lax.Precision.HIGHEST)
-    row = F.add_up_nn(row, F.scale_up(err, g * (1 + 2 * _gamma(K, dt))))
-    row = F.add_up_nn(row, F.mul_up(ut, _sum_up(s)))
-    # (Collatz-Wielandt with sqrt(s): over the support of s only, where sqrt(s) > 0)
-    lam = jnp.max(F.where(s > 0, row, 0.0))
-    out = F.mul_up(Om, lam)
-    return F.where(jnp.isnan(out), jnp.inf, out)
+    row = F.add_up_nn(_matvec_up(jnp.abs(Ch), s), F.scale_up(err, g * (1 + 2 * _gamma(K, dt))))
+    return _collatz(Om, F.add_up_nn(row, F.mul_up(ut, _sum_all(s))), s)
 
 
 def quad_sup(gd: Gram | None, B: Any, s: Any, per_seed: bool = False) -> Any:
     """Upper bound of ``sup sum_j s_j D_j^2`` over every admissible deviation ``D``
     (``s >= 0``, flat; ``B``: the refined bounds, flat)."""
-    plain = _sum_up(F.where(s == 0, 0.0, F.mul_up(s, F.mul_up(B, B))))
+    plain = _sum_all(F.where(s == 0, 0.0, F.mul_up(s, F.mul_up(B, B))))
     if gd is None:
         return plain
     L, R, d, A = gd.L, gd.R, gd.d, gd.A
@@ -177,15 +171,15 @@ def quad_sup(gd: Gram | None, B: Any, s: Any, per_seed: bool = False) -> Any:
     q = quad_gram(gd, s, per_seed)
     ad = jnp.abs(d)
     dR = F.add_up_nn(ad, R)
-    rest = _sum_up(F.where(s == 0, 0.0, F.mul_up(s, F.add_up_nn(F.mul_up(F.scale_up(L, 2.0), R), F.mul_up(dR, dR)))))
+    rest = _sum_all(F.where(s == 0, 0.0, F.mul_up(s, F.add_up_nn(F.mul_up(F.scale_up(L, 2.0), R), F.mul_up(dR, dR)))))
     sd = s * d  # |sd - s d| <= u |sd| (+ underflow)
     K = int(jnp.shape(A)[1])
     t = jnp.dot(sd, A, precision=lax.Precision.HIGHEST)
     g = _gamma(K + 1, dt)
     terr = F.add_up_nn(F.scale_up(jnp.dot(jnp.abs(sd), gd.absA, precision=lax.Precision.HIGHEST), g),
                        F.static_up(2 * (K + 2) * float(np.finfo(dt).tiny), dt))
-    c1 = _sum_up(F.add_up_nn(jnp.abs(t), terr))
-    c2 = F.up_nn(jnp.sqrt(F.mul_up(q, _sum_up(F.mul_up(s, F.mul_up(ad, ad))))))
+    c1 = _sum_all(F.add_up_nn(jnp.abs(t), terr))
+    c2 = F.up_nn(jnp.sqrt(F.mul_up(q, _sum_all(F.mul_up(s, F.mul_up(ad, ad))))))
     cross = F.scale_up(jnp.minimum(c1, c2), 2.0)
     tot = F.add_up_nn(F.add_up_nn(q, cross), rest)
     return jnp.minimum(plain, F.where(jnp.isnan(tot), jnp.inf, tot))
@@ -201,7 +195,7 @@ def quad_signed(gd: Gram | None, B: Any, phi: Any, per_seed: bool = False) -> An
 
 def cross_signed(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, per_seed: bool = False) -> Any:
     """Upper bound of ``sup |sum_j phi_j D^x_j D^z_j|`` (flat)."""
-    plain = _sum_up(F.where(phi == 0, 0.0, F.mul_up(jnp.abs(phi), F.mul_up(Bx, Bz))))
+    plain = _sum_all(F.where(phi == 0, 0.0, F.mul_up(jnp.abs(phi), F.mul_up(Bx, Bz))))
     if gx is None and gz is None:
         return plain
     out = jnp.zeros((), Bx.dtype)

@@ -22,7 +22,7 @@ except ImportError:  # pragma: no cover
     from tests import _simulator as S
 
 DELTA = 1e-6
-_ACT = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu}
+_ACT = {"relu": jax.nn.relu, "tanh": jnp.tanh, "gelu": jax.nn.gelu, "sigmoid": jax.nn.sigmoid}
 
 
 def _mlp(act: str, depth: int, width: int, seed: int = 0):
