@@ -100,6 +100,10 @@ class Ctx:
     exact_ops: bool = False
     # name stack of the call equations this equation is nested in ("" at top level)
     scope: str = ""
+    # (lo, hi) known to enclose the equation's exact result over its operands' ranges
+    # (a domain that knows more than interval arithmetic sets it before the rule:
+    # first_order's pre-rounding refinement); a rule may intersect its range with it
+    range_hint: Any = None
 
     @property
     def name(self) -> str:

@@ -39,6 +39,7 @@ def _mlp(act: str, depth: int, width: int, seed: int = 0):
                 x = fn(x)
         return x
 
+    f.params = (ws, bs)
     x = np.asarray(jax.random.normal(ks[-1], (1, width)), np.float32)
     return f, x
 

@@ -29,14 +29,21 @@ def rounding(ctx, M: Any) -> Any:
     are exact there); elsewhere ``u M``. Plus the format's underflow term ``eta`` (results below
     its smallest normal)."""
     fmt = ctx.fmt
-    u = fmt.unit_roundoff
+    return F.add_up_nn(nearest(M, fmt.unit_roundoff), c(fmt.underflow, M.dtype))
+
+
+def nearest(M: Any, u: float) -> Any:
+    """Bound on ``|fl(r) - r|`` for rounding to nearest a normal ``r`` with ``|r| <= M``
+    into a format with unit roundoff ``u`` (a power of two): ``u 2^floor(log2 M)``
+    where ``M`` and that bound are normal numbers of the analysis dtype, else ``u M``.
+    No underflow term (the caller adds the format's ``eta``)."""
     old = F.scale_up(M, u)
     if u > 0:
         tiny = float(np.finfo(M.dtype).tiny)
         binade = F.pow2_floor(M) * u  # u 2^floor(log2 M), exact (u is a power of 2)
         ok = jnp.isfinite(M) & (M >= tiny) & (binade >= tiny)
         old = F.where(ok, jnp.minimum(old, binade), old)
-    return F.add_up_nn(old, c(fmt.underflow, M.dtype))
+    return old
 
 
 def underflow_only(ctx, M: Any) -> Any:

@@ -28,7 +28,7 @@ from .. import _formats as F
 from .._domains.affine import Affine, Form, add_nn, fadd, fwiden, tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
-from ._common import accumulation_coefficients, c, partial_sums_overflow
+from ._common import accumulation_coefficients, c, nearest, partial_sums_overflow
 from .affine_arith import _comp_mag
 from .affine_common import fallback, make, prep, register_affine
 
@@ -121,7 +121,7 @@ def bilinear(ctx, D, a: Affine, b: Affine, value, n: int) -> Affine:
     acc = F.scale_up(S, ca)
     if cb != 0:
         zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
-        acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
+        acc = F.add_up_nn(acc, nearest(zmag, cb))
     acc = F.add_up_nn(acc, c(cc, ctx.adt))
     ovf = partial_sums_overflow(ctx, S, ca, cb, cc)
     if ovf is not None:
@@ -180,7 +180,7 @@ def reduce_sum_rule(ctx, a, *, axes, **params):
     acc = F.scale_up(S, ca)
     if cb != 0:
         zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
-        acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
+        acc = F.add_up_nn(acc, nearest(zmag, cb))
     acc = F.add_up_nn(acc, c(cc if n > 1 else 0.0, ctx.adt))
     ovf = partial_sums_overflow(ctx, S, ca, cb, cc) if n > 2 else None
     if ovf is not None:

@@ -42,7 +42,7 @@ from .. import _formats as F
 from .._domains.affine import Form, fwhere, fwiden, tiny, u_an
 from .._domains.interval import Discrete
 from . import interval_rules
-from ._common import c, partial_sums_overflow
+from ._common import c, nearest, partial_sums_overflow
 from .affine_arith import _comp_mag
 from .affine_common import fallback, make, prep, register_affine
 from .affine_elementwise import computed_bounds
@@ -94,7 +94,7 @@ def reduce_window_sum_rule(ctx, a, **params):
     acc = F.scale_up(S, ca)
     if cb != 0:
         zmag = F.add_up_nn(F.add_up_nn(x.mag(), e.mag()), acc)
-        acc = F.add_up_nn(acc, F.scale_up(zmag, cb))
+        acc = F.add_up_nn(acc, nearest(zmag, cb))
     acc = F.add_up_nn(acc, c(cc if n > 1 else 0.0, ctx.adt))
     # XLA rounds every partial windowed sum to the format: where one may overflow, no bound
     ovf = partial_sums_overflow(ctx, S, ca, cb, cc, in_format=True) if n > 2 else None

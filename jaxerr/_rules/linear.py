@@ -27,6 +27,7 @@ from ._common import (
     accumulation_coefficients,
     c,
     guard_partial_sums,
+    nearest,
     partial_sums_overflow,
     partial_sums_overflow_err,
 )
@@ -244,6 +245,11 @@ def bilinear(ctx, a, b, D, value, extra=None):
     rad = F.add_up(rad, slack)
     lo = F.sub_dn(ymid, rad)
     hi = F.add_up(ymid, rad)
+    if ctx.range_hint is not None:
+        # a tighter enclosure of the exact result, known from elsewhere (first_order's
+        # pre-rounding refinement): the wide accumulator's final rounding below is
+        # bounded over it (the interval product loses the cancellations in x·w)
+        lo, hi = jnp.maximum(lo, ctx.range_hint[0]), jnp.minimum(hi, ctx.range_hint[1])
 
     err = err_terms[0] if err_terms else jnp.zeros_like(ymid)
     for t in err_terms[1:]:
@@ -257,7 +263,7 @@ def bilinear(ctx, a, b, D, value, extra=None):
     if cb != 0:
         # wide accumulation: one final rounding of a result with |y^| <= |y| + err
         ymag = F.add_up(mag(lo, hi), err)
-        err = F.add_up(err, F.scale_up(ymag, cb))
+        err = F.add_up(err, nearest(ymag, cb))
     cc_t = c(cc, adt)
     if extra is not None:
         cc_t = _trail(F.add_up_nn(extra[1], cc_t), ymid.ndim)

@@ -16,7 +16,13 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag, nan_possible
 from . import register_rule
-from ._common import accumulation_coefficients, c, guard_partial_sums, partial_sums_overflow
+from ._common import (
+    accumulation_coefficients,
+    c,
+    guard_partial_sums,
+    nearest,
+    partial_sums_overflow,
+)
 
 P = _compat.prim
 
@@ -56,7 +62,7 @@ def reduce_sum_rule(ctx, a, *, axes, **_):
     S = sum_up_nonneg(mag(a.clo, a.chi), axes, n)
     err = F.scale_up(S, ca)
     if cb != 0:
-        err = F.add_up(err, F.scale_up(mag(rlo, rhi), cb))
+        err = F.add_up(err, nearest(mag(rlo, rhi), cb))
     rho = F.add_up(err, c(cc if n > 1 else 0.0, a.lo.dtype))
     prop = None if a.exact else sum_up_nonneg(a.err, axes, n)
     err = rho if prop is None else F.add_up(prop, rho)

@@ -26,7 +26,13 @@ from .. import _compat
 from .. import _formats as F
 from .._domains.interval import Discrete, Real, mag
 from . import register_rule
-from ._common import accumulation_coefficients, c, guard_partial_sums, partial_sums_overflow
+from ._common import (
+    accumulation_coefficients,
+    c,
+    guard_partial_sums,
+    nearest,
+    partial_sums_overflow,
+)
 
 P = _compat.prim
 
@@ -87,7 +93,7 @@ def _window_sum(ctx, a: Real, wp, n: int, value, init: Real | None = None) -> Re
             prop = init.err if prop is None else F.add_up_nn(prop, init.err)
     rho = F.scale_up(S, ca)
     if cb != 0:
-        rho = F.add_up(rho, F.scale_up(mag(rlo, rhi), cb))
+        rho = F.add_up(rho, nearest(mag(rlo, rhi), cb))
     rho = F.add_up(rho, c(cc if n_terms > 1 else 0.0, lo.dtype))
     err = rho if prop is None else F.add_up(prop, rho)
     clo, chi = F.sub_dn(rlo, rho), F.add_up(rhi, rho)
