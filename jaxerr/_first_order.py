@@ -65,7 +65,7 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Discrete, Real, mag, mig
+from ._domains.interval import Discrete, Real, mag, mig, nan_possible
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._patterns import softmax_shifts
 from ._rules import interval_rules
@@ -89,6 +89,7 @@ class _Tape:
         # probabilistic mode: the Azuma-Hoeffding factor of refined intermediate elements
         self.lam_ref = _lam(_prob_refined_delta(delta, n_refinable)) if delta is not None else None
         self.poison = jnp.asarray(False)
+        self.nan_seen = jnp.asarray(False)  # a path state may be NaN (see _path_domain)
         self.sensitive: set[Any] = set()
         self.refined: dict[int, Any] = {}  # id(path value) -> first-order bound of its deviation
         # id(refined path value) -> the interval domain's exact range (lo, hi) of that value
@@ -286,6 +287,12 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
         out = base.finalize(ctx, aval, out, invals)
         if not isinstance(out, Real):
             return out
+        # a state that may be NaN (log of a range reaching below 0, 0 * inf): a later
+        # bounded primitive (logistic, clamp) gives it a finite path range although the
+        # computed value stays NaN, so the path ranges no longer enclose the computed
+        # outputs (fuzz seeds 32034, 32035; the derivative bound itself meets the
+        # infinite event there)
+        tape.nan_seen = tape.nan_seen | jnp.any(nan_possible(out))
         if out.exact:
             return Real(out.lo, out.hi, out.lo, out.hi, jnp.zeros_like(out.lo), out.value,
                         exact=True, point=out.point)
@@ -1658,7 +1665,7 @@ def first_order_errors(
         path_out = list(path_guaranteed or path_out)  # (the guaranteed pass' ranges)
     else:
         for k, o in float_outs:
-            fin = jnp.isfinite(o.lo) & jnp.isfinite(o.hi) & ~poison
+            fin = jnp.isfinite(o.lo) & jnp.isfinite(o.hi) & ~poison & ~tape.nan_seen
             path_out[k] = (F.where(fin, o.lo, -jnp.inf), F.where(fin, o.hi, jnp.inf))
     if wc_guaranteed is not None:
         if tape.n_refined_elems > (tape.n_refinable or MAX_REFINED_VALUES * MAX_REFINED_SIZE):

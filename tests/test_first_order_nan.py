@@ -85,11 +85,17 @@ _NAN_CASES = {
     "dot_zero_reciprocal": (lambda x: jnp.zeros(2, jnp.float32) @ (1.0 / x),
                             lambda: _I(jnp.array([-1.0, 1.0], jnp.float32), jnp.array([1.0, 2.0], jnp.float32))),
     "exp_times_exp_minus": (lambda x: jnp.exp(x) * jnp.exp(-x), lambda: _box(0, 20)),
+    # a NaN state squashed by a bounded primitive: the path range is finite, the computed
+    # value NaN (fuzz seeds 32034, 32035)
+    "logistic_of_log_negative": (lambda x: jax.nn.sigmoid(jnp.log(x)), lambda: jnp.float32(-1.5)),
+    "clip_of_zero_times_overflowed_constant": (lambda x: jnp.clip(x * jnp.float32(1e30), -3.0, 3.0),
+                                               lambda: jnp.float32(0.0)),
 }
 
 
 _NAN_FAST = {"zero_times_reciprocal_box", "exp_overflow_minus_itself", "zero_times_sqrt_negative",
-             "x_over_x_box", "dot_zero_reciprocal"}
+             "x_over_x_box", "dot_zero_reciprocal", "logistic_of_log_negative",
+             "clip_of_zero_times_overflowed_constant"}
 
 
 @pytest.mark.parametrize("probabilistic", [None, pytest.param(1e-6, marks=pytest.mark.slow)])
