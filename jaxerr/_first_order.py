@@ -715,8 +715,14 @@ def _pre_refine(tape: _Tape, ctx, ins: list[Any]) -> None:
     if iv is None or len(iv) != 1 or not isinstance(iv[0], Real):
         return
     shape = jnp.shape(iv[0].lo)
-    size = max(1, int(np.prod(shape)))
-    if size > MAX_REFINED_SIZE:
+    size = int(np.prod(shape))
+    if size == 0 or size > MAX_REFINED_SIZE:
+        return
+    # only where the result's range matters to its own event: a wide accumulator's final
+    # rounding (b |y|; the other models bound by a S, whatever the range) over enough
+    # terms for the interval product to lose much (it grows like sqrt(n) over |x·w|)
+    n = _contracted_length(ctx, ins)
+    if n < PRE_REFINE_MIN_N or ctx.acc.coefficients(n, ctx.fmt, products=True)[1] == 0:
         return
     tape.n_pre_refined += 1
     z = jnp.zeros(shape, tape.adt)
@@ -743,6 +749,19 @@ def _pre_refine(tape: _Tape, ctx, ins: list[Any]) -> None:
         B = F.add_up_nn(B, V if Dout is None else F.add_up_nn(V, jnp.abs(Dout)))
     B = F.where(tape.poison | jnp.isnan(B), jnp.inf, B)
     ctx.range_hint = (F.sub_dn(iv[0].lo, B), F.add_up(iv[0].hi, B))
+
+
+def _contracted_length(ctx, ins: list[Any]) -> int:
+    """Terms per output element of a dot_general / convolution."""
+    if ctx.eqn.primitive is P("dot_general"):
+        (lc, _), _ = ctx.eqn.params["dimension_numbers"]
+        return int(np.prod([jnp.shape(ins[0].lo)[d] for d in lc]))
+    dn = ctx.eqn.params["dimension_numbers"]
+    rhs = jnp.shape(ins[1].lo)
+    spec = getattr(dn, "rhs_spec", None)
+    if spec is None:  # (no ConvDimensionNumbers: count every kernel element but the outputs)
+        return int(np.prod(rhs)) // max(1, rhs[0])
+    return int(np.prod(rhs)) // max(1, rhs[spec[0]])
 
 
 # ---------------------------------------------------------------------------
@@ -1707,6 +1726,7 @@ REFINE_SPLIT = False
 #: the pre-rounding refinement of bilinear results (``_pre_refine``), at most this many
 PRE_REFINE = True
 MAX_PRE_REFINED = 64
+PRE_REFINE_MIN_N = 8
 _BILINEAR = {P("dot_general"), P("conv_general_dilated")}
 #: the quadratic split (``_gram``): refined values record their deviation's linear
 #: structure, and split passes charge second-order terms that cancel across elements
