@@ -1247,7 +1247,9 @@ def _contrib(g: Cot, E: Any) -> Any:
     # (mag() of an exact 0 is the smallest normal: test the enclosure itself)
     zero = (m == 0) | ((g.mid == 0) & (g.rad == 0))
     t = F.where((E == 0) | zero, 0.0, F.mul_up(m, E))
-    t = F.where(jnp.isnan(t), jnp.inf, t)
+    # an inverted enclosure (negative radius or magnitude) is no enclosure: no claim
+    # (fuzz seed 34033: a one-element float16 softmax at |x| ~ 1e4 gave abs_err -1.18)
+    t = F.where(jnp.isnan(t) | (t < 0) | (g.rad < 0), jnp.inf, t)
     return _sum_all(t.astype(g.mid.dtype))
 
 
@@ -1445,6 +1447,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
 
         def charge(x):  # a non-row part of the bound
             nonlocal wc, rr
+            x = F.where(~(x >= 0), jnp.inf, x)  # (negative or NaN: no claim)
             wc = F.add_up_nn(wc, x)
             if gram:
                 rr = F.add_up_nn(rr, x)

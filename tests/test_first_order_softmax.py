@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -266,3 +268,17 @@ def test_shifted_exponent_is_not_cut_with_the_interval_hull():
 
     v = check(f, [x], precision="float8_e5m2", accumulation="blocked:8", domain="first_order", n_samples=2)
     assert not v, "\n".join(v[:5])
+
+
+def test_one_element_softmax_at_large_inputs_has_a_bound():
+    """float16 softmax over an axis of size 1 at |x| ~ 1e4 (fuzz seed 34033): a pass of
+    the reverse sweep summed an inverted enclosure into abs_err -1.18 and the consistency
+    guard replaced it with inf; an inverted enclosure is now no claim for that pass
+    only, and the other pass' bound stands."""
+    xe = np.array([[9929.882], [-41410.23], [-46999.64]], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (the guard's diagnostic is a warning)
+        b = jaxerr.bound(lambda v: jax.nn.softmax(v, axis=1), precision="float16",
+                         accumulation="recursive", domain="first_order")(xe)
+        err = np.asarray(b.abs_err)
+    assert np.all(np.isfinite(err)) and np.all(err >= 0) and np.all(err < 0.01), err
