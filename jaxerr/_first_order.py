@@ -70,6 +70,7 @@ from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._patterns import softmax_shifts
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
+from ._rules.conv import conv_terms
 from ._rules.sensitivity import sensitivity_rules
 from ._rules.structural import STRUCTURAL as _STRUCTURAL
 
@@ -538,8 +539,7 @@ def _fold_terms(tape: _Tape, ctx, invals) -> list[tuple[int, Any, Any, Any, Any]
             continue
         E_x = tape.input_E[id(x)]
         om = mag(other.lo, other.hi)
-        (lc, _), _ = dn
-        n = int(np.prod([jnp.shape(invals[0].lo)[d] for d in lc]))
+        n = _contracted_length(ctx, invals)
         gam = F.gamma(n + 1, float(np.finfo(adt).eps) / 2)
         slack = F.static_up(2 * (n + 1) * float(np.finfo(adt).tiny), adt)
 
@@ -644,12 +644,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         # keeps the whole enclosures instead sums their radii through |W| at every layer:
         # 4-layer 256-wide bfloat16 MLP, first_order / first-order limit 4.36 -> 2.99
         # (tanh), 24.7 -> 7.3 (gelu))
-        stops = tape.refined if REFINE_CHECKPOINTS and not shifted and not tape.probabilistic else None
-        split = REFINE_SPLIT
-        if stops is not None and tape.full_refine_cost + len(tape.entries) + 1 <= REFINE_FULL_BUDGET:
-            split = True
-        if stops is None or split:
-            tape.full_refine_cost += len(tape.entries) + 1
+        stops, split = _pass_mode(tape, not shifted and not tape.probabilistic)
         from ._gram import row_budget
 
         want_gram = GRAM and split and stops is not None and row_budget(size) > 0
@@ -691,6 +686,20 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
     return new
 
 
+def _pass_mode(tape: _Tape, checkpoints: bool) -> tuple[dict[int, Any] | None, bool]:
+    """``(stops, split)`` for a refinement pass over the tape so far (``_reverse``): it
+    stops at the values refined before (``checkpoints`` and ``REFINE_CHECKPOINTS``), and
+    splits there instead while the whole-tape passes fit ``REFINE_FULL_BUDGET`` entries
+    (or with ``REFINE_SPLIT``); counts the entries a whole-tape pass walks."""
+    stops = tape.refined if REFINE_CHECKPOINTS and checkpoints else None
+    split = REFINE_SPLIT
+    if stops is not None and tape.full_refine_cost + len(tape.entries) + 1 <= REFINE_FULL_BUDGET:
+        split = True
+    if stops is None or split:
+        tape.full_refine_cost += len(tape.entries) + 1
+    return stops, split
+
+
 def _pre_refine(tape: _Tape, ctx, ins: list[Any]) -> None:
     """The *pre-rounding refinement* of a dot_general / convolution (worst case): before
     its rule runs, bound the deviation ``B'`` of its exact result over the operands'
@@ -729,12 +738,7 @@ def _pre_refine(tape: _Tape, ctx, ins: list[Any]) -> None:
     probe = Real(z, z, z, z, z, z, exact=True)
     tape.keep.append(probe)
     tape.has_event.add(id(probe))  # (no local event: its own rounding is excluded)
-    stops = tape.refined if REFINE_CHECKPOINTS else None
-    split = REFINE_SPLIT
-    if stops is not None and tape.full_refine_cost + len(tape.entries) + 1 <= REFINE_FULL_BUDGET:
-        split = True
-    if stops is None or split:
-        tape.full_refine_cost += len(tape.entries) + 1
+    stops, split = _pass_mode(tape, True)
     # the weights whose events the product will fold (_fold_input_events): not through
     # the pass (a weight-sized cotangent per element) but their whole effect,
     # |other·dW| <= |Dout| + V for every state of the other operand
@@ -756,12 +760,7 @@ def _contracted_length(ctx, ins: list[Any]) -> int:
     if ctx.eqn.primitive is P("dot_general"):
         (lc, _), _ = ctx.eqn.params["dimension_numbers"]
         return int(np.prod([jnp.shape(ins[0].lo)[d] for d in lc]))
-    dn = ctx.eqn.params["dimension_numbers"]
-    rhs = jnp.shape(ins[1].lo)
-    spec = getattr(dn, "rhs_spec", None)
-    if spec is None:  # (no ConvDimensionNumbers: count every kernel element but the outputs)
-        return int(np.prod(rhs)) // max(1, rhs[0])
-    return int(np.prod(rhs)) // max(1, rhs[spec[0]])
+    return conv_terms(jnp.shape(ins[1].lo), ctx.eqn.params["dimension_numbers"])
 
 
 # ---------------------------------------------------------------------------
