@@ -282,3 +282,44 @@ def test_one_element_softmax_at_large_inputs_has_a_bound():
                          accumulation="recursive", domain="first_order")(xe)
         err = np.asarray(b.abs_err)
     assert np.all(np.isfinite(err)) and np.all(err >= 0) and np.all(err < 0.01), err
+
+
+def test_softmax_block_weights_are_no_claim_where_the_sum_may_vanish():
+    """Root cause of fuzz seed 34033: where the relative bound s of the exponentials' sum
+    is >= 1 (the sum may underflow to 0), 1 - s clamps to 0 and the weights
+    s / (1 - s)^2 and 1 / (S_lo (1 - s)) divided by mul_dn(0, ...) = -tiny, which made
+    the block's contribution -1.2. It must be inf (no claim), never negative."""
+    from jaxerr._domains.first_order import Cot
+    from jaxerr._rules.sensitivity_softmax import block_cot
+
+    one = np.ones((1, 1), np.float32)
+    blk = dict(R=0.55 * one, A=0 * one, sl=2.4e-8 * one, s=1.22 * one, q_lo=0.03 * one,
+               q_hi=one, cut=np.zeros((1, 1), bool))
+    _, _, contrib = block_cot(Cot(jnp.asarray(one), jnp.zeros((1, 1), jnp.float32)), blk, (1,))
+    assert float(contrib) == np.inf
+    # the absolute events' weight too (a sum that may vanish, exps that underflow)
+    blk.update(R=0 * one, A=1e-8 * one)
+    _, _, contrib = block_cot(Cot(jnp.asarray(one), jnp.zeros((1, 1), jnp.float32)), blk, (1,))
+    assert float(contrib) == np.inf
+
+
+def test_softmax_block_q_range_with_subnormal_exponentials():
+    """Exponentials below the smallest normal (absolute events there): the sharp range of
+    q stays within [0, 1] and contains the true softmax. (The divisor E_hi + others_lo
+    is clamped at 0 when rounded down, like the weights above; in float32 and float64
+    E_hi is at least the exp's absolute budget, a few smallest normals, so this is a
+    property check of the regime rather than a reproducer.)"""
+    import types
+
+    from jaxerr import _formats as F
+    from jaxerr._domains.interval import Real
+    from jaxerr._rules.sensitivity_softmax import block_ranges
+
+    fmt = F.as_format("float32")
+    ctx = types.SimpleNamespace(fmt=fmt, acc=F.Accumulation("recursive"))
+    d = jnp.asarray([[-100.0, -100.5]], jnp.float32)  # exp(d) ~ 3.7e-44: subnormal
+    r = Real(d, d, d, d, jnp.zeros_like(d), d)
+    blk = block_ranges(ctx, ctx, r, (1,))
+    q_lo, q_hi = np.asarray(blk["q_lo"]), np.asarray(blk["q_hi"])
+    q = np.exp(np.float64(d) - np.logaddexp.reduce(np.float64(d), axis=1, keepdims=True))
+    assert np.all(q_lo >= 0) and np.all(q_hi <= 1) and np.all(q_lo <= q) and np.all(q <= q_hi), (q_lo, q_hi, q)

@@ -157,7 +157,10 @@ def _recip(ctx, b: Affine) -> Affine:
 
     def deriv(lo, hi):
         m_small, m_big = _mig(lo, hi), mag(lo, hi)
-        return -F.div_up(one(lo), F.mul_dn(m_small, m_small)), -F.div_dn(one(lo), F.mul_up(m_big, m_big))
+        # (m_small^2 rounded down is clamped at 0: below the smallest normal it is
+        # negative, and -1/(negative) would be a huge positive lower bound; 1/0 is inf)
+        sq = jnp.maximum(F.mul_dn(m_small, m_small), 0.0)
+        return -F.div_up(one(lo), sq), -F.div_dn(one(lo), F.mul_up(m_big, m_big))
 
     def frange(lo, hi):
         return F.div_dn(one(lo), hi), F.div_up(one(lo), lo)

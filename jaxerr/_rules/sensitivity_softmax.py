@@ -91,7 +91,10 @@ def block_ranges(exp_ctx, sum_ctx, d: Real, axes: tuple[int, ...]) -> dict[str, 
     others_hi = jnp.maximum(F.sub_up(sh, Eh), 0.0)
     others_lo = jnp.maximum(F.sub_dn(sl, El), 0.0)
     q_lo = jnp.maximum(F.div_dn(El, F.add_up(El, others_hi)), 0.0)
-    q_hi = jnp.minimum(F.div_up(Eh, F.add_dn(Eh, others_lo)), 1.0)
+    # (the divisors' lower bounds are clamped at 0: down() of a result below the smallest
+    # normal is negative, and a negative divisor turns an upper bound into a negative
+    # number; fuzz seed 34033. x / 0 is inf, 0 / 0 NaN: both mean no claim below)
+    q_hi = jnp.minimum(F.div_up(Eh, jnp.maximum(F.add_dn(Eh, others_lo), 0.0)), 1.0)
     bad = ~(jnp.isfinite(q_lo) & jnp.isfinite(q_hi))
     q_lo = F.where(bad, 0.0, q_lo)
     q_hi = F.where(bad, 1.0, q_hi)
@@ -123,12 +126,15 @@ def block_cot(g: Cot, blk: dict[str, Any], axes: tuple[int, ...]) -> tuple[Cot, 
     R = blk["R"]
     wr = F.div_up(R, jnp.maximum(F.sub_dn(1.0, R), 0.0))
     t_rho = F.where(R == 0, 0.0, F.mul_up(cd.mag(), wr))
-    ws = F.div_up(s, F.mul_dn(one_m_s, one_m_s))
+    # (lower bounds of the divisors clamped at 0, as in block_ranges: with s >= 1, a sum
+    # that may underflow to 0, mul_dn(0, 0) is -tiny and these weights were -1e38, a
+    # negative contribution; fuzz seed 34033. Now they are inf: no claim)
+    ws = F.div_up(s, jnp.maximum(F.mul_dn(one_m_s, one_m_s), 0.0))
     t_sig = F.where(s == 0, 0.0, F.mul_up(row.mag(), ws))
     # absolute events (underflowing exps): dp/dalpha_i = G_i / (S (1 + t sigma)), with
     # S >= sl over every state
     A = blk["A"]
-    wa = F.div_up(1.0, F.mul_dn(blk["sl"], one_m_s))
+    wa = F.div_up(1.0, jnp.maximum(F.mul_dn(blk["sl"], one_m_s), 0.0))
     t_abs = F.where(A == 0, 0.0, F.mul_up(F.mul_up(G.mag(), A), wa))
     contrib = F.add_up_nn(F.add_up_nn(_total(t_rho), _total(t_sig)), _total(t_abs))
     return cd, row, F.where(jnp.isnan(contrib), jnp.inf, contrib)
