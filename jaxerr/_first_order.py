@@ -137,6 +137,10 @@ class _Tape:
         self.elem_cut: dict[int, Any] = {}
         # id(refined path value) -> its deviation's linear structure (``_gram.Gram``)
         self.gram: dict[int, Any] = {}
+        # the column blocks of the latest gram pass' rows: (key, size), key = (id of the
+        # event's value, its bound E): two Gram records share an event's column where
+        # both keys match (the same value, the very same E array)
+        self.gram_cols: list[Any] | None = None
 
     def segment(self, x: Any) -> Any:
         """``(x0, D, e)`` for a rounded point input whose states along the segment are
@@ -653,6 +657,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
         gram_rows = None
         if want_gram:
             res, gram_rows = res[0], res[1:]
+            gram_cols = tape.gram_cols
         B = res[:, 0]
         if tape.probabilistic:
             # probabilistic path ranges (see _prob_refined_delta): B holds with
@@ -680,7 +685,9 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
             (rows, gd_), gL, gR = gram_rows
             Bf = B.reshape(-1)
             gR = F.where(tape.poison | ~jnp.isfinite(Bf) | ~jnp.isfinite(gd_), jnp.inf, gR)
-            tape.gram[id(r)] = Gram(rows, F.where(jnp.isfinite(gd_), gd_, 0.0), gL, gR, Bf)
+            # (the probe's own event is the refined value's in later passes)
+            cols = [(k if k is None or k[0] != id(probe) else (id(r), k[1]), n) for k, n in gram_cols]
+            tape.gram[id(r)] = Gram(rows, F.where(jnp.isfinite(gd_), gd_, 0.0), gL, gR, Bf, cols)
         tape.refined_exact[id(r)] = (jnp.broadcast_to(ex_lo, jnp.shape(lo)), jnp.broadcast_to(ex_hi, jnp.shape(lo)))
         new[j] = r
     return new
@@ -1354,7 +1361,19 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
             return None
         Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
         # gm (a b)(1) - gm (a b)(0) = gm b0 Da + gm a0 Db + gm Da Db
-        total = _gram.cross_signed(tape.gram.get(id(a)), Ba, tape.gram.get(id(b)), Bb, flat(g.mid), per_seed)
+        ga, gb = tape.gram.get(id(a)), tape.gram.get(id(b))
+        total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), per_seed)
+        if CROSS_ALIGNED:
+            # b = h(a) (GELU's x * cdf(x)) and the like: D^b = lam D^a + T, a signed
+            # quadratic form in D^a plus a small rest (_gram.cross_aligned); whichever
+            # of the two shares more of its columns with the other is the base
+            base_ab = ga is not None and gb is not None and \
+                _gram._matched(ga, gb)[0].size * int(jnp.shape(gb.A)[1]) >= \
+                _gram._matched(gb, ga)[0].size * int(jnp.shape(ga.A)[1])
+            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), per_seed) if base_ab else \
+                _gram.cross_aligned(gb, Bb, ga, Ba, flat(g.mid), per_seed)
+            if al is not None:
+                total = jnp.minimum(total, al)
         total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
         total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
         return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
@@ -1418,10 +1437,11 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         wc, ss, var, det = zero, zero, zero, zero
         signed = _SignedSum(zero)
         rows: list[Any] = []
+        cols: list[Any] = []  # (key, size) of every recorded column block (_gram.Gram.cols)
         rr = zero
         gram_len = [0]
 
-        def row(g, E):  # gram: the event's column (mid * E) and the radius part
+        def row(g, E, key):  # gram: the event's column (mid * E) and the radius part
             nonlocal rr
             if not gram:
                 return
@@ -1430,6 +1450,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 rr = F.add_up_nn(rr, _contrib(g, E))
                 return
             gram_len[0] += size
+            cols.append((key, size))
             E = jnp.broadcast_to(C.fixed(E), jnp.shape(g.mid)).astype(adt)
             z = (E == 0) | ((g.mid == 0) & (g.rad == 0))
             t = F.where(z, 0.0, g.mid.astype(adt) * E)
@@ -1438,11 +1459,11 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             rr = F.add_up_nn(rr, _contrib(Cot(jnp.zeros_like(g.rad), g.rad), E))
             rr = F.where(jnp.any(bad), jnp.inf, rr)
 
-        def event(g, E, recorded=True):  # an event bounded by E: into wc, and its row
+        def event(g, E, recorded=True, key=None):  # an event bounded by E: into wc, and its row
             nonlocal wc
             wc = F.add_up_nn(wc, _contrib(g, E))
             if recorded:
-                row(g, E)
+                row(g, E, key)
 
         def charge(x):  # a non-row part of the bound
             nonlocal wc, rr
@@ -1513,7 +1534,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
                 if D is not None:
                     signed.add(g, D if cut is None else F.where(cmask, 0.0, D))
                 # (no row for an output without an event: E is 0)
-                event(g, E, id(o) in tape.local or cut is not None or ctx.kink_exact is not None)
+                event(g, E, id(o) in tape.local or cut is not None or ctx.kink_exact is not None, (id(o), E))
                 R = tape.rem.get(id(o)) if tape.probabilistic else None
                 if R is not None:
                     # the linearisation remainder of this node: deterministic
@@ -1557,7 +1578,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             D = tape.shift.get(id(p))
             if D is not None:
                 signed.add(g, D)
-            event(g, E)
+            event(g, E, key=(id(p), E))
             if tape.probabilistic and D is not None:
                 # beyond the known shift: the float evaluation of D (not a rounding event)
                 det = F.add_up_nn(det, _contrib(g, E))
@@ -1571,6 +1592,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         if not gram:
             return out
         a = jnp.concatenate(rows) if rows else jnp.zeros((1,), adt)
+        tape.gram_cols = list(cols) if rows else [(None, 1)]  # (static: the same for every seed)
         L = _sum_all(jnp.abs(a))
         # the float products mid * E: |a - mid E| <= u |a| / (1 - u); the known
         # shifts' part is the float d, within e
@@ -1733,6 +1755,10 @@ _BILINEAR = {P("dot_general"), P("conv_general_dilated")}
 #: the quadratic split (``_gram``): refined values record their deviation's linear
 #: structure, and split passes charge second-order terms that cancel across elements
 GRAM = True
+#: the product of two split values that share rounding events (GELU's ``x * cdf(x)``):
+#: also bound the cross term as a signed quadratic form in one of them
+#: (``_gram.cross_aligned``), keep the smaller
+CROSS_ALIGNED = True
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:
