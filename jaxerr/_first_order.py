@@ -137,10 +137,6 @@ class _Tape:
         self.elem_cut: dict[int, Any] = {}
         # id(refined path value) -> its deviation's linear structure (``_gram.Gram``)
         self.gram: dict[int, Any] = {}
-        # the column blocks of the latest gram pass' rows: (key, size), key = (id of the
-        # event's value, its bound E): two Gram records share an event's column where
-        # both keys match (the same value, the very same E array)
-        self.gram_cols: list[Any] | None = None
 
     def segment(self, x: Any) -> Any:
         """``(x0, D, e)`` for a rounded point input whose states along the segment are
@@ -656,8 +652,7 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
                        split=split, gram=want_gram)
         gram_rows = None
         if want_gram:
-            res, gram_rows = res[0], res[1:]
-            gram_cols = tape.gram_cols
+            res, gram_rows, gram_cols = res[0], res[1:4], res[4]
         B = res[:, 0]
         if tape.probabilistic:
             # probabilistic path ranges (see _prob_refined_delta): B holds with
@@ -1365,13 +1360,8 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
         total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), per_seed)
         if CROSS_ALIGNED:
             # b = h(a) (GELU's x * cdf(x)) and the like: D^b = lam D^a + T, a signed
-            # quadratic form in D^a plus a small rest (_gram.cross_aligned); whichever
-            # of the two shares more of its columns with the other is the base
-            base_ab = ga is not None and gb is not None and \
-                _gram._matched(ga, gb)[0].size * int(jnp.shape(gb.A)[1]) >= \
-                _gram._matched(gb, ga)[0].size * int(jnp.shape(ga.A)[1])
-            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), per_seed) if base_ab else \
-                _gram.cross_aligned(gb, Bb, ga, Ba, flat(g.mid), per_seed)
+            # quadratic form in D^a plus a small rest (_gram.cross_aligned)
+            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), per_seed)
             if al is not None:
                 total = jnp.minimum(total, al)
         total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
@@ -1408,7 +1398,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
 
     ``gram`` (worst case): also return, per seed, the row ``a`` of its linear
     deviation (``mid(cotangent) * E`` for every event, flattened), ``L >= sum |a|``
-    and ``R`` bounding the rest (``_gram.Gram``): ``(res, rows, L, R)``."""
+    and ``R`` bounding the rest (``_gram.Gram``), and the rows' static column blocks
+    ``(key, size)``: ``(res, rows, L, R, cols)``."""
     sizes = [max(1, int(np.prod(jnp.shape(o.lo)))) for o in seeds]
     M = int(sum(sizes))
     offsets = np.cumsum([0] + sizes[:-1])
@@ -1437,7 +1428,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         wc, ss, var, det = zero, zero, zero, zero
         signed = _SignedSum(zero)
         rows: list[Any] = []
-        cols: list[Any] = []  # (key, size) of every recorded column block (_gram.Gram.cols)
+        # (key, size) of every recorded column block (_gram.Gram.cols): key = (id of the
+        # event's value, its bound E); two records share a column where both match
+        cols: list[Any] = []
         rr = zero
         gram_len = [0]
 
@@ -1592,7 +1585,8 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         if not gram:
             return out
         a = jnp.concatenate(rows) if rows else jnp.zeros((1,), adt)
-        tape.gram_cols = list(cols) if rows else [(None, 1)]  # (static: the same for every seed)
+        # (static, the same for every seed: handed out beside the traced results)
+        gram_cols[:] = cols if rows else [(None, 1)]
         L = _sum_all(jnp.abs(a))
         # the float products mid * E: |a - mid E| <= u |a| / (1 - u); the known
         # shifts' part is the float d, within e
@@ -1600,6 +1594,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         R = F.add_up_nn(F.add_up_nn(rr, e), F.scale_up(L, float(np.finfo(adt).eps) * 1.01))
         return out, (a, d), L, R
 
+    gram_cols: list[Any] = []
     idx = jnp.arange(M)
     if chunk is None:
         chunk = _default_chunk(entries, M, [tape.gram[k] for k in stops if k in tape.gram] if per_seed else [],
@@ -1609,7 +1604,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         res = run(idx)
         return F.where(jnp.isnan(res), jnp.inf, res)
     res, rows, L, R = run(idx)
-    return F.where(jnp.isnan(res), jnp.inf, res), rows, L, F.where(jnp.isnan(R), jnp.inf, R)
+    return F.where(jnp.isnan(res), jnp.inf, res), rows, L, F.where(jnp.isnan(R), jnp.inf, R), gram_cols
 
 
 def first_order_errors(

@@ -255,7 +255,8 @@ def _matched(gx: Gram, gz: Gram) -> tuple[np.ndarray, np.ndarray]:
 
 def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, per_seed: bool = False) -> Any | None:
     """Upper bound of ``sup |sum_j phi_j D^x_j D^z_j|`` (flat) where ``z`` shares events
-    with ``x`` (``z = h(x)`` and the like): with ``D^z = lam D^x + T`` (any ``lam_j``:
+    with ``x`` (``z = h(x)`` and the like). The record with fewer columns (the larger
+    share of them in common) is the base ``x``: with ``D^z = lam D^x + T`` (any ``lam_j``:
     the least-squares fit of the shared columns, so ``T`` is the rest of ``z``'s row),
 
         sum_j phi_j D^x_j D^z_j = sum_j (phi_j lam_j) (D^x_j)^2 + sum_j phi_j D^x_j T_j,
@@ -267,6 +268,8 @@ def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, 
     records share no event."""
     if gx is None or gz is None:
         return None
+    if int(jnp.shape(gz.A)[1]) < int(jnp.shape(gx.A)[1]):  # (the product is symmetric)
+        gx, Bx, gz, Bz = gz, Bz, gx, Bx
     ix, iz = _matched(gx, gz)
     if ix.size == 0:
         return None
