@@ -253,26 +253,14 @@ def _matched(gx: Gram, gz: Gram) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(ix), np.concatenate(iz)
 
 
-def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, per_seed: bool = False) -> Any | None:
-    """Upper bound of ``sup |sum_j phi_j D^x_j D^z_j|`` (flat) where ``z`` shares events
-    with ``x`` (``z = h(x)`` and the like). The record with fewer columns (the larger
-    share of them in common) is the base ``x``: with ``D^z = lam D^x + T`` (any ``lam_j``:
-    the least-squares fit of the shared columns, so ``T`` is the rest of ``z``'s row),
-
-        sum_j phi_j D^x_j D^z_j = sum_j (phi_j lam_j) (D^x_j)^2 + sum_j phi_j D^x_j T_j,
-
-    the first a *signed* quadratic form (:func:`quad_signed`: the larger of its positive
-    and negative parts, where :func:`cross_signed` adds two Cauchy-Schwarz bounds) and
-    the second at most ``sum |phi| B^x B^T``. ``T_j = (a^z_j - lam_j a^x_j) · u + (d^z_j -
-    lam_j d^x_j) + (rho^z_j - lam_j rho^x_j)`` on the union of the columns. None where the
-    records share no event."""
-    if gx is None or gz is None:
-        return None
-    if int(jnp.shape(gz.A)[1]) < int(jnp.shape(gx.A)[1]):  # (the product is symmetric)
-        gx, Bx, gz, Bz = gz, Bz, gx, Bx
-    ix, iz = _matched(gx, gz)
-    if ix.size == 0:
-        return None
+def aligned_rest(gx: Gram, Bx: Any, gz: Gram, Bz: Any, ix: np.ndarray, iz: np.ndarray) -> tuple[Any, Any]:
+    """``(lam, B^T)`` for records ``x`` (the base) and ``z`` sharing the columns ``ix`` /
+    ``iz``: ``lam_j`` the least-squares fit of ``z``'s shared coefficients on ``x``'s, and
+    ``B^T_j >= sup |D^z_j - lam_j D^x_j|`` over the event box (both residuals at either
+    sign): the L1 norm of the row difference on the union of the columns (the float error
+    of ``lam a^x`` bounded; ``x``'s columns outside the shared ones count ``|lam|`` times
+    theirs, ``z``'s own count once) plus ``|d^z - lam d^x| + R^z + |lam| R^x``, or
+    ``B^z + |lam| B^x`` where that is smaller."""
     Ax, Az = gx.A, gz.A
     dt = Ax.dtype
     u = float(np.finfo(dt).eps) / 2
@@ -302,7 +290,32 @@ def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, 
     dT = F.add_up_nn(F.scale_up(jnp.abs(gz.d - pd), 1 + 2 * u), F.scale_up(jnp.abs(pd), 2.02 * u))
     R_T = F.add_up_nn(gz.R, F.mul_up(alam, gx.R))
     B_T = F.add_up_nn(F.add_up_nn(L_T, dT), R_T)
-    B_T = jnp.minimum(B_T, F.add_up_nn(Bz, F.mul_up(alam, Bx)))
+    return lam, jnp.minimum(B_T, F.add_up_nn(Bz, F.mul_up(alam, Bx)))
+
+
+def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, per_seed: bool = False) -> Any | None:
+    """Upper bound of ``sup |sum_j phi_j D^x_j D^z_j|`` (flat) where ``z`` shares events
+    with ``x`` (``z = h(x)`` and the like). The record with fewer columns (the larger
+    share of them in common) is the base ``x``: with ``D^z = lam D^x + T`` (any ``lam_j``:
+    the least-squares fit of the shared columns, so ``T`` is the rest of ``z``'s row),
+
+        sum_j phi_j D^x_j D^z_j = sum_j (phi_j lam_j) (D^x_j)^2 + sum_j phi_j D^x_j T_j,
+
+    the first a *signed* quadratic form (:func:`quad_signed`: the larger of its positive
+    and negative parts, where :func:`cross_signed` adds two Cauchy-Schwarz bounds) and
+    the second at most ``sum |phi| B^x B^T``. ``T_j = (a^z_j - lam_j a^x_j) · u + (d^z_j -
+    lam_j d^x_j) + (rho^z_j - lam_j rho^x_j)`` on the union of the columns. None where the
+    records share no event."""
+    if gx is None or gz is None:
+        return None
+    if int(jnp.shape(gz.A)[1]) < int(jnp.shape(gx.A)[1]):  # (the product is symmetric)
+        gx, Bx, gz, Bz = gz, Bz, gx, Bx
+    ix, iz = _matched(gx, gz)
+    if ix.size == 0:
+        return None
+    lam, B_T = aligned_rest(gx, Bx, gz, Bz, ix, iz)
+    dt = gx.A.dtype
+    u = float(np.finfo(dt).eps) / 2
     w = phi * lam  # |w - phi lam| <= u |w| / (1 - u)
     q = quad_signed(gx, Bx, w, per_seed)
     werr = _sum_all(F.where(w == 0, 0.0, F.mul_up(F.scale_up(jnp.abs(w), 1.01 * u), F.mul_up(Bx, Bx))))

@@ -160,6 +160,47 @@ def test_cross_aligned_encloses_sampled_bilinear_sums(seed):
     assert bound >= worst * (1 - 1e-6), (bound, worst)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_aligned_rest_encloses_the_rest_of_z(seed):
+    """``B^T >= sup |D^z - lam D^x|`` over the event box, with either record as the
+    base: the base's columns outside the shared ones (x's events that z does not
+    depend on) count ``|lam|`` times. Events are independent here, so the supremum is
+    the L1 norm of the rest's row plus its offset and residuals, computed exactly; and
+    the rows are built so that this beats ``B^z + |lam| B^x`` (not the fallback)."""
+    rng = np.random.default_rng(500 + seed)
+    n, K_sh, K_xo, K_zo = 6, 5, 3, 4
+    E = [object() for _ in range(K_sh + K_xo + K_zo)]
+    scale = 10.0 ** rng.uniform(-3, 0)
+    Ax = np.concatenate([rng.normal(size=(n, K_sh)), rng.uniform(0.2, 0.6) * rng.normal(size=(n, K_xo))], 1) * scale
+    c = rng.uniform(0.2, 1.2, size=n) * rng.choice([-1.0, 1.0], size=n)
+    Az = np.concatenate([0.05 * scale * rng.normal(size=(n, K_zo)),
+                         c[:, None] * Ax[:, :K_sh] + 1e-3 * scale * rng.normal(size=(n, K_sh))], 1)
+    cols_x = [((100 + k, E[k]), 1) for k in range(K_sh)] + [((300 + k, E[K_sh + k]), 1) for k in range(K_xo)]
+    cols_z = [((200 + k, E[K_sh + K_xo + k]), 1) for k in range(K_zo)] + cols_x[:K_sh]
+    dx = rng.normal(size=n) * 1e-2 * scale
+    dz = c * dx + rng.normal(size=n) * 1e-4 * scale
+    Rx, Rz = np.abs(rng.normal(size=n)) * 1e-3 * scale, np.abs(rng.normal(size=n)) * 1e-3 * scale
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    gx, gz = _gram_obj(f32(Ax), f32(dx), f32(Rx)), _gram_obj(f32(Az), f32(dz), f32(Rz))
+    gx.cols, gz.cols = cols_x, cols_z
+    # the rows on the union of the columns: shared, x's own, z's own
+    Ux = np.concatenate([Ax, np.zeros((n, K_zo))], 1)
+    Uz = np.concatenate([Az[:, K_zo:], np.zeros((n, K_xo)), Az[:, :K_zo]], 1)
+    Ux, Uz = f32(Ux).astype(np.float64), f32(Uz).astype(np.float64)
+    for base, other, Ub, Uo, fallback_beaten in ((gx, gz, Ux, Uz, True), (gz, gx, Uz, Ux, False)):
+        ib, io = G._matched(base, other)
+        assert ib.size == K_sh
+        lam, B_T = G.aligned_rest(base, base.B, other, other.B, ib, io)
+        lam, B_T = np.asarray(lam, np.float64), np.asarray(B_T, np.float64)
+        db, do = np.asarray(base.d, np.float64), np.asarray(other.d, np.float64)
+        Rb, Ro = np.asarray(base.R, np.float64), np.asarray(other.R, np.float64)
+        sup = np.abs(Uo - lam[:, None] * Ub).sum(1) + np.abs(do - lam * db) + Ro + np.abs(lam) * Rb
+        assert np.all(B_T >= sup * (1 - 1e-6)), (B_T / sup)
+        if fallback_beaten:  # (x as the base: the L1 route is the one that counts)
+            fb = np.asarray(other.B, np.float64) + np.abs(lam) * np.asarray(base.B, np.float64)
+            assert np.all(B_T < 0.9 * fb), B_T / fb
+
+
 def test_cross_aligned_beats_cross_signed_where_z_follows_x():
     """z's deviation is c_j > 0 times x's plus a little of its own (GELU): the cross
     term is a signed quadratic form, whose positive and negative parts do not add up;
