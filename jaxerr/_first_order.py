@@ -99,6 +99,7 @@ class _Tape:
         self.n_pre_refined = 0
         self.n_refined_elems = 0
         self.full_refine_cost = 0  # tape entries walked by full (checkpoint-free) refinements
+        self.refine_budget = 0  # ... and how many they may walk while splitting (_pass_mode)
         self.n_refinable = n_refinable
         self.adt: Any = None
         # every object whose id() keys a table above stays alive for the whole analysis
@@ -691,11 +692,11 @@ def _refine(tape: _Tape, ctx, invals, outs: list[Any]) -> list[Any]:
 def _pass_mode(tape: _Tape, checkpoints: bool) -> tuple[dict[int, Any] | None, bool]:
     """``(stops, split)`` for a refinement pass over the tape so far (``_reverse``): it
     stops at the values refined before (``checkpoints`` and ``REFINE_CHECKPOINTS``), and
-    splits there instead while the whole-tape passes fit ``REFINE_FULL_BUDGET`` entries
+    splits there instead while the whole-tape passes fit ``tape.refine_budget`` entries
     (or with ``REFINE_SPLIT``); counts the entries a whole-tape pass walks."""
     stops = tape.refined if REFINE_CHECKPOINTS and checkpoints else None
     split = REFINE_SPLIT
-    if stops is not None and tape.full_refine_cost + len(tape.entries) + 1 <= REFINE_FULL_BUDGET:
+    if stops is not None and tape.full_refine_cost + len(tape.entries) + 1 <= tape.refine_budget:
         split = True
     if stops is None or split:
         tape.full_refine_cost += len(tape.entries) + 1
@@ -1618,6 +1619,7 @@ def first_order_errors(
     probabilistic: float | None,
     chunk: int | None = None,
     refine: bool = True,
+    refine_budget: int | None = None,
 ) -> tuple[list[Any], list[Any], list[Any]]:
     """Per output: (worst-case first-order error bound, probabilistic bound or None,
     enclosure ``(lo, hi)`` of the computed value or None).
@@ -1631,18 +1633,22 @@ def first_order_errors(
 
     With ``probabilistic`` the worst-case bound comes from a separate, guaranteed pass
     and caps the probabilistic one (whose tape uses probabilistic path ranges). The
-    softmax pattern (``_patterns``) is used by the worst-case pass only."""
+    softmax pattern (``_patterns``) is used by the worst-case pass only.
+
+    ``refine_budget``: the tape entries the splitting refinement passes may walk in all
+    (``REFINE_FULL_BUDGET`` if None; see ``_pass_mode``)."""
     wc_guaranteed, path_guaranteed = None, None
     if probabilistic is not None:
         wc_guaranteed, _, path_guaranteed = first_order_errors(
             jaxpr, consts, interval_inputs, interval_outs_by_path, interval_results, base, config, None,
-            chunk, refine)
+            chunk, refine, refine_budget)
     softmax = softmax_shifts(jaxpr) if probabilistic is None else {}
     # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
     sensitive = _sensitive_vars(jaxpr, {id(q) for hit in softmax.values() for q in hit[1]}) if refine else set()
     tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic,
                  _refinable_elements(jaxpr, sensitive) if probabilistic is not None else 0)
     tape.sensitive = sensitive
+    tape.refine_budget = REFINE_FULL_BUDGET if refine_budget is None else refine_budget
     tape.softmax = softmax
     tape.rescaled = {id(q) for hit in softmax.values() for q in hit[3]}
     for sid, hit in softmax.items():
@@ -1727,20 +1733,23 @@ MAX_REFINED_SIZE = 1 << 14
 #: bound (a full reverse pass) does not
 REFINE_CHECKPOINTS = True
 #: ...except while the full refinement passes walk at most this many tape entries in all
-#: (a small program: the cost stays small and its ranges keep the cancellations; a
-#: 4-layer 256-wide GELU MLP in bfloat16 walks ~140 and its bound drops ~2.5x)
-REFINE_FULL_BUDGET = 256
+#: (``bound(..., refine_budget=)``; their ranges keep the cancellations across the refined
+#: values: a 4-layer 256-wide GELU MLP in bfloat16 walks ~205 and its bound drops ~2.5x).
+#: 4096 (was 256) covers the transformer blocks measured (the benchmark's walks ~1050,
+#: the zoo's Flax one ~1420): float16 benchmark block 13.5x -> 1.2x the first-order limit
+#: (median), zoo transformers' abs_err / observed 86 -> 36 and 147 -> 50, at about 2.3x
+#: the compile time (more traced passes) and 13x the call time there; programs that
+#: walked fewer than 256 entries (MLPs, CNNs) are unchanged
+REFINE_FULL_BUDGET = 4096
 #: the worst-case output bound is also computed by a pass that stops at the refined
 #: values (``first_order_errors``); each output keeps the smaller bound
 FINAL_CHECKPOINTS = True
 #: ... and that pass *splits* there (``_reverse``'s ``split``): the midpoint of the
 #: cotangent goes on upstream, ``rad · B`` is charged; else it stops (``(|mid| + rad) · B``)
 FINAL_SPLIT = True
-#: refinement passes beyond REFINE_FULL_BUDGET split at the refined values too instead
-#: of stopping (within the budget they always split): much tighter path ranges after
-#: attention (float16 transformer block output 27.7x -> 2.4x the first-order limit,
-#: median) at about 1.8-2.3x the analysis' CPU time (every refinement then traces the
-#: whole tape); off by default for the test-suite budget
+#: refinement passes beyond the budget split at the refined values too instead of
+#: stopping (within the budget they always split; every refinement then traces the
+#: whole tape, whatever its size)
 REFINE_SPLIT = False
 #: the pre-rounding refinement of bilinear results (``_pre_refine``), at most this many
 PRE_REFINE = True
