@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="format to analyse FN in (bfloat16, float16, float32, float8_e4m3fn, ...); "
                         "default: as written")
     a.add_argument("--domain", default="interval", choices=["interval", "first_order"])
+    a.add_argument("--refine-budget", type=int, default=None, metavar="N",
+                   help="first_order only: tape entries the refinement passes may walk while "
+                        "splitting (default 4096; smaller compiles faster, looser on transformers)")
 
     r = sub.add_parser("report", help="per-layer table: error created vs inherited, condition numbers",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -207,8 +210,13 @@ def cmd_analyze(ns: argparse.Namespace) -> int:
     args = make_args(ns.function.rsplit(":", 1)[1], mod, ns.input, ns.radius)
     console = _console()
     with _status(console, "analysing (tracing and compiling the analysis)..."):
-        out = jaxerr.bound(fn, ns.precision, accumulation=ns.accumulation, domain=ns.domain,
-                           warn=False)(*args)
+        extra = {} if ns.refine_budget is None else {"refine_budget": ns.refine_budget}
+        try:
+            g = jaxerr.bound(fn, ns.precision, accumulation=ns.accumulation, domain=ns.domain,
+                             warn=False, **extra)
+        except ValueError as e:
+            raise SystemExit(f"jaxerr analyze: {e}") from None
+        out = g(*args)
     leaves = jax.tree_util.tree_leaves(out, is_leaf=lambda x: isinstance(x, jaxerr.Bound))
     rows = []
     for k, b in enumerate(leaves):

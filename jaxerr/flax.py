@@ -97,7 +97,8 @@ def bound_linen(
     - `precision`: as in :func:`jaxerr.bound` (``None``: as written).
     - `weights`: ``"rounded"`` (default) or ``"exact"``; see the module docstring.
     - `method`: passed to ``model.apply`` (default ``__call__``).
-    - `bound_kwargs`: ``accumulation``, ``domain``, ``probabilistic``, ``jit``, ``warn``.
+    - `bound_kwargs`: any keyword of :func:`jaxerr.bound` (``accumulation``, ``domain``,
+      ``probabilistic``, ``symbols``, ``refine_budget``, ``jit``, ``warn``).
 
     **Returns:** ``g(*inputs, **apply_kwargs)`` returning :func:`jaxerr.bound`'s result for
     ``model.apply(variables, *inputs, method=method, **apply_kwargs)``. Inputs may be

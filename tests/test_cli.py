@@ -96,6 +96,15 @@ def test_bad_inputs(target):
         cli.main(["analyze", f"{target}:f"])
 
 
+def test_analyze_first_order_refine_budget(target, capsys):
+    assert cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--precision", "bfloat16",
+                     "--domain", "first_order", "--refine-budget", "0", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert 0 < d["outputs"][0]["abs_err"] < 0.1
+    with pytest.raises(SystemExit, match="domain='first_order'"):
+        cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--refine-budget", "8"])
+
+
 def test_npy_input(target, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.ones(6, np.float32))
     assert cli.main(["analyze", f"{target}:f", "--input", str(tmp_path / "x.npy"), "--json"]) == 0
