@@ -37,19 +37,26 @@ def _fo(f, x, precision):
     return np.asarray(jaxerr.bound(f, precision, domain="first_order", warn=False, jit=False)(x).abs_err)
 
 
+def _budget_zero_is_looser_and_sound(width, min_ratio, n_samples):
+    """A 4-layer GELU MLP in bfloat16: ``refine_budget=0``'s bound is at least
+    ``min_ratio`` times the default one (median) and sound; returns ``(f, x, default)``."""
+    f = _mlp(width, 4)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, width)), np.float32)
+    b = _fo(f, x, "bfloat16")
+    r0 = jaxerr.bound(f, "bfloat16", domain="first_order", refine_budget=0, warn=False, jit=False)(x)
+    b0 = np.asarray(r0.abs_err)
+    assert np.all(np.isfinite(b0)) and np.median(b0 / b) >= min_ratio, np.median(b0 / b)
+    v = check(f, [x], precision="bfloat16", domain="first_order", out=r0, n_samples=n_samples, seed=5)
+    assert not v, v
+    return f, x, b
+
+
 def test_small_program_refines_without_checkpoints(monkeypatch):
     """A 4-layer GELU MLP walks few tape entries: its bound equals the checkpoint-free
     one (with checkpoints, bf16: width 16 ~1.24x larger, 32 ~1.8x, 64 ~2.8x, 256 ~2.5x).
     ``bound(..., refine_budget=0)`` makes every refinement pass stop at the values
     refined before: a larger bound, still sound against the simulator."""
-    f = _mlp(16, 4)
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, 16)), np.float32)
-    b = _fo(f, x, "bfloat16")
-    r0 = jaxerr.bound(f, "bfloat16", domain="first_order", refine_budget=0, warn=False, jit=False)(x)
-    b0 = np.asarray(r0.abs_err)
-    assert np.all(np.isfinite(b0)) and np.median(b0 / b) >= 1.1, np.median(b0 / b)
-    v = check(f, [x], precision="bfloat16", domain="first_order", out=r0, n_samples=2, seed=5)
-    assert not v, v
+    f, x, b = _budget_zero_is_looser_and_sound(16, 1.1, n_samples=2)
     monkeypatch.setattr(FO, "REFINE_CHECKPOINTS", False)
     b_full = _fo(f, x, "bfloat16")
     assert np.all(np.isfinite(b))
@@ -61,14 +68,7 @@ def test_refine_budget_option():
     refined before (the default lets this small program's passes walk the whole tape):
     a larger bound (4-layer 4-wide GELU MLP in bfloat16: 1.053x the default's, median),
     still sound against the simulator."""
-    f = _mlp(4, 4)
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, 4)), np.float32)
-    b = _fo(f, x, "bfloat16")
-    r0 = jaxerr.bound(f, "bfloat16", domain="first_order", refine_budget=0, warn=False, jit=False)(x)
-    b0 = np.asarray(r0.abs_err)
-    assert np.all(np.isfinite(b0)) and np.median(b0 / b) >= 1.02, np.median(b0 / b)
-    v = check(f, [x], precision="bfloat16", domain="first_order", out=r0, n_samples=4, seed=5)
-    assert not v, v
+    _budget_zero_is_looser_and_sound(4, 1.02, n_samples=4)
 
 
 def test_refine_budget_argument_errors():
