@@ -98,14 +98,15 @@ DETERMINISTIC_SIM = {"pairwise"}  # the simulator's pairwise tree does not depen
 
 
 # ---------------------------------------------------------------------------
-# Models (fixed PRNG keys; parameters are float32 constants captured by f)
+# Models (fixed PRNG keys; parameters are float32 constants captured by f, drawn as
+# float32 so that --x64 analyses the very same networks)
 # ---------------------------------------------------------------------------
 
 
 def _dense(key, fan_in: int, fan_out: int, bias_scale: float = 0.1):
     kw, kb = jax.random.split(key)
-    w = np.asarray(jax.random.normal(kw, (fan_in, fan_out)) / np.sqrt(fan_in), np.float32)
-    b = np.asarray(bias_scale * jax.random.normal(kb, (fan_out,)), np.float32)
+    w = np.asarray(jax.random.normal(kw, (fan_in, fan_out), np.float32) / np.sqrt(fan_in), np.float32)
+    b = np.asarray(bias_scale * jax.random.normal(kb, (fan_out,), np.float32), np.float32)
     return w, b
 
 
@@ -125,7 +126,7 @@ def mlp(act: str, depth: int = 4, width: int = 256):
                 x = fn(x)
         return x
 
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, width)), np.float32)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(100), (1, width), np.float32), np.float32)
     return f, x
 
 
@@ -155,7 +156,7 @@ def cnn():
         h = conv(conv(x, w1, b1), w2, b2)
         return h.reshape(h.shape[0], -1) @ w3 + b3[None, :]
 
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(101), (1, 8, 8, 1)), np.float32)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(101), (1, 8, 8, 1), np.float32), np.float32)
     return f, x
 
 
@@ -173,8 +174,8 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128, upto: 
     wo, bo = _dense(ks[3], d, d)
     w1, b1 = _dense(ks[4], d, ff)
     w2, b2 = _dense(ks[5], ff, d)
-    g1 = np.asarray(1 + 0.1 * jax.random.normal(ks[6], (d,)), np.float32)
-    g2 = np.asarray(1 + 0.1 * jax.random.normal(ks[7], (d,)), np.float32)
+    g1 = np.asarray(1 + 0.1 * jax.random.normal(ks[6], (d,), np.float32), np.float32)
+    g2 = np.asarray(1 + 0.1 * jax.random.normal(ks[7], (d,), np.float32), np.float32)
     be1 = np.full((d,), 0.05, np.float32)
     be2 = np.full((d,), -0.05, np.float32)
     dh = d // heads
@@ -214,7 +215,7 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128, upto: 
             return h
         return x + h @ w2 + b2
 
-    x = np.asarray(jax.random.normal(jax.random.PRNGKey(102), (seq, d)), np.float32)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(102), (seq, d), np.float32), np.float32)
     return f, x
 
 
@@ -419,6 +420,7 @@ def run_row(job, a, cfg, snapshot: str | None) -> dict:
         cmd += ["--no-prob"] if not cfg.prob else []
         cmd += ["--no-timing"] if not cfg.timing else []
         cmd += ["--prob-only"] if cfg.prob_only else []
+        cmd += ["--x64"] if a.x64 else []
         with open(err, "w") as ef:
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join([snapshot] + [q for q in [env.get("PYTHONPATH")] if q])
@@ -611,9 +613,15 @@ def main(argv=None) -> int:
                     help="address-space limit of each row's process in GiB (default 10; 0: none)")
     ap.add_argument("--in-process", action="store_true",
                     help="run the rows in this process (no time or memory limit; for debugging)")
+    ap.add_argument("--x64", action="store_true",
+                    help="enable jax_enable_x64: jaxerr analyses in float64 (the models are the same; "
+                         "their parameters are drawn as float32)")
     ap.add_argument("--_row", type=str, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--_out", type=str, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
+    if a.x64:
+        os.environ["JAX_ENABLE_X64"] = "1"  # (the rows' processes inherit it)
+        jax.config.update("jax_enable_x64", True)
     cfg = _Cfg(a)
     if a._row:
         return _child(a, cfg)
@@ -643,6 +651,7 @@ def main(argv=None) -> int:
           f"{jaxerr.__version__} [{_git_state()}], python {platform.python_version()}")
     print(f"backend: {jax.default_backend()} {jax.devices()}; CPUs: os.cpu_count()={os.cpu_count()}, "
           f"usable={ncpu_aff}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
+    print(f"analysis dtype: {'float64 (--x64)' if jax.config.read('jax_enable_x64') else 'float32'}")
     print(f"simulated executions per row: {cfg.runs} at a point, {cfg.box_points} points x "
           f"{cfg.box_runs} in a box (Interval.around(x, {RADIUS:g})); order='random'; "
           f"probabilistic delta = {DELTA:g}")
