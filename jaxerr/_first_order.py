@@ -1287,11 +1287,12 @@ class _SignedSum:
 
 
 def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any],
-                stops: dict[int, Any], per_seed: bool) -> tuple[list[Any], Any] | None:
+                stops: dict[int, Any], per_seed: frozenset[int]) -> tuple[list[Any], Any] | None:
     """The quadratic split (``_gram``) at an equation that reads split values: a smooth
     unary primitive of one, or the product of two. Returns the operands' cotangents
     (enclosed at the *exact* point) and the charge, or None where it does not apply
-    (the plain rule and split then run). ``per_seed``: use the per-seed Gram weights."""
+    (the plain rule and split then run). ``per_seed``: the split values whose quadratic
+    bounds use the per-seed Gram weights."""
     from . import _gram
     from ._rules.sensitivity import second_derivatives
 
@@ -1344,7 +1345,7 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
             return None
         q = C.scale(gm, lo, hi)  # gm h'' = phi +- eps
         phi, eps = flat(q.mid), flat(q.rad)
-        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, per_seed)
+        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, id(x) in per_seed)
         rest = _sum_all(F.where(eps == 0, 0.0, F.mul_up(eps, F.mul_up(B, B))))
         total = F.scale_up(F.add_up_nn(quad, rest), 0.5)
         total = F.add_up_nn(total, _contrib(cg, stops[id(x)]))
@@ -1358,11 +1359,12 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
         Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
         # gm (a b)(1) - gm (a b)(0) = gm b0 Da + gm a0 Db + gm Da Db
         ga, gb = tape.gram.get(id(a)), tape.gram.get(id(b))
-        total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), per_seed)
+        both = id(a) in per_seed and id(b) in per_seed
+        total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), both)
         if CROSS_ALIGNED:
             # b = h(a) (GELU's x * cdf(x)) and the like: D^b = lam D^a + T, a signed
             # quadratic form in D^a plus a small rest (_gram.cross_aligned)
-            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), per_seed)
+            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), both)
             if al is not None:
                 total = jnp.minimum(total, al)
         total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
@@ -1408,12 +1410,11 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
         from ._gram import row_budget
 
         gram_cap = row_budget(M)
+    seeded: frozenset[int] = frozenset()
     if per_seed and split and stops is not None:
-        from ._gram import per_seed_ok
+        from ._gram import per_seed_set
 
-        per_seed = per_seed_ok(M, [tape.gram[k] for k in stops if k in tape.gram])
-    else:
-        per_seed = False
+        seeded = per_seed_set(M, [(k, tape.gram[k]) for k in stops if k in tape.gram])
 
     def needed(x):
         return isinstance(x, Real) and id(x) in tape.has_event
@@ -1485,7 +1486,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             in_cots: list[Any] = [None] * len(ins)
             quad = None
             if split and stops is not None and not prob and block is None and kink is None:
-                quad = _quad_split(tape, ctx, gs, ins, outs_, stops, per_seed)
+                quad = _quad_split(tape, ctx, gs, ins, outs_, stops, seeded)
             if quad is not None:
                 in_cots, q_charge = quad
                 charge(q_charge)
@@ -1598,7 +1599,7 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
     gram_cols: list[Any] = []
     idx = jnp.arange(M)
     if chunk is None:
-        chunk = _default_chunk(entries, M, [tape.gram[k] for k in stops if k in tape.gram] if per_seed else [],
+        chunk = _default_chunk(entries, M, [tape.gram[k] for k in seeded],
                                gram)
     run = jax.vmap(one_seed) if chunk >= M else (lambda i: _compat.map_batched(one_seed, i, chunk))
     if not gram:

@@ -70,7 +70,8 @@ GRAM_MAX_ROW = 1 << 16
 #: a reverse pass also uses the weights omega of each seed (``sum_j s_j |a_jk| L_j``:
 #: tighter, ``n^2 K`` per seed and split value) besides the shared ones
 #: (``sum_j |a_jk| L_j``: ``C`` once per refined value, ``n^2`` per seed) while
-#: ``seeds x sum n^2 K`` stays below this (about 10 s of CPU)
+#: ``seeds x sum n^2 K`` stays below this (about 10 s of CPU; over it, the latest split
+#: values that fit get them: ``per_seed_set``)
 PER_SEED_BUDGET = 1 << 38
 
 
@@ -209,11 +210,17 @@ def cross_signed(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, p
     return jnp.minimum(plain, out)
 
 
-def per_seed_ok(seeds: int, grams: list[Gram]) -> bool:
-    """Whether a pass of ``seeds`` seeds through these split values' Gram data may use
-    the per-seed weights (:data:`PER_SEED_BUDGET`)."""
-    cost = sum(int(jnp.shape(g.A)[0]) ** 2 * int(jnp.shape(g.A)[1]) for g in grams)
-    return seeds * cost <= PER_SEED_BUDGET
+def per_seed_set(seeds: int, grams: list[tuple[int, Gram]]) -> frozenset[int]:
+    """The keys of the split values (``(key, Gram)`` in program order) whose quadratic
+    bounds in a pass of ``seeds`` seeds use the per-seed weights: the latest first, while
+    ``seeds x sum n^2 K`` stays within :data:`PER_SEED_BUDGET` (all of them where they fit)."""
+    out, total = set(), 0
+    for key, g in reversed(grams):
+        cost = seeds * int(jnp.shape(g.A)[0]) ** 2 * int(jnp.shape(g.A)[1])
+        if total + cost <= PER_SEED_BUDGET:
+            out.add(key)
+            total += cost
+    return frozenset(out)
 
 
 def row_budget(n: int) -> int:

@@ -226,6 +226,28 @@ def test_cross_aligned_matches_events_by_value_and_bound_identity():
     assert G.cross_aligned(gx, gx.B, gz, gz.B, jnp.ones(4, jnp.float32)) is None
 
 
+def test_per_seed_weights_go_to_the_latest_split_values_within_the_budget(monkeypatch):
+    """``per_seed_set``: the split values whose quadratic bounds use the per-seed Gram
+    weights, the latest first while ``seeds x sum n^2 K`` fits the budget (one that does
+    not fit is skipped, earlier smaller ones may still fit); all of them where they fit."""
+    from types import SimpleNamespace
+
+    grams = [(k, SimpleNamespace(A=np.zeros((n, K)))) for k, n, K in
+             ((1, 4, 10), (2, 8, 100), (3, 4, 20), (4, 16, 50))]
+    seeds = 3
+    costs = {k: seeds * g.A.shape[0] ** 2 * g.A.shape[1] for k, g in grams}  # 480, 19200, 960, 38400
+    monkeypatch.setattr(G, "PER_SEED_BUDGET", sum(costs.values()))
+    assert G.per_seed_set(seeds, grams) == {1, 2, 3, 4}
+    monkeypatch.setattr(G, "PER_SEED_BUDGET", 38400 + 960)
+    assert G.per_seed_set(seeds, grams) == {3, 4}
+    monkeypatch.setattr(G, "PER_SEED_BUDGET", 38400 + 960 + 480)
+    assert G.per_seed_set(seeds, grams) == {1, 3, 4}  # (2 does not fit, 1 still does)
+    monkeypatch.setattr(G, "PER_SEED_BUDGET", 1000)
+    assert G.per_seed_set(seeds, grams) == {3}
+    monkeypatch.setattr(G, "PER_SEED_BUDGET", 0)
+    assert G.per_seed_set(seeds, grams) == frozenset()
+
+
 def test_second_derivative_enclosures():
     """f'' over an operand range, from the output range (tanh, logistic) or the operand."""
     from jaxerr._domains.interval import Real
