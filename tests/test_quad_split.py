@@ -248,6 +248,35 @@ def test_per_seed_weights_go_to_the_latest_split_values_within_the_budget(monkey
     assert G.per_seed_set(seeds, grams) == frozenset()
 
 
+def test_partial_per_seed_weights_are_sound_and_in_between(monkeypatch):
+    """A 3 x 24 tanh MLP in bfloat16 whose final pass gives the per-seed weights to
+    none, only the latest, or every split value: each bound covers every simulated
+    execution, and more per-seed weights never give a larger bound (each quadratic
+    charge is the smaller of two sound bounds)."""
+    f, x = _mlp("tanh", 3, 24, seed=4)
+    original = G.per_seed_set
+    got = {}
+
+    def run(choose):
+        monkeypatch.setattr(G, "per_seed_set", choose)
+        r = jaxerr.bound(f, precision="bfloat16", domain="first_order", warn=False, jit=False)(x)
+        return r, np.asarray(r.abs_err, np.float64)
+
+    def latest_only(seeds, grams):
+        got["grams"] = len(grams)
+        return original(seeds, grams[-1:])
+
+    r_none, b_none = run(lambda seeds, grams: frozenset())
+    r_last, b_last = run(latest_only)
+    r_all, b_all = run(original)
+    assert got["grams"] >= 2  # there is something to choose from
+    assert np.all(b_last <= b_none * (1 + 1e-6)) and np.all(b_all <= b_last * (1 + 1e-6))
+    assert np.median(b_all / b_none) < 1.0, np.median(b_all / b_none)
+    for r in (r_none, r_last):
+        v = check(f, [x], precision="bfloat16", domain="first_order", out=r, n_samples=2, seed=3)
+        assert not v, v[:3]
+
+
 def test_second_derivative_enclosures():
     """f'' over an operand range, from the output range (tanh, logistic) or the operand."""
     from jaxerr._domains.interval import Real
