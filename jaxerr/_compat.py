@@ -155,6 +155,11 @@ def x64_enabled() -> bool:
     return bool(jax.config.read("jax_enable_x64"))
 
 
+def x64_scope(on: bool) -> Any:
+    """A context in which JAX's 64-bit types are on (``on``) or off."""
+    return jax.enable_x64(on)
+
+
 def is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 
