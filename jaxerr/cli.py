@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--refine-budget", type=int, default=None, metavar="N",
                    help="first_order only: tape entries the refinement passes may walk while "
                         "splitting (default 4096; smaller compiles faster, looser on transformers)")
+    a.add_argument("--analysis-dtype", default=None, choices=["float32", "float64"],
+                   help="dtype of the analysis' own arithmetic (default: float64 with "
+                        "JAX_ENABLE_X64, else float32); float64 is tighter, ~2x slower")
 
     r = sub.add_parser("report", help="per-layer table: error created vs inherited, condition numbers",
                        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,6 +214,8 @@ def cmd_analyze(ns: argparse.Namespace) -> int:
     console = _console()
     with _status(console, "analysing (tracing and compiling the analysis)..."):
         extra = {} if ns.refine_budget is None else {"refine_budget": ns.refine_budget}
+        if ns.analysis_dtype is not None:
+            extra["analysis_dtype"] = ns.analysis_dtype
         try:
             g = jaxerr.bound(fn, ns.precision, accumulation=ns.accumulation, domain=ns.domain,
                              warn=False, **extra)

@@ -98,7 +98,8 @@ def bound_linen(
     - `weights`: ``"rounded"`` (default) or ``"exact"``; see the module docstring.
     - `method`: passed to ``model.apply`` (default ``__call__``).
     - `bound_kwargs`: any keyword of :func:`jaxerr.bound` (``accumulation``, ``domain``,
-      ``probabilistic``, ``symbols``, ``refine_budget``, ``jit``, ``warn``).
+      ``probabilistic``, ``symbols``, ``refine_budget``, ``analysis_dtype``, ``jit``,
+      ``warn``).
 
     **Returns:** ``g(*inputs, **apply_kwargs)`` returning :func:`jaxerr.bound`'s result for
     ``model.apply(variables, *inputs, method=method, **apply_kwargs)``. Inputs may be

@@ -72,7 +72,8 @@ def bound_keras(
     - `training`: passed to the model (keep ``False``: dropout and batch statistics
       updates are not analysed).
     - `bound_kwargs`: any keyword of :func:`jaxerr.bound` (``accumulation``, ``domain``,
-      ``probabilistic``, ``symbols``, ``refine_budget``, ``jit``, ``warn``).
+      ``probabilistic``, ``symbols``, ``refine_budget``, ``analysis_dtype``, ``jit``,
+      ``warn``).
 
     **Returns:** ``g(*inputs)`` returning :func:`jaxerr.bound`'s result for
     ``model(*inputs)``; inputs may be arrays or :class:`jaxerr.Interval` boxes. The

@@ -105,6 +105,15 @@ def test_analyze_first_order_refine_budget(target, capsys):
         cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--refine-budget", "8"])
 
 
+def test_analyze_analysis_dtype(target, capsys):
+    assert cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--analysis-dtype", "float64",
+                     "--json"]) == 0
+    d64 = json.loads(capsys.readouterr().out)
+    assert cli.main(["analyze", f"{target}:f", "--input", "uniform:6", "--json"]) == 0
+    d32 = json.loads(capsys.readouterr().out)
+    assert 0 < d64["outputs"][0]["abs_err"] <= d32["outputs"][0]["abs_err"] * 1.01
+
+
 def test_npy_input(target, tmp_path, capsys):
     np.save(tmp_path / "x.npy", np.ones(6, np.float32))
     assert cli.main(["analyze", f"{target}:f", "--input", str(tmp_path / "x.npy"), "--json"]) == 0
