@@ -248,6 +248,7 @@ def test_per_seed_weights_go_to_the_latest_split_values_within_the_budget(monkey
     assert G.per_seed_set(seeds, grams) == frozenset()
 
 
+@pytest.mark.slow  # 25 s
 def test_partial_per_seed_weights_are_sound_and_in_between(monkeypatch):
     """A 3 x 24 tanh MLP in bfloat16 whose final pass gives the per-seed weights to
     none, only the latest, or every split value: each bound covers every simulated
