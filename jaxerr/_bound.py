@@ -802,13 +802,14 @@ def _narrow(x: Any, side: int) -> Any:
     x = jnp.asarray(x)
     if x.dtype != np.float64:
         return x
+
+    def short(y):  # y on the wrong side of x (compared, not subtracted: no flushed difference)
+        return y.astype(np.float64) < x if side > 0 else y.astype(np.float64) > x
+
     y = x.astype(np.float32)
-    toward = jnp.asarray(side * np.inf, np.float32)
-    short = (y.astype(np.float64) < x) if side > 0 else (y.astype(np.float64) > x)
-    y = jnp.where(short, jnp.nextafter(y, toward), y)
+    y = jnp.where(short(y), jnp.nextafter(y, jnp.asarray(side * np.inf, np.float32)), y)
     # a flushed subnormal result: the smallest normal float32 on that side
-    short = (y.astype(np.float64) < x) if side > 0 else (y.astype(np.float64) > x)
-    return jnp.where(short, jnp.asarray(side * float(np.finfo(np.float32).tiny), np.float32), y)
+    return jnp.where(short(y), jnp.asarray(side * float(np.finfo(np.float32).tiny), np.float32), y)
 
 
 def _narrow_bound(b: Bound) -> Bound:
