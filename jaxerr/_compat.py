@@ -160,6 +160,33 @@ def x64_scope(on: bool) -> Any:
     return jax.enable_x64(on)
 
 
+def reduced_precision_matmul_backend() -> str | None:
+    """The default backend's name where XLA may compute a float32 ``dot_general`` or
+    convolution with ``precision=DEFAULT`` in fewer bits than float32 (TF32 on NVIDIA
+    Ampere and newer, bfloat16 passes on TPU); None on CPU, where it is float32."""
+    try:
+        name = jax.default_backend()
+    except Exception:  # pragma: no cover - no backend at all
+        return None
+    return name if name in ("gpu", "cuda", "rocm", "tpu") else None
+
+
+def full_precision_products(params: dict[str, Any]) -> bool:
+    """Whether a ``dot_general`` / ``conv_general_dilated`` equation's ``precision``
+    parameter asks for full-precision float32 products on every backend: both operands
+    ``Precision.HIGHEST``, or the algorithm presets ``F32_F32_F32`` / ``F64_F64_F64``.
+    ``None`` (JAX's default, resolved by XLA per backend), ``HIGH`` and the other
+    presets may use fewer bits on GPUs and TPUs."""
+    p = params.get("precision")
+    if p is None:
+        return False
+    parts = p if isinstance(p, (tuple, list)) else (p,)
+    highest = getattr(jax.lax.Precision, "HIGHEST", None)
+    preset = getattr(jax.lax, "DotAlgorithmPreset", None)
+    full = {getattr(preset, n) for n in ("F32_F32_F32", "F64_F64_F64") if hasattr(preset, n)} if preset else set()
+    return all(q == highest or q in full for q in parts)
+
+
 def is_tracer(x: Any) -> bool:
     return isinstance(x, jax.core.Tracer)
 

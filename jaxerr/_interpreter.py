@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -191,6 +192,10 @@ def carrier_dtype(config: Config) -> np.dtype:
 
 def _carrier_params(params: dict[str, Any], carrier: np.dtype) -> dict[str, Any]:
     out = dict(params)
+    if "precision" in out:
+        # the format's products are modelled exactly (then rounded by the format): no
+        # backend's reduced-precision default (TF32, bfloat16 passes) may enter the value
+        out["precision"] = (jax.lax.Precision.HIGHEST, jax.lax.Precision.HIGHEST)
     for key in ("preferred_element_type", "new_dtype", "dtype", "out_dtype"):
         dt = out.get(key)
         if dt is not None:
@@ -306,6 +311,35 @@ class Domain:
     convert: Callable[[Ctx, list[Any]], list[Any]] | None = None
 
 
+_PRODUCTS = frozenset(p for p in (_compat.prim("dot_general"), _compat.prim("conv_general_dilated")) if p)
+
+
+def _check_product_precision(ctx: Ctx) -> None:
+    """Diagnose a float32 product that the default backend may compute in fewer bits.
+
+    The bound models IEEE float32 products (the format as written). With JAX's default
+    ``precision`` XLA uses TF32 on NVIDIA Ampere and newer GPUs and bfloat16 passes on
+    TPUs: the run's error is then not the one bounded. A format override
+    (``precision=``) analyses another program, so it is not flagged."""
+    if ctx.config.precision is not None or ctx.diag.track_origins:
+        return
+    if _compat.full_precision_products(ctx.eqn.params):
+        return
+    dts = [getattr(getattr(v, "aval", None), "dtype", None) for v in ctx.eqn.invars]
+    if not any(dt is not None and np.dtype(dt) == np.float32 for dt in dts):
+        return
+    backend = _compat.reduced_precision_matmul_backend()
+    if backend is None:
+        return
+    p = ctx.eqn.params.get("precision")
+    ctx.flag(True, (
+        f"float32 products with precision={p} on the {backend} backend: XLA may compute them "
+        "in fewer bits (TF32 on NVIDIA Ampere and newer, bfloat16 passes on TPU), which this "
+        "bound (IEEE float32 products) does not cover. Run f under "
+        "jax.default_matmul_precision('highest') (or pass precision=lax.Precision.HIGHEST) "
+        "so that the bound describes the run."))
+
+
 def interpret(
     domain: Domain,
     jaxpr: Any,
@@ -348,6 +382,8 @@ def interpret(
             )
         else:
             ctx = Ctx(config, eqn, f"{path}{i}", diag, domain=domain, scope=scope)
+            if eqn.primitive in _PRODUCTS:
+                _check_product_precision(ctx)
             rule = domain.rules[eqn.primitive]
             ins = invals if domain.convert is None else domain.convert(ctx, invals)
             outs = rule(ctx, *ins, **eqn.params)

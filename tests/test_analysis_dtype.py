@@ -62,7 +62,7 @@ def test_float64_analysis_of_a_float32_program_is_tighter_and_sound():
 def test_float64_analysis_composes_with_jit_and_vmap():
     f, x = _mlp("tanh", 2, 8, seed=5)
     xs = np.stack([x, 0.5 * x, -x])
-    g = jaxerr.bound(f, "bfloat16", domain="first_order", analysis_dtype="float64", warn=False, jit=False)
+    g = jaxerr.bound(f, "bfloat16", domain="first_order", analysis_dtype="float64", warn=False)
     eager = [g(xi) for xi in xs]
     batched = jax.vmap(g)(xs)
     assert batched.abs_err.dtype == np.float32

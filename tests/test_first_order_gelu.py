@@ -63,6 +63,7 @@ def test_small_program_refines_without_checkpoints(monkeypatch):
     assert np.median(b / b_full) <= 1.05, np.median(b / b_full)
 
 
+@pytest.mark.slow  # 26 s
 def test_refine_budget_option():
     """``bound(..., refine_budget=0)`` makes every refinement pass stop at the values
     refined before (the default lets this small program's passes walk the whole tape):

@@ -48,7 +48,8 @@ def _overflow_feared(n: int = 256, depth: int = 2, target: float = 10.5):
     return f, x
 
 
-@pytest.mark.parametrize("probabilistic", [None, pytest.param(1e-6, marks=pytest.mark.slow)])
+@pytest.mark.slow  # 40 s (None), longer with probabilistic
+@pytest.mark.parametrize("probabilistic", [None, 1e-6])
 def test_finite_path_range_overrules_the_interval_nan_fear(probabilistic):
     f, x = _overflow_feared()
     iv = jaxerr.bound(f, "float16", domain="interval", warn=False)(x)

@@ -105,7 +105,7 @@ def _conv_net():
     return f, x
 
 
-@pytest.mark.parametrize("fmt,acc", [("bfloat16", "auto"),
+@pytest.mark.parametrize("fmt,acc", [pytest.param("bfloat16", "auto", marks=pytest.mark.slow),  # 66 s
                                      pytest.param("float8_e4m3fn", "wide:float32", marks=pytest.mark.slow),
                                      pytest.param("float16", "auto", marks=pytest.mark.slow),
                                      pytest.param("bfloat16", "pairwise", marks=pytest.mark.slow)])
@@ -133,6 +133,7 @@ def test_pre_refined_programs_sound(fmt, acc):
     assert not v, v[:3]
 
 
+@pytest.mark.slow  # 22 s
 def test_pre_refinement_tightens_relu_mlp():
     """4x96 bfloat16 ReLU MLP at a point: first_order / first-order limit, median below
     1.15 (1.39 before the pre-rounding refinement and the binade bound, 1.00 with)."""
