@@ -61,6 +61,17 @@ _SLOW_IDS = {
     "tests/test_first_order_gelu.py::test_small_program_refines_without_checkpoints",
     "tests/test_probabilistic.py::test_probabilistic_gelu_form_sum_well_below_worst_case",
     "tests/test_first_order.py::test_first_order_sound_at_point[softmax-bfloat16]",
+    # session 18 (CI at 612 s of pytest on 2 cores; 10-40 s each under two workers). What
+    # stays in the default run: the mask cut's soundness (test_flax_mask_sound_and_finite),
+    # the quadratic split's soundness (test_smooth_mlp_sound_against_the_simulator),
+    # probabilistic soundness (test_probabilistic_bound_holds_in_simulations), the
+    # quotient case in interval, the other affine loop and cond cases
+    "tests/test_flax_mask.py::test_first_order_mask_select_cuts_only_where_the_mask_is_selected",
+    "tests/test_quad_split.py::test_quad_split_mixed_smooth_program_sound[float8_e5m2]",
+    "tests/test_probabilistic.py::test_probabilistic_holds_and_is_tight_bf16_mlp",
+    "tests/test_edge_cases.py::test_quotient_by_a_huge_broadcast_divisor_is_sound[affine]",
+    "tests/test_affine_cond.py::test_certain_branch_keeps_input_symbols",
+    "tests/test_affine_loops.py::test_affine_scan_sound[nested-f16-box-K3]",
 }
 
 
