@@ -581,7 +581,8 @@ def bound(
       own roundings are not small against the errors bounded: float32 programs, and
       wide bfloat16/float16 networks with ``domain="first_order"`` (4x256 bfloat16
       GELU MLP: 1.49x the first-order limit against 1.68x), at about twice the time
-      per call on CPU (docs/domains.md).
+      per call on CPU (docs/domains.md). It also allows formats wider than float32
+      (``precision="float64"``) without x64.
     - `jit`: compile the analysis with ``jax.jit`` (one XLA program).
     - `symbol_sharding`: ``domain="affine"`` only: ``(mesh, axis_name)`` splits the
       symbol axis of every affine form over that axis of a ``jax.sharding.Mesh``
@@ -640,10 +641,10 @@ def bound(
 
         symbols = DEFAULT_SYMBOLS
     if fmt is not None and carrier_dtype(Config(fmt, acc, np.dtype(np.float32))) == np.float64 \
-            and not _compat.x64_enabled():
+            and not want64 and not _compat.x64_enabled():
         raise ValueError(
-            f"precision={fmt.name} needs float64 analysis: enable it with "
-            "jax.config.update('jax_enable_x64', True)"
+            f"precision={fmt.name} needs float64 analysis: pass analysis_dtype='float64' "
+            "or enable it globally with jax.config.update('jax_enable_x64', True)"
         )
 
     @functools.wraps(f)

@@ -10,6 +10,7 @@ from _soundness import check
 
 import jaxerr
 from jaxerr import _bound as B
+from jaxerr import _compat
 
 try:
     from test_probabilistic import _mlp
@@ -86,3 +87,30 @@ def test_analysis_dtype_argument_errors():
         jaxerr.bound(f, analysis_dtype="fast")
     r = jaxerr.bound(f, analysis_dtype="float32", warn=False)(np.float32(1.0))
     assert r.abs_err.dtype == np.float32
+
+
+def test_float64_format_without_x64_matches_the_x64_analysis_outward():
+    """``precision="float64"`` needs a float64 carrier: without x64 it is refused unless
+    ``analysis_dtype="float64"``, and then the float32 results enclose the x64 analysis of
+    the same program (float32 inputs, so both trace one program)."""
+    rng = np.random.default_rng(3)
+    w = jnp.asarray(rng.normal(size=(16, 16)) / 4, jnp.float32)
+    x = jnp.asarray(rng.normal(size=(16,)), jnp.float32)
+
+    def f(a):
+        return jnp.tanh(w @ jnp.tanh(w @ a)) - 0.5 * a
+
+    if _compat.x64_enabled():  # pragma: no cover - the suite runs without x64
+        pytest.skip("x64 is on globally")
+    with pytest.raises(ValueError, match="analysis_dtype='float64'"):
+        jaxerr.bound(f, "float64")
+    for arg in (x, jaxerr.Interval(x - 1e-3, x + 1e-3)):
+        b = jaxerr.bound(f, "float64", analysis_dtype="float64", warn=False)(arg)
+        with jax.enable_x64(True):
+            ref = jaxerr.bound(f, "float64", warn=False)(arg)
+        assert b.abs_err.dtype == np.float32 and ref.abs_err.dtype == np.float64
+        e32, e64 = np.asarray(b.abs_err, np.float64), np.asarray(ref.abs_err)
+        assert np.all(e32 >= e64) and np.all(e32 <= e64 * (1 + 2.0**-22) + 1e-44)
+        assert np.all(np.asarray(b.lo, np.float64) <= np.asarray(ref.lo))
+        assert np.all(np.asarray(b.hi, np.float64) >= np.asarray(ref.hi))
+        assert np.all(np.isfinite(e32)) and float(np.max(e32)) < 1e-12  # float64 rounding, not float32
