@@ -72,6 +72,13 @@ _SLOW_IDS = {
     "tests/test_edge_cases.py::test_quotient_by_a_huge_broadcast_divisor_is_sound[affine]",
     "tests/test_affine_cond.py::test_certain_branch_keeps_input_symbols",
     "tests/test_affine_loops.py::test_affine_scan_sound[nested-f16-box-K3]",
+    # and, after a second CI run of the same suite took 625 s against 517 s (the shared
+    # machine's speed varies by ~20 %): the remaining 11-22 s tightness or duplicate cases
+    "tests/test_first_order.py::test_first_order_flax_mlp_sound[0.01-bfloat16]",
+    "tests/test_first_order.py::test_relu_exact_slope_reaches_the_first_order_limit",
+    "tests/test_first_order.py::test_probabilistic_bound_holds_in_simulations[softmax-bfloat16]",
+    "tests/test_affine_cond.py::test_certain_predicate_over_a_box",
+    "tests/test_quad_split.py::test_smooth_mlp_sound_against_the_simulator[tanh-bfloat16]",
 }
 
 
