@@ -87,7 +87,7 @@ def test_bound_lowers_for_accelerators_with_full_precision_products(name, precis
     # a point input and a box; a dense layer and a convolution
     cases = [
         (mlp, (X, W)),
-        (lambda x, w: mlp(x, w), (jaxerr.Interval(X - 0.01, X + 0.01), W)),
+        (mlp, (jaxerr.Interval(X - 0.01, X + 0.01), W)),
         (conv, (IMG, K)),
     ]
     for f, args in cases:
