@@ -67,7 +67,7 @@ from ._domains import first_order as C
 from ._domains.first_order import Cot
 from ._domains.interval import Discrete, Real, mag, mig, nan_possible
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
-from ._patterns import softmax_shifts
+from ._patterns import softmax_shifts, unary_blocks
 from ._rules import interval_rules
 from ._rules.control_flow import CONTROL_FLOW
 from ._rules.conv import conv_terms
@@ -138,6 +138,14 @@ class _Tape:
         self.elem_cut: dict[int, Any] = {}
         # id(refined path value) -> its deviation's linear structure (``_gram.Gram``)
         self.gram: dict[int, Any] = {}
+        # unary blocks (``_unary_block``): id(inner eqn) -> block; id(last eqn) -> block;
+        # id(block) -> the inner equations' ctxs and the root's path value; id(last eqn)
+        # -> the block's derivative data for the reverse pass
+        self.ub_inner: dict[int, Any] = {}
+        self.ub_last: dict[int, Any] = {}
+        self.ub_ctxs: dict[int, list[Any]] = {}
+        self.ub_root: dict[int, Any] = {}
+        self.ub_rec: dict[int, Any] = {}
 
     def segment(self, x: Any) -> Any:
         """``(x0, D, e)`` for a rounded point input whose states along the segment are
@@ -333,6 +341,15 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
     def record(ctx, invals, outs):
         outs = list(outs)
         invals = tape.substituted.pop(id(ctx.eqn), invals)
+        blk = tape.ub_inner.get(id(ctx.eqn)) or tape.ub_last.get(id(ctx.eqn))
+        if blk is not None:
+            for v, x in zip(ctx.eqn.invars, invals):
+                if v is blk.root:
+                    tape.ub_root[id(blk)] = x
+            if id(ctx.eqn) in tape.ub_inner:  # inside a unary block: not on the tape
+                tape.ub_ctxs.setdefault(id(blk), []).append(ctx)
+                return outs
+            invals, outs = _unary_block(tape, base, ctx, blk, outs)
         if tape.probabilistic:
             for o in outs:
                 if id(o) in tape.local:
@@ -359,6 +376,71 @@ def _path_domain(tape: _Tape, base: Domain) -> Domain:
     # plain interval domain (no tape); the whole equation is one event (a cut)
     return Domain(rules=interval_rules, constant=constant, finalize=finalize, record=record,
                   inner=base, convert=convert)
+
+
+class _BlockRec:
+    """A unary block on the tape: enclosures of ``h'`` over the root's path range and
+    over its exact range (when refined), and of ``h''`` over the path range."""
+
+    __slots__ = ("root", "d1", "d1_exact", "d2")
+
+    def __init__(self, root: Any, d1: Any, d1_exact: Any, d2: Any):
+        self.root, self.d1, self.d1_exact, self.d2 = root, d1, d1_exact, d2
+
+    def rule(self, ctx, gs, ins, outs, **_):
+        if self.root is None:
+            return [], None
+        return [C.scale(gs[0], *self.d1)], None
+
+
+def _unary_block(tape: _Tape, base: Domain, ctx, blk: Any, outs: list[Any]) -> tuple[list[Any], list[Any]]:
+    """The last equation of a unary block ``y = h(a)`` (``_patterns.unary_blocks``):
+    ``(operands, results)`` of its one tape entry.
+
+    The block is one operation of the error model: ``y^ = h(a^) + e`` with ``e`` the
+    rounding error of the whole block evaluated at its computed operand ``a^``. The
+    interval domain, run on the block's equations from the exact operand range ``A`` =
+    the root's path range (which holds ``a^``), bounds ``|e| <= E`` for every operand
+    in ``A`` and encloses ``h(A)``: every state ``h(a(t)) + t e`` of the segment lies in
+    ``h(A) ± E`` (the block's path range), and ``dF/de`` is the cotangent at ``y``. The
+    reverse pass multiplies by ``h'`` enclosed over ``A`` (:func:`jet`), and the
+    quadratic split charges ``h''`` over ``A`` (``_quad_split``)."""
+    from ._rules.sensitivity_blocks import jet
+
+    a = tape.ub_root.get(id(blk))
+    ctxs = tape.ub_ctxs.pop(id(blk), []) + [ctx]
+    iv = tape.interval_outs.get(ctx.path)
+    o = outs[0]
+    if not isinstance(a, Real) or len(ctxs) != len(blk.eqns) or not isinstance(o, Real):
+        # (not expected) no derivative: the result's whole error is one event
+        E = iv[0].err if iv is not None and isinstance(iv[0], Real) else jnp.full_like(o.lo, jnp.inf)
+        hlo, hhi = (iv[0].lo, iv[0].hi) if iv is not None and isinstance(iv[0], Real) else (o.lo, o.hi)
+        r = Real(hlo, hhi, hlo, hhi, jnp.zeros_like(hlo), o.value, exact=True)
+        tape.ub_rec[id(ctx.eqn)] = _BlockRec(None, None, None, None)
+        return [], [tape.event_value(r, E)]
+    config = ctx.config
+    z = jnp.zeros_like(a.lo)
+    env: dict[Any, Any] = {blk.root: Real(a.lo, a.hi, a.lo, a.hi, z, a.value, exact=True)}
+    for c, eqn in zip(ctxs, blk.eqns):
+        ins = [base.constant(v.val, v.aval, config) if isinstance(v, _compat.Literal) else env[v]
+               for v in eqn.invars]
+        if base.convert is not None:
+            ins = base.convert(c, ins)
+        r = base.rules[eqn.primitive](c, *ins, **eqn.params)
+        env[eqn.outvars[0]] = base.finalize(c, eqn.outvars[0].aval, r, ins)
+    R = env[blk.out]
+    tape.nan_seen = tape.nan_seen | jnp.any(nan_possible(R))
+    E = F.where(jnp.isnan(R.err), jnp.inf, R.err)
+    lo = F.where(jnp.isnan(R.lo), -jnp.inf, R.lo)
+    hi = F.where(jnp.isnan(R.hi), jnp.inf, R.hi)
+    y = tape.event_value(Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True), E)
+    _, d1, d2 = jet(blk, a.lo, a.hi)
+    d1_exact = None
+    ex = tape.refined_exact.get(id(a))
+    if ex is not None:
+        d1_exact = jet(blk, *ex)[1]
+    tape.ub_rec[id(ctx.eqn)] = _BlockRec(a, d1, d1_exact, d2)
+    return [a], [y]
 
 
 def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
@@ -1313,8 +1395,9 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
     iv = tape.interval_outs.get(ctx.path)
     if iv is None or not isinstance(iv[0], Real):
         return None
+    ub = tape.ub_rec.get(id(ctx.eqn))
     rule = sensitivity_rules.get(prim)
-    if rule is None:
+    if rule is None and ub is None:
         return None
 
     def split_val(x):
@@ -1333,23 +1416,26 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
     def flat(v):
         return jnp.broadcast_to(v, shape).reshape(-1).astype(adt)
 
+    if ub is not None:
+        # a unary block (_unary_block): h' at the exact range, h' and h'' over the path
+        # range of its root
+        if ub.root is None or len(ins) != 1 or ins[0] is not ub.root or ub.d1_exact is None \
+                or not split_val(ins[0]):
+            return None
+        x = ins[0]
+        c0, cg = C.scale(gm, *ub.d1_exact), C.scale(gr, *ub.d1)
+        lo, hi = ub.d2
+        return _quad_unary(tape, x, stops, flat, gm, c0, cg, lo, hi, per_seed)
     if prim is P("integer_pow") and int(ctx.eqn.params.get("y", 0)) < 2:
         return None  # (x^1 is linear; negative powers are not smooth at 0)
     if prim in second_derivatives and len(ins) == 1 and split_val(ins[0]):
         x = ins[0]
-        B = flat(stops[id(x)])
         c0 = rule(ctx, [gm], [exact(x)], [o_ex], **ctx.eqn.params)[0][0]
         cg = rule(ctx, [gr], [x], [o], **ctx.eqn.params)[0][0]
         lo, hi = second_derivatives[prim](x, o, **ctx.eqn.params)
         if c0 is None or cg is None:
             return None
-        q = C.scale(gm, lo, hi)  # gm h'' = phi +- eps
-        phi, eps = flat(q.mid), flat(q.rad)
-        quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, id(x) in per_seed)
-        rest = _sum_all(F.where(eps == 0, 0.0, F.mul_up(eps, F.mul_up(B, B))))
-        total = F.scale_up(F.add_up_nn(quad, rest), 0.5)
-        total = F.add_up_nn(total, _contrib(cg, stops[id(x)]))
-        return [c0], F.where(jnp.isnan(total), jnp.inf, total)
+        return _quad_unary(tape, x, stops, flat, gm, c0, cg, lo, hi, per_seed)
     if prim is P("mul") and len(ins) == 2 and all(split_val(x) for x in ins) and ins[0] is not ins[1]:
         a, b = ins
         c0 = rule(ctx, [gm], [exact(a), exact(b)], [o_ex], **ctx.eqn.params)[0]
@@ -1371,6 +1457,24 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
         total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
         return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
     return None
+
+
+def _quad_unary(tape: _Tape, x: Any, stops: dict[int, Any], flat: Any, gm: Cot, c0: Cot, cg: Cot,
+                lo: Any, hi: Any, per_seed: frozenset[int]) -> tuple[list[Any], Any]:
+    """The quadratic split at a smooth unary function ``h`` of the split value ``x``:
+    ``gm (h(x0 + D) - h(x0)) = gm h'(x0) D + gm h''(xi) D^2 / 2`` (Taylor with the
+    Lagrange remainder, ``xi`` in ``x``'s path range, ``h''`` in ``[lo, hi]`` there);
+    ``c0`` encloses ``gm h'(x0)``, ``cg`` the cotangent radius times ``h'``."""
+    from . import _gram
+
+    B = flat(stops[id(x)])
+    q = C.scale(gm, lo, hi)  # gm h'' = phi +- eps
+    phi, eps = flat(q.mid), flat(q.rad)
+    quad = _gram.quad_signed(tape.gram.get(id(x)), B, phi, id(x) in per_seed)
+    rest = _sum_all(F.where(eps == 0, 0.0, F.mul_up(eps, F.mul_up(B, B))))
+    total = F.scale_up(F.add_up_nn(quad, rest), 0.5)
+    total = F.add_up_nn(total, _contrib(cg, stops[id(x)]))
+    return [c0], F.where(jnp.isnan(total), jnp.inf, total)
 
 
 def _no_cots(ctx, gs, ins, outs, **_):
@@ -1471,6 +1575,9 @@ def _reverse(tape: _Tape, entries: list[Any], inputs: list[Any], seeds: list[Any
             if all(g is None for g in gs):
                 continue
             rule = sensitivity_rules.get(ctx.eqn.primitive)
+            ub = tape.ub_rec.get(id(ctx.eqn))
+            if ub is not None:  # a unary block: h' over its root's path range
+                rule = ub.rule
             block = tape.sm_block.get(id(ctx.eqn))
             if block is not None:  # a softmax's division: the whole block below
                 rule = _no_cots
@@ -1644,13 +1751,20 @@ def first_order_errors(
             jaxpr, consts, interval_inputs, interval_outs_by_path, interval_results, base, config, None,
             chunk, refine, refine_budget)
     softmax = softmax_shifts(jaxpr) if probabilistic is None else {}
-    # the max of a shifted softmax only gives the constant c (any c >= m^ will do)
-    sensitive = _sensitive_vars(jaxpr, {id(q) for hit in softmax.values() for q in hit[1]}) if refine else set()
+    # unary blocks (GELU, SiLU): one tape entry each, worst case only
+    blocks = unary_blocks(jaxpr) if probabilistic is None and UNARY_BLOCKS else {}
+    # the max of a shifted softmax only gives the constant c (any c >= m^ will do); a
+    # unary block's derivative depends on its root's range only
+    skip = {id(q) for hit in softmax.values() for q in hit[1]} | {id(e) for b in blocks.values() for e in b.eqns}
+    sensitive = _sensitive_vars(jaxpr, skip) | {b.root for b in blocks.values()} if refine else set()
     tape = _Tape(interval_outs_by_path, probabilistic is not None, probabilistic,
                  _refinable_elements(jaxpr, sensitive) if probabilistic is not None else 0)
     tape.sensitive = sensitive
     tape.refine_budget = REFINE_FULL_BUDGET if refine_budget is None else refine_budget
     tape.softmax = softmax
+    for b in blocks.values():
+        tape.ub_last[id(b.last)] = b
+        tape.ub_inner.update((id(e), b) for e in b.eqns[:-1])
     tape.rescaled = {id(q) for hit in softmax.values() for q in hit[3]}
     for sid, hit in softmax.items():
         tape.sm_role[sid] = ("sub", sid)
@@ -1760,6 +1874,9 @@ _BILINEAR = {P("dot_general"), P("conv_general_dilated")}
 #: the quadratic split (``_gram``): refined values record their deviation's linear
 #: structure, and split passes charge second-order terms that cancel across elements
 GRAM = True
+#: elementwise unary blocks (``_patterns.unary_blocks``: GELU, SiLU) are one tape entry
+#: each, with their own derivative and curvature enclosures (``_unary_block``)
+UNARY_BLOCKS = True
 #: the product of two split values that share rounding events (GELU's ``x * cdf(x)``):
 #: also bound the cross term as a signed quadratic form in one of them
 #: (``_gram.cross_aligned``), keep the smaller

@@ -189,3 +189,124 @@ def _match(sub: Any, prod: dict[Any, Any], uses: dict[Any, Any], through: set[An
             return None
     del S
     return [red] + chain, [ud[0][0], rs] + schain, div
+
+
+# ---------------------------------------------------------------------------
+# Elementwise unary blocks (GELU, SiLU, ...)
+# ---------------------------------------------------------------------------
+
+#: primitives a unary block may contain (elementwise, smooth on the whole line)
+_BLOCK_PRIMS = frozenset(p for p in (P(n) for n in (
+    "add", "sub", "mul", "neg", "div", "integer_pow", "square", "tanh", "logistic", "exp", "erf",
+    "erfc", "copy", "copy_p", "convert_element_type")) if p is not None)
+
+
+class UnaryBlock:
+    """A composite elementwise function ``y = h(a)`` of one variable: ``eqns`` (in
+    program order) read only ``a``, each other's results and scalar literals, and only
+    ``y`` (the last equation's result) is read outside them."""
+
+    __slots__ = ("root", "eqns", "out", "last")
+
+    def __init__(self, root: Any, eqns: list[Any]):
+        self.root, self.eqns = root, eqns
+        self.last = eqns[-1]
+        self.out = self.last.outvars[0]
+
+
+def _block_member(eqn: Any, inside: set[Any], shape: tuple[int, ...]) -> bool:
+    import numpy as np
+
+    prim = eqn.primitive
+    if prim not in _BLOCK_PRIMS or len(eqn.outvars) != 1:
+        return False
+    o = eqn.outvars[0]
+    if tuple(o.aval.shape) != shape or not np.issubdtype(o.aval.dtype, np.floating):
+        return False
+    varying = [v for v in eqn.invars if not isinstance(v, _compat.Literal)]
+    if not varying or any(v not in inside for v in varying):
+        return False
+    for v in eqn.invars:
+        if isinstance(v, _compat.Literal):
+            if np.shape(v.val) != () or not np.issubdtype(np.asarray(v.val).dtype, np.floating):
+                return False
+    if prim is P("div"):  # only by a constant (no pole)
+        return isinstance(eqn.invars[1], _compat.Literal)
+    if prim is P("integer_pow"):
+        return int(eqn.params["y"]) >= 1
+    if prim is P("convert_element_type"):
+        return np.issubdtype(eqn.invars[0].aval.dtype, np.floating)
+    return True
+
+
+def unary_blocks(jaxpr: Any) -> dict[int, UnaryBlock]:
+    """``{id(last equation): block}`` for every elementwise unary block of ``jaxpr`` and
+    of its call bodies that is not a plain chain: some value (the root or an inner one)
+    is read twice inside it, as ``a`` in GELU's ``a * cdf(a)`` and SiLU's
+    ``a * logistic(a)``. Blocks do not overlap; the earliest root wins."""
+    found: dict[int, UnaryBlock] = {}
+
+    def walk(j: Any) -> None:
+        for eqn in j.eqns:
+            sub = _compat.call_subjaxpr(eqn)
+            if sub is not None:
+                walk(sub[0])
+        uses = _uses(j)
+        taken: set[int] = set()
+        producer_index = {o: i for i, eqn in enumerate(j.eqns) for o in eqn.outvars}
+        roots = list(j.invars) + [o for eqn in j.eqns for o in eqn.outvars]
+        for a in roots:
+            aval = getattr(a, "aval", None)
+            if aval is None or not hasattr(aval, "shape") or len(uses.get(a, [])) < 2:
+                continue
+            import numpy as np
+
+            if not np.issubdtype(aval.dtype, np.floating):
+                continue
+            shape = tuple(aval.shape)
+            start = producer_index.get(a, -1) + 1
+            inside = {a}
+            members = []
+            for eqn in j.eqns[start:]:
+                if id(eqn) in taken or _compat.call_subjaxpr(eqn) is not None:
+                    continue
+                if _block_member(eqn, inside, shape):
+                    members.append(eqn)
+                    inside.add(eqn.outvars[0])
+            if len(members) < 2:
+                continue
+            member_ids = {id(e) for e in members}
+            escaping = [e.outvars[0] for e in members
+                        if any(q is None or id(q) not in member_ids for q, _ in uses.get(e.outvars[0], []))]
+            if len(escaping) != 1:
+                continue
+            y = escaping[0]
+            # the block: the members y depends on
+            prod = {e.outvars[0]: e for e in members}
+            need, stack = set(), [y]
+            while stack:
+                v = stack.pop()
+                e = prod.get(v)
+                if e is None or id(e) in need:
+                    continue
+                need.add(id(e))
+                stack.extend(w for w in e.invars if not isinstance(w, _compat.Literal))
+            eqns = [e for e in members if id(e) in need]
+            if len(eqns) < 2 or eqns[-1].outvars[0] is not y:
+                continue
+            # not a plain chain: some value read twice inside the block
+            reads: dict[Any, int] = {}
+            for e in eqns:
+                for w in e.invars:
+                    if not isinstance(w, _compat.Literal):
+                        reads[w] = reads.get(w, 0) + 1
+            if max(reads.values()) < 2:
+                continue
+            # every inner value read inside the block only
+            if any(q is None or id(q) not in need for e in eqns[:-1] for q, _ in uses.get(e.outvars[0], [])):
+                continue
+            taken.update(need)
+            found[id(eqns[-1])] = UnaryBlock(a, eqns)
+
+    walk(jaxpr)
+    return found

@@ -134,9 +134,14 @@ def log1p_rule(ctx, a, **_):
 
 
 def _tanh_deriv(lo, hi, f_up):
+    # tanh' = 1 - tanh^2 is even and decreasing in |x|: its largest value on the range
+    # is at mig, 1 - tanh(mig)^2 <= 1 - t^2 for a lower bound 0 <= t <= tanh(mig)
+    # (the older bound min(1, 4 exp(-2 mig)) is 1 up to |x| = 0.69, where tanh' is 0.64)
     d = mig(lo, hi)
+    t = jnp.clip(_enclose(jnp.tanh, P("tanh"))[0](d), 0.0, 1.0)
     exp_up = _enclose(jnp.exp, P("exp"))[1]
-    return jnp.minimum(1.0, F.mul_up(c(4.0, lo.dtype), exp_up(-2 * d)))
+    return jnp.minimum(jnp.minimum(1.0, F.mul_up(c(4.0, lo.dtype), exp_up(-2 * d))),
+                       F.sub_up(1.0, F.mul_dn(t, t)))
 
 
 @register_rule(P("tanh"))
@@ -145,9 +150,19 @@ def tanh_rule(ctx, a, **_):
 
 
 def _logistic_deriv(lo, hi, f_up):
+    # s' = s (1 - s) is even in x and decreasing in |x|: at mig, with s = logistic(-mig)
+    # in (0, 1/2], s (1 - s) <= s_hi (1 - s_lo) for an enclosure [s_lo, s_hi] of s
     d = mig(lo, hi)
     exp_up = _enclose(jnp.exp, P("exp"))[1]
-    return jnp.minimum(0.25, exp_up(-d))
+    s_dn, s_up = _enclose(_sigmoid, P("logistic"))
+    s_lo, s_hi = jnp.clip(s_dn(-d), 0.0, 0.5), jnp.clip(s_up(-d), 0.0, 0.5)
+    return jnp.minimum(jnp.minimum(0.25, exp_up(-d)), F.mul_up(s_hi, F.sub_up(1.0, s_lo)))
+
+
+def _sigmoid(x):
+    import jax
+
+    return jax.nn.sigmoid(x)
 
 
 @register_rule(P("logistic"))
