@@ -42,17 +42,19 @@ def test_narrow_rounds_outward_into_float32():
     assert np.all(hi[normal] <= up1[normal])
 
 
-def test_float64_analysis_of_a_float32_program_is_tighter_and_sound():
-    """A 3 x 64 tanh MLP in float32, interval domain: the float32 analysis' own
-    roundings are about as large as the program's; float64 makes the bound smaller
-    (measured median ratio 0.73) and still covers every simulated execution."""
-    f, x = _mlp("tanh", 3, 64, seed=2)
+def test_float64_analysis_of_a_float32_program_is_sound_and_not_looser():
+    """A 4 x 128 tanh MLP in float32, interval domain: the float64 analysis covers every
+    simulated execution and is not looser than the float32 one. (On 3 x 64 it was 0.73x
+    the float32 analysis while the interval rule bounded tanh' by min(1, 4 exp(-2|x|)),
+    whose float32 error growth the float64 analysis' spread bound avoided; with the
+    bound 1 - tanh(mig)^2 both give 4.43e-4 there, and 0.997x at 4 x 128.)"""
+    f, x = _mlp("tanh", 4, 128, seed=2)
     r32 = jaxerr.bound(f, None, warn=False, jit=False)(x)
     r64 = jaxerr.bound(f, None, analysis_dtype="float64", warn=False, jit=False)(x)
     for a in (r64.lo, r64.hi, r64.abs_err, r64.rel_err, r64.value):
         assert a.dtype == np.float32
     ratio = np.median(np.asarray(r64.abs_err) / np.asarray(r32.abs_err))
-    assert ratio < 0.85, ratio
+    assert ratio < 0.999, ratio
     v = check(f, [x], precision=None, out=r64, n_samples=3, seed=1)
     assert not v, v[:3]
     # float64 NumPy inputs are float32 to the caller's JAX, so they are here too
