@@ -422,3 +422,23 @@ def test_quotient_by_a_huge_broadcast_divisor_is_sound(domain):
     exact = np.maximum(x.astype(np.float64) / (np.abs(y.astype(np.float64)) + 0.5), 0.0)
     assert np.all(np.asarray(b.hi, np.float64) >= exact), (np.asarray(b.hi), exact)
     assert not v, "\n".join(v[:5])
+
+
+@pytest.mark.parametrize("domain", ["interval", "first_order", "affine"])
+def test_division_whose_reciprocal_flushes_keeps_zero_in_the_computed_range(domain):
+    """XLA computes a division by a broadcast value as ``x * (1/y)``: ``1/1.6e38`` is
+    subnormal and flushed, so ``2.6e13 / 1.6e38`` is 0 although the quotient 1.6e-25 is
+    a normal float32. The computed range had been narrowed as if the division were one
+    correctly rounded operation, and first_order's error bound (tightened by that range)
+    was 8.6e-32 (fuzz seed 40068)."""
+    a = np.full((2, 3), 26042181877760.0, np.float32)
+    b = np.full((2, 1), np.float32(26042181877760.0 / 1.6260696960057213e-25), np.float32)
+
+    def f(a, b):
+        return a / b
+
+    got = np.asarray(jax.jit(f)(a, b))
+    r = jaxerr.bound(f, domain=domain, warn=False, jit=False)(a, b)
+    exact = float(a[0, 0]) / float(b[0, 0])
+    assert np.all(np.asarray(r.computed_lo) <= got) and np.all(got <= np.asarray(r.computed_hi))
+    assert np.all(np.asarray(r.abs_err, np.float64) >= np.abs(got.astype(np.float64) - exact))

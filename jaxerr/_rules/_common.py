@@ -153,18 +153,24 @@ def guard_partial_sums(r: Real, ovf: Any) -> Real:
 
 
 def result(ctx, lo, hi, rt_lo, rt_hi, prop, rho, value, clamp_lo=None, clamp_hi=None,
-           sign_preserving=False) -> Real:
+           sign_preserving=False, single_rounding=True) -> Real:
     """Assemble a Real from the exact range, the range ``[rt_lo, rt_hi]`` of the operation
     applied exactly to the computed operands, the propagated error and the rounding bound.
 
     ``sign_preserving``: the operation is correctly rounded (round to nearest is
     monotone and 0 is representable), so a nonnegative ``r`` rounds to a
-    nonnegative value and a nonpositive one to a nonpositive value."""
+    nonnegative value and a nonpositive one to a nonpositive value.
+
+    ``single_rounding`` (with ``sign_preserving``): the result is one correctly rounded
+    operation, so each end of the computed range moves by that end's own rounding
+    only. Not for a division, which XLA may compute as ``x * (1/y)`` with ``1/y``
+    flushed to 0 (``3e38 / 3e38`` or ``2.6e13 / 1.6e38`` gives 0: fuzz seed 40068)."""
     clo = F.sub_dn(rt_lo, rho)
     chi = F.add_up(rt_hi, rho)
     if sign_preserving:
         clo = F.where(rt_lo >= 0, jnp.maximum(clo, 0.0), clo)
         chi = F.where(rt_hi <= 0, jnp.minimum(chi, 0.0), chi)
+    if sign_preserving and single_rounding:
         # round to nearest is monotone: fl(r) >= fl(rt_lo) >= rt_lo - rounding(|rt_lo|),
         # an error bound at the end itself rather than at the largest magnitude (a
         # variance max(0, v) + eps stays >= eps (1 - u) - eta, not eps - u max(v))

@@ -149,7 +149,8 @@ def div_rule(ctx, a, b, **_):
     # the smallest normal is negative (a negative abs_err; found by fuzzing, seed 10029)
     t2 = F.div_up(F.div_up(F.mul_up(exact_mag(a), b.err), mb_c), mb_e)
     prop = F.add_up(F.where(a.err == 0, 0.0, t1), F.where(b.err == 0, 0.0, t2)).astype(lo.dtype)
-    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, sign_preserving=True)
+    # (x * fl(1/y) keeps the sign, but is not one correctly rounded operation)
+    r = result(ctx, lo, hi, rlo, rhi, prop, rho, value, sign_preserving=True, single_rounding=False)
     hull_lo, hull_hi = b.hull()
     bad = (hull_lo <= 0) & (hull_hi >= 0)
     fmt = ctx.fmt
