@@ -65,7 +65,7 @@ from . import _compat
 from . import _formats as F
 from ._domains import first_order as C
 from ._domains.first_order import Cot
-from ._domains.interval import Discrete, Real, mag, mig, nan_possible
+from ._domains.interval import Discrete, Real, mag, mig, nan_possible, sanitize
 from ._interpreter import Config, DiagnosticCollector, Domain, interpret
 from ._patterns import softmax_shifts, unary_blocks
 from ._rules import interval_rules
@@ -430,10 +430,8 @@ def _unary_block(tape: _Tape, base: Domain, ctx, blk: Any, outs: list[Any]) -> t
         env[eqn.outvars[0]] = base.finalize(c, eqn.outvars[0].aval, r, ins)
     R = env[blk.out]
     tape.nan_seen = tape.nan_seen | jnp.any(nan_possible(R))
-    E = F.where(jnp.isnan(R.err), jnp.inf, R.err)
-    lo = F.where(jnp.isnan(R.lo), -jnp.inf, R.lo)
-    hi = F.where(jnp.isnan(R.hi), jnp.inf, R.hi)
-    y = tape.event_value(Real(lo, hi, lo, hi, jnp.zeros_like(lo), o.value, exact=True), E)
+    R = sanitize(R)
+    y = tape.event_value(Real(R.lo, R.hi, R.lo, R.hi, jnp.zeros_like(R.lo), o.value, exact=True), R.err)
     _, d1, d2 = jet(blk, a.lo, a.hi)
     d1_exact = None
     ex = tape.refined_exact.get(id(a))

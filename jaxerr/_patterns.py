@@ -30,6 +30,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _compat
 
 P = _compat.prim
@@ -52,8 +54,6 @@ def _is_neg_inf_literal(v: Any) -> bool:
     if not isinstance(v, _compat.Literal):
         return False
     try:
-        import numpy as np
-
         return bool(np.all(np.asarray(v.val) == -np.inf))
     except Exception:  # pragma: no cover - exotic literal
         return False
@@ -215,8 +215,6 @@ class UnaryBlock:
 
 
 def _block_member(eqn: Any, inside: set[Any], shape: tuple[int, ...]) -> bool:
-    import numpy as np
-
     prim = eqn.primitive
     if prim not in _BLOCK_PRIMS or len(eqn.outvars) != 1:
         return False
@@ -247,9 +245,11 @@ def unary_blocks(jaxpr: Any) -> dict[int, UnaryBlock]:
     found: dict[int, UnaryBlock] = {}
 
     def walk(j: Any) -> None:
+        calls: set[int] = set()
         for eqn in j.eqns:
             sub = _compat.call_subjaxpr(eqn)
             if sub is not None:
+                calls.add(id(eqn))
                 walk(sub[0])
         uses = _uses(j)
         taken: set[int] = set()
@@ -257,18 +257,15 @@ def unary_blocks(jaxpr: Any) -> dict[int, UnaryBlock]:
         roots = list(j.invars) + [o for eqn in j.eqns for o in eqn.outvars]
         for a in roots:
             aval = getattr(a, "aval", None)
-            if aval is None or not hasattr(aval, "shape") or len(uses.get(a, [])) < 2:
-                continue
-            import numpy as np
-
-            if not np.issubdtype(aval.dtype, np.floating):
+            if aval is None or not hasattr(aval, "shape") or len(uses.get(a, [])) < 2 \
+                    or not np.issubdtype(aval.dtype, np.floating):
                 continue
             shape = tuple(aval.shape)
             start = producer_index.get(a, -1) + 1
             inside = {a}
             members = []
             for eqn in j.eqns[start:]:
-                if id(eqn) in taken or _compat.call_subjaxpr(eqn) is not None:
+                if id(eqn) in taken or id(eqn) in calls:
                     continue
                 if _block_member(eqn, inside, shape):
                     members.append(eqn)

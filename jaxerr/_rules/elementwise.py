@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 from .. import _compat
@@ -154,21 +155,13 @@ def _logistic_deriv(lo, hi, f_up):
     # in (0, 1/2], s (1 - s) <= s_hi (1 - s_lo) for an enclosure [s_lo, s_hi] of s
     d = mig(lo, hi)
     exp_up = _enclose(jnp.exp, P("exp"))[1]
-    s_dn, s_up = _enclose(_sigmoid, P("logistic"))
+    s_dn, s_up = _enclose(jax.nn.sigmoid, P("logistic"))
     s_lo, s_hi = jnp.clip(s_dn(-d), 0.0, 0.5), jnp.clip(s_up(-d), 0.0, 0.5)
     return jnp.minimum(jnp.minimum(0.25, exp_up(-d)), F.mul_up(s_hi, F.sub_up(1.0, s_lo)))
 
 
-def _sigmoid(x):
-    import jax
-
-    return jax.nn.sigmoid(x)
-
-
 @register_rule(P("logistic"))
 def logistic_rule(ctx, a, **_):
-    import jax
-
     return _monotone(ctx, a, P("logistic"), jax.nn.sigmoid, _logistic_deriv, clamp_lo=0.0)
 
 
@@ -184,8 +177,6 @@ def _erf_deriv(lo, hi, f_up):
 
 @register_rule(P("erf"))
 def erf_rule(ctx, a, **_):
-    import jax
-
     return _monotone(ctx, a, P("erf"), jax.scipy.special.erf, _erf_deriv)
 
 
