@@ -164,7 +164,7 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128, upto: 
                 flax_ln: bool = False):
     """One pre-LayerNorm encoder block: LN, 4-head self-attention (jax.nn.softmax),
     residual, LN, GELU MLP, residual. Input (seq, d). ``upto``: return that stage's
-    value instead (ln1, logits, softmax, resid1, ln2, mlp; for
+    value instead (ln1, logits, softmax, resid1, ln2, ff1, mlp; for
     ``benchmarks/transformer_stages.py``); ``flax_ln``: LayerNorm's variance as
     flax.linen.LayerNorm computes it by default (``use_fast_variance``)."""
     ks = jax.random.split(jax.random.PRNGKey(2), 8)
@@ -210,7 +210,10 @@ def transformer(seq: int = 8, d: int = 32, heads: int = 4, ff: int = 128, upto: 
         h = layer_norm(x, g2, be2)
         if upto == "ln2":
             return h
-        h = jax.nn.gelu(h @ w1 + b1)
+        h = h @ w1 + b1
+        if upto == "ff1":
+            return h
+        h = jax.nn.gelu(h)
         if upto == "mlp":
             return h
         return x + h @ w2 + b2

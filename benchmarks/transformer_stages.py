@@ -15,7 +15,7 @@ and max over elements, and max(abs_err) / max(L)) with ``L`` the first-order lim
   output 13.5x -> 1.19x the limit, median).
 
 Usage: python benchmarks/transformer_stages.py [--format bfloat16|float16]
-       [--stages ln1,logits,softmax,resid1,ln2,mlp,out] [--modes off,final,split] [--flax-ln]
+       [--stages ln1,logits,softmax,resid1,ln2,ff1,mlp,out] [--modes off,final,split] [--flax-ln]
 Each (mode, stage) runs in its own process (compile caches would otherwise be shared).
 """
 
@@ -60,7 +60,7 @@ def _one(mode: str, stage: str, fmt: str, flax_ln: bool) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--format", default="bfloat16")
-    ap.add_argument("--stages", default="ln1,logits,softmax,resid1,ln2,mlp,out")
+    ap.add_argument("--stages", default="ln1,logits,softmax,resid1,ln2,ff1,mlp,out")
     ap.add_argument("--modes", default="off,final,split")
     ap.add_argument("--flax-ln", action="store_true", help="LayerNorm with the fast variance (Flax's default)")
     ap.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)

@@ -405,8 +405,6 @@ def _unary_block(tape: _Tape, base: Domain, ctx, blk: Any, outs: list[Any]) -> t
     ``h(A) ± E`` (the block's path range), and ``dF/de`` is the cotangent at ``y``. The
     reverse pass multiplies by ``h'`` enclosed over ``A`` (:func:`jet`), and the
     quadratic split charges ``h''`` over ``A`` (``_quad_split``)."""
-    from ._rules.sensitivity_blocks import jet
-
     a = tape.ub_root.get(id(blk))
     ctxs = tape.ub_ctxs.pop(id(blk), []) + [ctx]
     iv = tape.interval_outs.get(ctx.path)
@@ -419,8 +417,15 @@ def _unary_block(tape: _Tape, base: Domain, ctx, blk: Any, outs: list[Any]) -> t
         tape.ub_rec[id(ctx.eqn)] = _BlockRec(None, None, None, None)
         return [], [tape.event_value(r, E)]
     config = ctx.config
-    z = jnp.zeros_like(a.lo)
-    env: dict[Any, Any] = {blk.root: Real(a.lo, a.hi, a.lo, a.hi, z, a.value, exact=True)}
+    # the block over UB_PIECES sub-ranges of A and over A itself, stacked on a leading
+    # axis: every operand in A lies in some piece, so the pieces' worst error and the
+    # union of their ranges bound the block over A as well; they are intersected with
+    # the whole range's (interval evaluation reads the root several times, and its
+    # overestimate grows with the width of A)
+    plo, phi = _pieces(a.lo, a.hi, UB_PIECES)
+    z = jnp.zeros_like(plo)
+    val = jnp.broadcast_to(a.value, plo.shape)
+    env: dict[Any, Any] = {blk.root: Real(plo, phi, plo, phi, z, val, exact=True)}
     for c, eqn in zip(ctxs, blk.eqns):
         ins = [base.constant(v.val, v.aval, config) if isinstance(v, _compat.Literal) else env[v]
                for v in eqn.invars]
@@ -431,14 +436,47 @@ def _unary_block(tape: _Tape, base: Domain, ctx, blk: Any, outs: list[Any]) -> t
     R = env[blk.out]
     tape.nan_seen = tape.nan_seen | jnp.any(nan_possible(R))
     R = sanitize(R)
-    y = tape.event_value(Real(R.lo, R.hi, R.lo, R.hi, jnp.zeros_like(R.lo), o.value, exact=True), R.err)
-    _, d1, d2 = jet(blk, a.lo, a.hi)
+    rlo, rhi = _union_meet((R.lo, R.hi))
+    err = jnp.minimum(jnp.max(R.err[:-1], axis=0), R.err[-1])
+    y = tape.event_value(Real(rlo, rhi, rlo, rhi, jnp.zeros_like(rlo), o.value, exact=True), err)
+    _, d1, d2 = _piecewise_jet(blk, a.lo, a.hi)
     d1_exact = None
     ex = tape.refined_exact.get(id(a))
     if ex is not None:
-        d1_exact = jet(blk, *ex)[1]
+        d1_exact = _piecewise_jet(blk, *ex)[1]
     tape.ub_rec[id(ctx.eqn)] = _BlockRec(a, d1, d1_exact, d2)
     return [a], [y]
+
+
+def _pieces(lo: Any, hi: Any, k: int) -> tuple[Any, Any]:
+    """``k`` sub-ranges of ``[lo, hi]`` whose union is ``[lo, hi]``, then the whole
+    range: arrays of shape ``(k + 1, *lo.shape)``. Neighbours share their end point
+    (one float, so no gap); where the width is not finite every piece is the whole
+    range."""
+    w = hi - lo
+    fin = jnp.isfinite(w)
+    # lo + w i/k rounds monotonically in i, so the cuts do not decrease
+    cuts = [lo] + [jnp.clip(lo + w * (i / k), lo, hi) for i in range(1, k)] + [hi]
+    los = [F.where(fin, c, lo) for c in cuts[:-1]]
+    his = [F.where(fin, c, hi) for c in cuts[1:]]
+    return jnp.stack(los + [lo]), jnp.stack(his + [hi])
+
+
+def _union_meet(p: tuple[Any, Any]) -> tuple[Any, Any]:
+    """Stacked enclosures over ``_pieces``: the union over the pieces, intersected with
+    the whole range's (the last slice)."""
+    lo, hi = p
+    return jnp.maximum(jnp.min(lo[:-1], axis=0), lo[-1]), jnp.minimum(jnp.max(hi[:-1], axis=0), hi[-1])
+
+
+def _piecewise_jet(blk: Any, lo: Any, hi: Any) -> tuple[Any, Any, Any]:
+    """:func:`~._rules.sensitivity_blocks.jet` over ``[lo, hi]`` as the union of its
+    jets over ``UB_PIECES`` sub-ranges, intersected with the jet of the whole range."""
+    from ._rules.sensitivity_blocks import jet
+
+    plo, phi = _pieces(lo, hi, UB_PIECES)
+    v, d1, d2 = jet(blk, plo, phi)
+    return _union_meet(v), _union_meet(d1), _union_meet(d2)
 
 
 def _softmax_block(tape: _Tape, ctx, outs: list[Any]) -> list[Any]:
@@ -1875,6 +1913,9 @@ GRAM = True
 #: elementwise unary blocks (``_patterns.unary_blocks``: GELU, SiLU) are one tape entry
 #: each, with their own derivative and curvature enclosures (``_unary_block``)
 UNARY_BLOCKS = True
+#: a unary block's error, range and derivative enclosures are the union of those over
+#: this many equal sub-ranges of its operand's path range (``_unary_block``)
+UB_PIECES = 8
 #: the product of two split values that share rounding events (GELU's ``x * cdf(x)``):
 #: also bound the cross term as a signed quadratic form in one of them
 #: (``_gram.cross_aligned``), keep the smaller
