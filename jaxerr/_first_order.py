@@ -1436,9 +1436,12 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
     if rule is None and ub is None:
         return None
 
-    def split_val(x):
-        return isinstance(x, Real) and id(x) in stops and id(x) in tape.refined_exact \
-            and jnp.shape(x.lo) == shape
+    def split_val(x, broadcast=False):
+        if not (isinstance(x, Real) and id(x) in stops and id(x) in tape.refined_exact):
+            return False
+        xs = jnp.shape(x.lo)
+        return xs == shape or (broadcast and len(xs) == len(shape)
+                               and all(a in (1, b) for a, b in zip(xs, shape)))
 
     def exact(x):
         lo, hi = tape.refined_exact[id(x)]
@@ -1472,14 +1475,26 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
         if c0 is None or cg is None:
             return None
         return _quad_unary(tape, x, stops, flat, gm, c0, cg, lo, hi, per_seed)
-    if prim is P("mul") and len(ins) == 2 and all(split_val(x) for x in ins) and ins[0] is not ins[1]:
+    if prim is P("mul") and len(ins) == 2 and all(split_val(x, CROSS_GROUPED) for x in ins) \
+            and ins[0] is not ins[1] and any(jnp.shape(x.lo) == shape for x in ins):
         a, b = ins
         c0 = rule(ctx, [gm], [exact(a), exact(b)], [o_ex], **ctx.eqn.params)[0]
         cg = rule(ctx, [gr], [a, b], [o], **ctx.eqn.params)[0]
         if any(c is None for c in list(c0) + list(cg)):
             return None
-        Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
         # gm (a b)(1) - gm (a b)(0) = gm b0 Da + gm a0 Db + gm Da Db
+        if jnp.shape(a.lo) != shape or jnp.shape(b.lo) != shape:
+            # one operand broadcast against the other (LayerNorm's (x - m) * rsqrt(.)):
+            # the cross term grouped by the broadcast operand's elements
+            x, z = (a, b) if jnp.shape(a.lo) == shape else (b, a)
+            zs = jnp.shape(z.lo)
+            group = np.broadcast_to(np.arange(int(np.prod(zs))).reshape(zs), shape).reshape(-1)
+            total = _gram.cross_grouped(tape.gram.get(id(x)), flat(stops[id(x)]),
+                                        stops[id(z)].reshape(-1).astype(adt), group, flat(g.mid))
+            total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
+            total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
+            return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
+        Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
         ga, gb = tape.gram.get(id(a)), tape.gram.get(id(b))
         both = id(a) in per_seed and id(b) in per_seed
         total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), both)
@@ -1920,6 +1935,10 @@ UB_PIECES = 8
 #: also bound the cross term as a signed quadratic form in one of them
 #: (``_gram.cross_aligned``), keep the smaller
 CROSS_ALIGNED = True
+#: the product of two split values one of which is broadcast against the other
+#: (LayerNorm's ``(x - m) * rsqrt(var + eps)``): bound the cross term by groups of the
+#: broadcast operand (``_gram.cross_grouped``) instead of charging both cotangent radii
+CROSS_GROUPED = True
 
 
 def _use_counts(jaxpr: Any) -> dict[Any, int]:

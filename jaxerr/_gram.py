@@ -329,3 +329,63 @@ def cross_aligned(gx: Gram | None, Bx: Any, gz: Gram | None, Bz: Any, phi: Any, 
     cross = _sum_all(F.where(phi == 0, 0.0, F.mul_up(jnp.abs(phi), F.mul_up(Bx, B_T))))
     out = F.add_up_nn(F.add_up_nn(q, werr), cross)
     return F.where(jnp.isnan(out), jnp.inf, out)
+
+
+def _group_sum_up(v: Any, group: np.ndarray, nz: int, m: int) -> Any:
+    """Upper bound of the sums of a nonnegative ``v`` (flat, or ``(n, K)``) over the
+    groups ``group`` (``nz`` of them, at most ``m`` elements each), summed in any order:
+    ``(1 + 2 gamma_m)`` times the float sum, plus underflow."""
+    dt = v.dtype
+    s = jnp.zeros((nz,) + jnp.shape(v)[1:], dt).at[group].add(v)
+    return F.add_up_nn(F.scale_up(s, 1 + 2 * _gamma(m, dt)), F.static_up(2 * (m + 2) * float(np.finfo(dt).tiny), dt))
+
+
+def _rows_up(x: Any) -> Any:
+    """Upper bound of the row sums of a nonnegative ``(nz, K)`` array."""
+    K = int(jnp.shape(x)[1])
+    dt = x.dtype
+    return F.add_up_nn(F.scale_up(jnp.sum(x, axis=1), 1 + 2 * _gamma(K, dt)),
+                       F.static_up(2 * (K + 2) * float(np.finfo(dt).tiny), dt))
+
+
+def cross_grouped(gx: Gram | None, Bx: Any, Bz: Any, group: np.ndarray, phi: Any) -> Any:
+    """Upper bound of ``sup |sum_j phi_j D^x_j D^z_{group[j]}|`` where ``z`` is
+    broadcast against ``x`` (LayerNorm's ``(x - m) * rsqrt(var + eps)``: one ``z``
+    element per row of ``x``); ``phi``, ``Bx``, ``group`` flat over ``x``'s elements,
+    ``Bz`` flat over ``z``'s.
+
+    Grouping the sum by the element ``g`` of ``z``: ``sum_g D^z_g S_g`` with
+    ``S_g = sum_{j in g} phi_j D^x_j``, a *signed* linear functional of ``x``'s
+    deviation, so ``|S_g| <= sum_{j in g} |phi_j| B^x_j`` and, with ``x``'s record
+    ``D^x_j = a_j · u + d_j + rho_j``, ``|S_g| <= |sum_{j in g} phi_j a_j|_1 +
+    |sum_{j in g} phi_j d_j| + sum_{j in g} |phi_j| R_j``, where the first sum cancels
+    across the row (the deviations share their rounding events). The bound is
+    ``sum_g B^z_g min(both)``; every float operation is bounded outward
+    (``|fl(sum phi a) - sum phi a| <= gamma_{m+1} sum |phi| |a|`` for ``m`` terms)."""
+    group = np.asarray(group)
+    nz = int(jnp.shape(Bz)[0])
+    m = int(np.bincount(group, minlength=nz).max()) if group.size else 1
+    aphi = jnp.abs(phi)
+    S = _group_sum_up(F.where(phi == 0, 0.0, F.mul_up(aphi, Bx)), group, nz, m)
+    if gx is not None:
+        A, d, R = gx.A, gx.d, gx.R
+        dt = A.dtype
+        g = _gamma(m + 1, dt)
+        # (per seed: an (nz, n) weight matrix times the shared rows, never phi * A)
+        n = int(jnp.shape(A)[0])
+        onehot = np.zeros((nz, n), np.dtype(dt))
+        onehot[group, np.arange(n)] = 1
+        P = jnp.asarray(onehot) * phi[None, :]  # exact
+        t = jnp.dot(P, A, precision=lax.Precision.HIGHEST)
+        gn = _gamma(n, dt)
+        tabs = F.add_up_nn(F.scale_up(jnp.dot(jnp.abs(P), gx.absA, precision=lax.Precision.HIGHEST), 1 + 2 * gn),
+                           F.static_up(2 * (n + 2) * float(np.finfo(dt).tiny), dt))
+        terr = F.scale_up(tabs, _gamma(n + 1, dt))
+        lin = _rows_up(F.add_up_nn(jnp.abs(t), terr))
+        sd = jnp.zeros((nz,), dt).at[group].add(phi * d)
+        sderr = F.scale_up(_group_sum_up(F.mul_up(aphi, jnp.abs(d)), group, nz, m), g)
+        rest = _group_sum_up(F.mul_up(aphi, R), group, nz, m)
+        gram = F.add_up_nn(F.add_up_nn(lin, F.add_up_nn(jnp.abs(sd), sderr)), rest)
+        S = jnp.minimum(S, F.where(jnp.isnan(gram), jnp.inf, gram))
+    out = _sum_all(F.where(S == 0, 0.0, F.mul_up(Bz, S)))
+    return F.where(jnp.isnan(out), jnp.inf, out)
