@@ -62,6 +62,7 @@ def test_float64_analysis_of_a_float32_program_is_sound_and_not_looser():
     np.testing.assert_array_equal(np.asarray(r.abs_err), np.asarray(r64.abs_err))
 
 
+@pytest.mark.slow  # 33 s (jit and vmap composition of bound: tests/test_api.py)
 def test_float64_analysis_composes_with_jit_and_vmap():
     f, x = _mlp("tanh", 2, 8, seed=5)
     xs = np.stack([x, 0.5 * x, -x])

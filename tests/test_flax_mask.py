@@ -276,6 +276,7 @@ def _projected(x, w, kind):
     return jax.nn.softmax(s, axis=-1) @ v
 
 
+@pytest.mark.slow  # 40 s
 def test_first_order_mask_select_cuts_only_where_the_mask_is_selected():
     """With rounded projections q, k, v, the ``where(mask, s, -inf)`` was cut at *every*
     logit (the ``-inf`` operand is non-finite everywhere, though selected only at the
