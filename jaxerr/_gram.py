@@ -373,9 +373,8 @@ def cross_grouped(gx: Gram | None, Bx: Any, Bz: Any, group: np.ndarray, phi: Any
         g = _gamma(m + 1, dt)
         # (per seed: an (nz, n) weight matrix times the shared rows, never phi * A)
         n = int(jnp.shape(A)[0])
-        onehot = np.zeros((nz, n), np.dtype(dt))
-        onehot[group, np.arange(n)] = 1
-        P = jnp.asarray(onehot) * phi[None, :]  # exact
+        onehot = jnp.arange(nz)[:, None] == jnp.asarray(group)[None, :]  # (no (nz, n) constant)
+        P = F.where(onehot, phi[None, :], 0.0)  # exact
         t = jnp.dot(P, A, precision=lax.Precision.HIGHEST)
         gn = _gamma(n, dt)
         tabs = F.add_up_nn(F.scale_up(jnp.dot(jnp.abs(P), gx.absA, precision=lax.Precision.HIGHEST), 1 + 2 * gn),
