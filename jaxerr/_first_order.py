@@ -1491,19 +1491,17 @@ def _quad_split(tape: _Tape, ctx, gs: list[Any], ins: list[Any], outs: list[Any]
             group = np.broadcast_to(np.arange(int(np.prod(zs))).reshape(zs), shape).reshape(-1)
             total = _gram.cross_grouped(tape.gram.get(id(x)), flat(stops[id(x)]),
                                         stops[id(z)].reshape(-1).astype(adt), group, flat(g.mid))
-            total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
-            total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
-            return list(c0), F.where(jnp.isnan(total), jnp.inf, total)
-        Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
-        ga, gb = tape.gram.get(id(a)), tape.gram.get(id(b))
-        both = id(a) in per_seed and id(b) in per_seed
-        total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), both)
-        if CROSS_ALIGNED:
-            # b = h(a) (GELU's x * cdf(x)) and the like: D^b = lam D^a + T, a signed
-            # quadratic form in D^a plus a small rest (_gram.cross_aligned)
-            al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), both)
-            if al is not None:
-                total = jnp.minimum(total, al)
+        else:
+            Ba, Bb = flat(stops[id(a)]), flat(stops[id(b)])
+            ga, gb = tape.gram.get(id(a)), tape.gram.get(id(b))
+            both = id(a) in per_seed and id(b) in per_seed
+            total = _gram.cross_signed(ga, Ba, gb, Bb, flat(g.mid), both)
+            if CROSS_ALIGNED:
+                # b = h(a) (GELU's x * cdf(x)) and the like: D^b = lam D^a + T, a signed
+                # quadratic form in D^a plus a small rest (_gram.cross_aligned)
+                al = _gram.cross_aligned(ga, Ba, gb, Bb, flat(g.mid), both)
+                if al is not None:
+                    total = jnp.minimum(total, al)
         total = F.add_up_nn(total, _contrib(cg[0], stops[id(a)]))
         total = F.add_up_nn(total, _contrib(cg[1], stops[id(b)]))
         return list(c0), F.where(jnp.isnan(total), jnp.inf, total)

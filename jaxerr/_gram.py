@@ -376,10 +376,7 @@ def cross_grouped(gx: Gram | None, Bx: Any, Bz: Any, group: np.ndarray, phi: Any
         onehot = jnp.arange(nz)[:, None] == jnp.asarray(group)[None, :]  # (no (nz, n) constant)
         P = F.where(onehot, phi[None, :], 0.0)  # exact
         t = jnp.dot(P, A, precision=lax.Precision.HIGHEST)
-        gn = _gamma(n, dt)
-        tabs = F.add_up_nn(F.scale_up(jnp.dot(jnp.abs(P), gx.absA, precision=lax.Precision.HIGHEST), 1 + 2 * gn),
-                           F.static_up(2 * (n + 2) * float(np.finfo(dt).tiny), dt))
-        terr = F.scale_up(tabs, _gamma(n + 1, dt))
+        terr = F.scale_up(_matvec_up(jnp.abs(P), gx.absA), _gamma(n + 1, dt))
         lin = _rows_up(F.add_up_nn(jnp.abs(t), terr))
         sd = jnp.zeros((nz,), dt).at[group].add(phi * d)
         sderr = F.scale_up(_group_sum_up(F.mul_up(aphi, jnp.abs(d)), group, nz, m), g)
